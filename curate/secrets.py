@@ -1,0 +1,43 @@
+"""Keep secret values out of logs, manifests and exports.
+
+Secrets only ever come from environment variables. Any variable whose name looks secret (or
+that a config names via `*_env`) is masked wherever text leaves the process through these helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+MASK = "***"
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    env = os.environ if environ is None else environ
+    # Short values would mask ordinary words; real keys are long.
+    return sorted({v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= 6}, key=len, reverse=True)
+
+
+def redact(text: str, environ: dict[str, str] | None = None) -> str:
+    for value in secret_values(environ):
+        text = text.replace(value, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the filter to every handler of the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

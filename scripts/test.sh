@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's test command: install everything, then run the whole suite (slow tests too).
+# Services the tests need are started by the test fixtures through the scripts in scripts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
+set +e
+uv run --locked pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$rc"
