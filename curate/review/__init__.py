@@ -1,0 +1,1 @@
+"""Human review in Argilla: push candidates, pull responses, agreement, conflict policy."""
