@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curate.config import Config, load_config
@@ -78,9 +79,10 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
     """Show each stage's status, row counts and last run."""
     cfg = get_config(config)
     ws = workspace_for(cfg)
-    manifests = {s: ws.manifest(s) for s in ws.stages()}
+    manifests = {s: ws.failure(s) or ws.manifest(s) for s in ws.stages()}
     if as_json:
-        console.print_json(json.dumps({s: {k: m.get(k) for k in ("status", "fingerprint", "finished_at", "duration_s", "outputs")} for s, m in manifests.items()}))
+        keys = ("status", "error", "fingerprint", "finished_at", "duration_s", "outputs")
+        console.print_json(json.dumps({s: {k: m.get(k) for k in keys} for s, m in manifests.items()}))
         return
     if not manifests:
         console.print(f"no stages have run in {ws.root}")
@@ -90,7 +92,8 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         table.add_column(col)
     for stage, m in manifests.items():
         rows = ", ".join(f"{t}={o['rows']}" for t, o in m.get("outputs", {}).items())
-        table.add_row(stage, m.get("status", "?"), rows, str(m.get("finished_at", ""))[:19], str(m.get("duration_s", "")))
+        state = m.get("status", "?") if m.get("status") != "failed" else f"[red]failed[/]: {m.get('error', '')}"
+        table.add_row(stage, state, rows, str(m.get("finished_at", ""))[:19], str(m.get("duration_s", "")))
     console.print(table)
 
 
@@ -128,5 +131,5 @@ def run() -> None:
     try:
         app()
     except CurateError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

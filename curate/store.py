@@ -35,6 +35,7 @@ from curate.errors import CurateError
 from curate.secrets import redact
 
 MANIFEST = "manifest.json"
+FAILURE = "failed.json"
 
 
 @dataclass
@@ -152,9 +153,16 @@ class Workspace:
         path = self.stage_dir(stage) / MANIFEST
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
+    def failure(self, stage: str) -> dict[str, Any] | None:
+        """The last failed attempt of a stage, if it failed after its last good run."""
+        path = self.stage_dir(stage) / FAILURE
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
     def stages(self) -> list[str]:
         base = self.root / "stages"
-        return sorted(p.name for p in base.iterdir() if (p / MANIFEST).exists()) if base.exists() else []
+        if not base.exists():
+            return []
+        return sorted(p.name for p in base.iterdir() if (p / MANIFEST).exists() or (p / FAILURE).exists())
 
     def read(self, ref: str) -> pl.DataFrame:
         """Read a table by `stage/table` reference."""
@@ -174,7 +182,7 @@ class Workspace:
             lock.acquire(timeout=timeout)
         except Timeout as exc:
             raise WorkspaceLocked(f"{self.root}: another run holds the workspace lock") from exc
-        self.run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
         self._run_log: list[dict[str, Any]] = []
         started = time.time()
         try:
@@ -238,6 +246,8 @@ class Workspace:
         fp = self.fingerprint(stage, version, config, inputs)
         if not force and self.is_fresh(stage, fp["fingerprint"]):
             manifest = self.manifest(stage) or {}
+            # Inputs are back to those of the good run, so an earlier failure no longer applies.
+            (self.stage_dir(stage) / FAILURE).unlink(missing_ok=True)
             self._log_run(stage, "skipped", manifest)
             return StageResult(stage, True, self._outputs(stage, manifest), manifest)
 
@@ -245,15 +255,13 @@ class Workspace:
         manifest: dict[str, Any] = {
             "stage": stage,
             "version": version,
-            "status": "running",
             **fp,
             "config": config.model_dump(mode="json") if config is not None else None,
             "run_id": self.run_id,
             "started_at": dt.datetime.now(dt.UTC).isoformat(),
             "outputs": {},
         }
-        # Mark running first so a crash mid-write can never look complete.
-        atomic_write_json(stage_dir / MANIFEST, manifest)
+        failure_path = stage_dir / FAILURE
         started = time.perf_counter()
         try:
             args = {name: (self.read(ref) if isinstance(ref, str) else ref) for name, ref in inputs.items()}
@@ -261,21 +269,28 @@ class Workspace:
                 args["config"] = config
             result = func(**args, **kwargs)
             output = result if isinstance(result, StageOutput) else StageOutput(tables=result)
-            for table, df in output.tables.items():
-                path = self.table_path(stage, table)
-                atomic_write_parquet(path, df)
-                manifest["outputs"][table] = {"rows": df.height, "sha256": sha256_file(path), "path": path.name}
-            manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
-            manifest["status"] = "complete"
         except BaseException as exc:
-            manifest["status"] = "failed"
-            manifest["error"] = f"{type(exc).__name__}: {exc}"
+            # Outputs and manifest of the last good run stay untouched; the failure is recorded beside them.
+            failure = manifest | {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                  "duration_s": round(time.perf_counter() - started, 3)}
+            atomic_write_json(failure_path, failure)
+            self._log_run(stage, "failed", failure)
             raise
-        finally:
-            manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-            manifest["duration_s"] = round(time.perf_counter() - started, 3)
-            atomic_write_json(stage_dir / MANIFEST, manifest)
-            self._log_run(stage, manifest["status"], manifest)
+        # Each table is replaced atomically and the manifest last: after a crash in between, the
+        # recorded hashes no longer match and the stage reruns instead of being skipped.
+        for table, df in output.tables.items():
+            path = self.table_path(stage, table)
+            atomic_write_parquet(path, df)
+            manifest["outputs"][table] = {"rows": df.height, "sha256": sha256_file(path), "path": path.name}
+        for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
+            self.table_path(stage, stale).unlink(missing_ok=True)
+        manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
+        manifest["status"] = "complete"
+        manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
+        manifest["duration_s"] = round(time.perf_counter() - started, 3)
+        atomic_write_json(stage_dir / MANIFEST, manifest)
+        failure_path.unlink(missing_ok=True)
+        self._log_run(stage, "complete", manifest)
         return StageResult(stage, False, self._outputs(stage, manifest), manifest)
 
     def _outputs(self, stage: str, manifest: dict[str, Any]) -> dict[str, Path]:

@@ -1,0 +1,79 @@
+import json
+import logging
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.config import load_config
+from curate.errors import ConfigError
+from curate.secrets import redact
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(environ={})
+    assert cfg.llm.temperature == 0.6 and cfg.llm.top_p == 0.95
+    assert len(cfg.languages) == 11 and cfg.languages[0] == "en"
+
+
+def test_file_then_env_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('workspace = "w1"\n[llm]\nmodel = "r1"\nmax_concurrency = 4\n')
+    cfg = load_config(path, environ={"CURATE__LLM__MAX_CONCURRENCY": "32", "CURATE__LANGUAGES": '["en", "zh"]'})
+    assert cfg.workspace == "w1" and cfg.llm.model == "r1"
+    assert cfg.llm.max_concurrency == 32
+    assert cfg.languages == ["en", "zh"]
+
+
+def test_invalid_value_names_the_setting(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\nmax_concurrency = 0\n")
+    with pytest.raises(ConfigError, match=r"c.toml: llm.max_concurrency"):
+        load_config(path, environ={})
+
+
+def test_unknown_setting_is_rejected(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\nbase_ulr = 'x'\n")
+    with pytest.raises(ConfigError, match=r"llm.base_ulr"):
+        load_config(path, environ={})
+
+
+def test_broken_toml_names_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+
+
+def test_secret_in_file_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\napi_key = 'sk-live-123456'\n")
+    with pytest.raises(ConfigError, match="secrets come only from the environment"):
+        load_config(path, environ={})
+
+
+def test_secret_never_reaches_manifest_logs_or_run_files(tmp_path, monkeypatch, caplog, deccp_censored):
+    secret = "sk-test-DO-NOT-LEAK-7f3a9c"
+    monkeypatch.setenv("CURATE_LLM_API_KEY", secret)
+    monkeypatch.setenv("CURATE__WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config()
+    assert cfg.llm.api_key() == secret
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("curate.test").info("calling endpoint with key %s", secret)
+        result = CliRunner().invoke(app, ["-v", "ingest", str(deccp_censored)])
+    assert result.exit_code == 0, result.output
+    assert secret not in caplog.text
+    assert secret not in result.output
+    for f in (tmp_path / "ws").rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    manifest = json.loads((tmp_path / "ws" / "stages" / "ingest" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+
+
+def test_redact_masks_env_secrets():
+    env = {"MY_API_KEY": "abcdef123456", "HOME": "/root"}
+    assert redact("key=abcdef123456 home=/root", env) == "key=*** home=/root"
