@@ -1,0 +1,154 @@
+"""`curate dedupe` (the workspace stage) and `curate dedupe-file` (any JSONL/CSV/Parquet file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from curate.cli import ConfigOpt, ForceOpt, console, err_console, get_config, print_result, workspace_for
+from curate.config import Config, stage_config
+from curate.dedupe.config import DedupeConfig
+from curate.errors import InputError
+from curate.store import Workspace, atomic_write_json, atomic_write_parquet
+
+INPUT_TABLE = "translate/translations"
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+ThresholdOpt = Annotated[float | None, typer.Option(help="Cosine similarity at or above which rows merge.")]
+ModelOpt = Annotated[str | None, typer.Option(help="Embedding model: hub name, folder, 'minilm-bundled', 'embeddinggemma'.")]
+KeepOpt = Annotated[str | None, typer.Option(help="Which row of a cluster to keep: first, longest, best.")]
+CrossOpt = Annotated[bool | None, typer.Option("--cross-language/--within-language", help="Also match across languages.")]
+ExactOpt = Annotated[bool, typer.Option("--exact-only", help="Only exact (normalized) duplicates; no model.")]
+
+
+def dedupe_config(cfg: Config, **overrides: Any) -> DedupeConfig:
+    """`[stages.dedupe]` from the config, with command-line overrides that are set."""
+    base = stage_config(cfg, "dedupe", DedupeConfig)
+    update = {k: v for k, v in overrides.items() if v is not None}
+    return DedupeConfig.model_validate(base.model_dump() | update) if update else base
+
+
+def embedding_cache_dir(ws: Workspace) -> Path:
+    return ws.root / "cache" / "embeddings"
+
+
+def stage_version(config: DedupeConfig) -> str:
+    """The stage version plus the resolved model, so `auto` resolving differently reruns the stage."""
+    from curate.dedupe import STAGE_VERSION, resolve_model
+
+    return f"{STAGE_VERSION}+{resolve_model(config.model).key}" if config.semantic else f"{STAGE_VERSION}+exact"
+
+
+def _progress(quiet: bool):
+    from curate.progress import progress_bar
+
+    return None if quiet else progress_bar
+
+
+def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) -> None:
+    stats = report.get("dedupe", {})
+    console.print(
+        f"  rows {stats.get('rows_in')} -> kept {stats.get('rows_kept')}: exact duplicates {stats.get('exact_duplicates')}, "
+        f"semantic {stats.get('semantic_duplicates')}, embeddings computed {stats.get('embeddings_computed')} "
+        f"(cached {stats.get('embeddings_cached')}), model {stats.get('model', '-')}, threshold {stats.get('threshold')}"
+    )
+    if stats.get("model_warning"):
+        err_console.print(f"[yellow]warning:[/] {stats['model_warning']}", highlight=False)
+    if show_pairs and near.height:
+        table = Table(title="pairs nearest the threshold (tune with --threshold)")
+        for col in ("similarity", "merged", "language", "a", "b"):
+            table.add_column(col)
+        for row in near.head(show_pairs).iter_rows(named=True):
+            table.add_row(f"{row['similarity']:.3f}", "yes" if row["merged"] else "no", row["a_language"],
+                          (row["a_text"] or "")[:70], (row["b_text"] or "")[:70])
+        console.print(table)
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Any file curate ingests (JSONL, JSON, CSV/TSV, Parquet, datasets folder) as one frame."""
+    from curate.ingest import read_rows
+
+    if path.suffix.lower() == ".parquet" and path.is_file():
+        try:
+            return pl.read_parquet(path)
+        except Exception as exc:  # polars raises several types for corrupt files
+            raise InputError(path, f"not a readable Parquet file: {exc}") from exc
+    rows = [row for _, row in read_rows(path)]
+    try:
+        return pl.DataFrame(rows, infer_schema_length=None)
+    except (TypeError, pl.exceptions.PolarsError) as exc:
+        raise InputError(path, f"rows do not form a table (mixed value types in a column?): {exc}") from exc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def dedupe(
+        config: ConfigOpt = None,
+        force: ForceOpt = False,
+        threshold: ThresholdOpt = None,
+        model: ModelOpt = None,
+        keep: KeepOpt = None,
+        cross_language: CrossOpt = None,
+        exact_only: ExactOpt = False,
+        show_pairs: Annotated[int, typer.Option(help="Near-threshold pairs to print.")] = 5,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Remove exact and semantic duplicates from translate/translations (rows with status ok)."""
+        from curate.dedupe import dedupe_stage
+
+        cfg = get_config(config)
+        ws = workspace_for(cfg)
+        stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, cross_language=cross_language,
+                                  semantic=False if exact_only else None)
+        with ws.locked():
+            result = ws.run_stage(
+                "dedupe", dedupe_stage, inputs={"translations": INPUT_TABLE}, config=stage_cfg,
+                version=stage_version(stage_cfg), force=force, cache_dir=embedding_cache_dir(ws),
+                progress=_progress(quiet),
+            )
+        print_result(result)
+        _print_summary(result.manifest.get("report", {}), ws.read("dedupe/pairs_near_threshold"), show_pairs)
+
+    @app.command("dedupe-file")
+    def dedupe_file(
+        source: Annotated[Path, typer.Argument(help="JSONL, JSON, CSV/TSV or Parquet file.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for deduped.parquet, clusters.parquet, "
+                                          "pairs_near_threshold.parquet and report.json.")],
+        text_col: Annotated[str, typer.Option(help="Column with the text.")] = "text",
+        language_col: Annotated[str | None, typer.Option(help="Column with the language; none: one language.")] = None,
+        group_col: Annotated[str | None, typer.Option(help="Rows sharing a value here never merge (translations of one question).")] = None,
+        id_col: Annotated[str | None, typer.Option(help="Column with a row id; none: row-<n>.")] = None,
+        config: ConfigOpt = None,
+        threshold: ThresholdOpt = None,
+        model: ModelOpt = None,
+        keep: KeepOpt = None,
+        score_col: Annotated[str | None, typer.Option(help="Column ranked by --keep best.")] = None,
+        cross_language: CrossOpt = None,
+        exact_only: ExactOpt = False,
+        cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: $CURATE_HOME/embeddings).")] = None,
+        show_pairs: Annotated[int, typer.Option(help="Near-threshold pairs to print.")] = 5,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """De-duplicate any table of texts (exact, then semantic) and write the results to a folder."""
+        from curate.dedupe import dedupe_frame
+        from curate.dedupe.embed import curate_home
+
+        cfg = get_config(config)
+        stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, score_col=score_col,
+                                  cross_language=cross_language, semantic=False if exact_only else None)
+        df = read_table(source)
+        output = dedupe_frame(
+            df, stage_cfg, text_col=text_col, language_col=language_col, group_col=group_col, id_col=id_col,
+            cache_dir=cache_dir or curate_home() / "embeddings", progress=_progress(quiet), source=str(source),
+        )
+        names = {"translations": "deduped", "clusters": "clusters", "pairs_near_threshold": "pairs_near_threshold"}
+        for table, frame in output.tables.items():
+            atomic_write_parquet(out / f"{names[table]}.parquet", frame)
+        atomic_write_json(out / "report.json", output.report | {"config": stage_cfg.model_dump(mode="json")})
+        console.print(f"wrote {out}/deduped.parquet ({output.tables['translations'].height} rows), clusters.parquet, "
+                      "pairs_near_threshold.parquet, report.json")
+        _print_summary(output.report, output.tables["pairs_near_threshold"], show_pairs)
+

@@ -1,0 +1,93 @@
+"""`curate llm ...`: check the endpoint, see what calls cost, manage the request cache."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from curate.cli import ConfigOpt, console, get_config, workspace_for
+from curate.errors import CurateError
+from curate.llm import LLMCache, complete_frame
+from curate.llm.client import cost_of
+
+llm_app = typer.Typer(no_args_is_help=True, help="The LLM endpoint and its request cache.")
+
+
+def _cache(config) -> LLMCache:
+    return LLMCache.for_workspace(workspace_for(get_config(config)).root)
+
+
+@llm_app.command()
+def ping(
+    config: ConfigOpt = None,
+    prompt: Annotated[str, typer.Option(help="What to ask.")] = "Say hello in one short sentence.",
+    max_tokens: Annotated[int, typer.Option(help="Cap on the reply length.")] = 32,
+) -> None:
+    """Send one uncached request to the configured endpoint and show the reply."""
+    cfg = get_config(config)
+    started = time.perf_counter()
+    out = complete_frame(pl.DataFrame({"request_id": ["ping"], "prompt": [prompt]}), cfg.llm, stage="ping",
+                         cache=None, overrides={"max_tokens": max_tokens}, prices=cfg.prices)
+    row = out.row(0, named=True)
+    console.print(f"endpoint {cfg.llm.base_url} model {cfg.llm.model}: {row['status']} in {time.perf_counter() - started:.2f}s")
+    if row["status"] != "ok":
+        raise CurateError(f"{cfg.llm.base_url}: {row['error']}")
+    if row["reasoning"]:
+        console.print(f"[dim]reasoning:[/] {row['reasoning']}", markup=True, highlight=False)
+    console.print(f"answer: {row['content']}", markup=False, highlight=False)
+    console.print(f"finish_reason={row['finish_reason']} tokens={row['prompt_tokens']}+{row['completion_tokens']}")
+
+
+@llm_app.command()
+def usage(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Calls, tokens and cost per stage, over every run of this workspace (from the request cache)."""
+    cfg = get_config(config)
+    with _cache(config) as cache:
+        rows = cache.usage_by_stage()
+    for r in rows:
+        r["cost_usd"] = cost_of(cfg.prices, r["model"], r["prompt_tokens"], r["completion_tokens"])
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no LLM calls recorded in this workspace")
+        return
+    table = Table(title="LLM usage by stage (each call counted once, under the stage that made it)")
+    for col in ("stage", "model", "calls", "prompt tokens", "completion tokens", "errors", "cost USD"):
+        table.add_column(col)
+    for r in rows:
+        cost = "-" if r["cost_usd"] is None else f"{r['cost_usd']:.4f}"
+        table.add_row(r["stage"], r["model"], str(r["calls"]), str(r["prompt_tokens"]), str(r["completion_tokens"]),
+                      str(r["errors"]), cost)
+    console.print(table)
+
+
+@llm_app.command("cache-stats")
+def cache_stats(config: ConfigOpt = None) -> None:
+    """Where the request cache is and how much it holds."""
+    with _cache(config) as cache:
+        stats = cache.stats()
+    console.print_json(json.dumps(stats))
+
+
+@llm_app.command("cache-clear")
+def cache_clear(
+    config: ConfigOpt = None,
+    stage: Annotated[str | None, typer.Option(help="Only calls first made by this stage.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Forget cached calls, so the next run asks the endpoint again."""
+    if not yes and not typer.confirm(f"delete cached LLM calls{f' of stage {stage}' if stage else ''}?"):
+        raise typer.Abort()
+    with _cache(config) as cache:
+        n = cache.clear(stage)
+    console.print(f"deleted {n} cached calls")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(llm_app, name="llm")

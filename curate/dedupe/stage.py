@@ -1,0 +1,326 @@
+"""The dedupe stage: exact duplicates after normalization, then semantic near-duplicates.
+
+Rules (see docs/dedupe.md):
+- Rows are matched within a language unless `cross_language` is set.
+- Rows of one group (translations of one question: same `question_id`) are never matched
+  with each other, and a cluster never drops a translation of its kept question.
+- Clusters are connected components of pairs at or above the threshold; the kept
+  representative is the first, longest or best-scored row of the cluster.
+
+Partition-level functions (for fanning out on Dask/Prefect): `prepare_rows` once, then per key
+of `partition_keys`: `partition_rows` -> `dedupe_partition`; finally `assemble`.
+`dedupe_frame` runs the same steps in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curate.dedupe.config import DedupeConfig
+from curate.dedupe.embed import (
+    EmbeddingCache,
+    ProgressFactory,
+    ResolvedModel,
+    embed_texts,
+    load_model,
+    model_info,
+    resolve_model,
+)
+from curate.dedupe.normalize import normalized_text_expr
+from curate.dedupe.search import near_pairs
+from curate.errors import InputError
+from curate.store import StageOutput
+
+ROW = "_row"  # input position; every internal column starts with an underscore
+UNKNOWN_LANGUAGE = "und"
+CROSS_LANGUAGE_PARTITION = "*"
+
+
+@dataclass
+class PartitionResult:
+    """What `dedupe_partition` returns: small frames keyed by input position."""
+
+    key: str
+    members: pl.DataFrame  # _row, _rep_row, similarity (cosine to the representative)
+    pairs: pl.DataFrame  # a, b (input positions), similarity; pairs >= threshold - near_margin
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _require(df: pl.DataFrame, col: str | None, source: str, what: str) -> None:
+    if col is not None and col not in df.columns:
+        raise InputError(source, f"missing {what} column (have: {', '.join(df.columns) or 'none'})", field=col)
+
+
+def prepare_rows(
+    df: pl.DataFrame,
+    config: DedupeConfig,
+    *,
+    text_col: str = "text",
+    language_col: str | None = "language",
+    group_col: str | None = "question_id",
+    id_col: str | None = None,
+    source: str = "input",
+) -> pl.DataFrame:
+    """Validate, normalize and exact-dedupe. Returns the input plus internal columns:
+    _row, _id, _lang, _group, _norm, _rank (keep priority, 0 = keep first), _exact_rep, _partition."""
+    _require(df, text_col, source, "text")
+    _require(df, language_col, source, "language")
+    _require(df, group_col, source, "group")
+    _require(df, id_col, source, "id")
+    if config.keep == "best":
+        _require(df, config.score_col, source, "score (keep='best')")
+    if df.schema[text_col] not in (pl.String, pl.Null):
+        raise InputError(source, f"expected text, got {df.schema[text_col]}", field=text_col)
+    if id_col is not None and df[id_col].null_count():
+        row = int(df.with_row_index("_r").filter(pl.col(id_col).is_null())["_r"][0]) + 1
+        raise InputError(source, "id is missing", line=row, field=id_col)
+
+    rows = df.with_row_index(ROW).with_columns(
+        (pl.col(id_col).cast(pl.String) if id_col else pl.format("row-{}", pl.col(ROW))).alias("_id"),
+        (pl.col(language_col).cast(pl.String).fill_null(UNKNOWN_LANGUAGE) if language_col
+         else pl.lit(UNKNOWN_LANGUAGE)).alias("_lang"),
+        normalized_text_expr(text_col).alias("_norm"),
+    )
+    rows = rows.with_columns(
+        (pl.col(group_col).cast(pl.String) if group_col else pl.col("_id")).fill_null(pl.col("_id")).alias("_group")
+    )
+    if config.keep == "first":
+        priority = rows.select(ROW)
+    elif config.keep == "longest":
+        priority = rows.sort([pl.col(text_col).str.len_chars().fill_null(0), ROW], descending=[True, False]).select(ROW)
+    else:
+        priority = rows.sort([pl.col(config.score_col), ROW], descending=[True, False], nulls_last=True).select(ROW)
+    rank = np.empty(rows.height, dtype=np.int64)
+    rank[priority[ROW].to_numpy()] = np.arange(rows.height)
+    rows = rows.with_columns(pl.Series("_rank", rank))
+
+    exact_key = ["_norm"] if config.cross_language else ["_lang", "_norm"]
+    rows = rows.with_columns(
+        pl.when(pl.col("_norm").is_null())
+        .then(pl.col(ROW))
+        .otherwise(pl.col(ROW).sort_by("_rank").first().over(exact_key))
+        .alias("_exact_rep"),
+        (pl.lit(CROSS_LANGUAGE_PARTITION) if config.cross_language else pl.col("_lang")).alias("_partition"),
+    )
+    return rows
+
+
+def partition_keys(prepared: pl.DataFrame) -> list[str]:
+    """Partitions that can be searched independently (languages, or one for cross-language)."""
+    return sorted(prepared["_partition"].unique().to_list())
+
+
+def partition_rows(prepared: pl.DataFrame, key: str, *, text_col: str = "text") -> pl.DataFrame:
+    """The rows of one partition that take part in semantic search (exact representatives)."""
+    return prepared.filter(
+        (pl.col("_partition") == key) & pl.col("_norm").is_not_null() & (pl.col(ROW) == pl.col("_exact_rep"))
+    ).select(ROW, "_group", "_rank", pl.col(text_col).alias("_text"))
+
+
+def embed_rows(
+    rows: pl.DataFrame,
+    config: DedupeConfig,
+    resolved: ResolvedModel,
+    *,
+    cache_dir: Path | None = None,
+    progress: ProgressFactory | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    model = load_model(str(resolved.path), config.device, config.backend, config.max_seq_length)
+    cache = EmbeddingCache(cache_dir, resolved.key) if cache_dir is not None else None
+    # Whitespace is collapsed so that formatting-only changes hit the cache.
+    texts = rows.select(pl.col("_text").str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars())
+    embeddings, stats = embed_texts(
+        texts["_text"].to_list(), model, model_key=resolved.key, cache=cache, batch_size=config.batch_size,
+        prompt_name=config.prompt_name, progress=progress,
+    )
+    return embeddings, {"embeddings_computed": stats.computed, "embeddings_cached": stats.cached,
+                        "embed_seconds": round(stats.seconds, 3)}
+
+
+def cluster_partition(
+    rows: pl.DataFrame, embeddings: np.ndarray, config: DedupeConfig, *, key: str = ""
+) -> PartitionResult:
+    """Near-duplicate search and clustering over one partition's embedded rows."""
+    started = time.perf_counter()
+    n = rows.height
+    group_codes = rows["_group"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    pairs = near_pairs(
+        embeddings, group_codes, min_similarity=max(config.threshold - config.near_margin, 1e-6),
+        k=config.k_neighbors, partition_rows=config.split_above_rows, probe=config.kmeans_probe, seed=config.seed,
+    )
+    edges = pairs.filter(pl.col("similarity") >= config.threshold)
+    graph = coo_matrix((np.ones(edges.height, dtype=np.int8), (edges["a"].to_numpy(), edges["b"].to_numpy())), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    rank = rows["_rank"].to_numpy()
+    local = pl.DataFrame({"pos": np.arange(n), "component": component, "rank": rank})
+    rep_pos = local.with_columns(pl.col("pos").sort_by("rank").first().over("component").alias("rep"))["rep"].to_numpy()
+    similarity = np.einsum("ij,ij->i", embeddings, embeddings[rep_pos]).clip(-1, 1).astype(np.float32)
+    similarity[rep_pos == np.arange(n)] = 1.0
+    global_row = rows[ROW].to_numpy()
+    members = pl.DataFrame({ROW: global_row, "_rep_row": global_row[rep_pos], "similarity": similarity})
+    global_pairs = pairs.with_columns(
+        pl.Series("a", global_row[pairs["a"].to_numpy()]), pl.Series("b", global_row[pairs["b"].to_numpy()])
+    )
+    return PartitionResult(key, members, global_pairs,
+                           {"rows": n, "pairs_found": pairs.height, "search_seconds": round(time.perf_counter() - started, 3)})
+
+
+def dedupe_partition(
+    rows: pl.DataFrame,
+    config: DedupeConfig,
+    resolved: ResolvedModel,
+    *,
+    key: str = "",
+    cache_dir: Path | None = None,
+    progress: ProgressFactory | None = None,
+) -> PartitionResult:
+    """Embed (cache first) and cluster one partition: the unit of work to fan out."""
+    embeddings, embed_stats = embed_rows(rows, config, resolved, cache_dir=cache_dir, progress=progress)
+    result = cluster_partition(rows, embeddings, config, key=key)
+    result.stats |= embed_stats
+    return result
+
+
+def assemble(
+    prepared: pl.DataFrame,
+    results: list[PartitionResult],
+    config: DedupeConfig,
+    *,
+    text_col: str = "text",
+    id_col: str | None = None,
+    report: dict[str, Any] | None = None,
+) -> StageOutput:
+    """Merge exact and semantic clusters into the three output tables."""
+    input_cols = [c for c in prepared.columns if not c.startswith("_")]
+    members = (
+        pl.concat([r.members for r in results]) if results
+        else pl.DataFrame(schema={ROW: pl.UInt32, "_rep_row": pl.UInt32, "similarity": pl.Float32})
+    )
+    members = members.with_columns(pl.col(ROW).cast(pl.UInt32), pl.col("_rep_row").cast(pl.UInt32))
+    rows = prepared.join(members.rename({ROW: "_exact_rep"}), on="_exact_rep", how="left").with_columns(
+        pl.col("_rep_row").fill_null(pl.col("_exact_rep")),
+    )
+    rep = rows.select(pl.col(ROW).alias("_rep_row"), pl.col("_id").alias("_rep_id"),
+                      pl.col("_group").alias("_rep_group"), pl.col("_lang").alias("_rep_lang"))
+    rows = rows.join(rep, on="_rep_row", how="left").sort(ROW)
+    is_rep = pl.col(ROW) == pl.col("_rep_row")
+    rows = rows.with_columns(
+        pl.col("_rep_id").alias("cluster_id"),
+        is_rep.alias("is_representative"),
+        # A translation of the kept question is never a duplicate of it.
+        (is_rep | ((pl.col("_group") == pl.col("_rep_group")) & (pl.col("_lang") != pl.col("_rep_lang")))).alias("kept"),
+        pl.when(is_rep).then(None)
+        .when(pl.col(ROW) != pl.col("_exact_rep")).then(pl.lit("exact"))
+        .otherwise(pl.lit("semantic")).alias("duplicate_reason"),
+        pl.when(is_rep).then(1.0).otherwise(pl.col("similarity").fill_null(1.0)).cast(pl.Float32)
+        .alias("similarity_to_representative"),
+    ).with_columns(pl.len().over("cluster_id").alias("cluster_size"))
+
+    kept = rows.filter(pl.col("kept")).select(*input_cols, "cluster_id", "is_representative")
+    id_out = id_col or "row_id"
+    clusters = rows.select(
+        pl.col("_id").alias(id_out), pl.col("_group").alias("group"), pl.col("_lang").alias("language"),
+        pl.col(text_col).alias("text"), "cluster_id", "cluster_size", "is_representative", "kept",
+        "duplicate_reason", "similarity_to_representative",
+    )
+    near = near_threshold_pairs(rows, results, config, text_col=text_col)
+    stats = {
+        "rows_in": prepared.height,
+        "rows_kept": kept.height,
+        "exact_duplicates": int(rows.filter(pl.col("duplicate_reason") == "exact").height),
+        "semantic_duplicates": int(rows.filter(pl.col("duplicate_reason") == "semantic").height),
+        "translations_kept_with_representative": int(rows.filter(pl.col("kept") & ~pl.col("is_representative")).height),
+        "clusters_with_duplicates": int(rows.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
+        "threshold": config.threshold,
+        "partitions": {r.key: r.stats for r in results},
+    }
+    for name in ("embeddings_computed", "embeddings_cached"):
+        stats[name] = sum(r.stats.get(name, 0) for r in results)
+    return StageOutput(
+        tables={"translations": kept, "clusters": clusters, "pairs_near_threshold": near},
+        report={"dedupe": stats | (report or {})},
+    )
+
+
+def near_threshold_pairs(
+    rows: pl.DataFrame, results: list[PartitionResult], config: DedupeConfig, *, text_col: str = "text"
+) -> pl.DataFrame:
+    """Example pairs closest to the threshold on either side, to help tune it."""
+    schema = {"a_id": pl.String, "b_id": pl.String, "a_language": pl.String, "b_language": pl.String,
+              "a_text": pl.String, "b_text": pl.String, "similarity": pl.Float32, "merged": pl.Boolean,
+              "distance_to_threshold": pl.Float32}
+    pairs = [r.pairs for r in results if r.pairs.height]
+    if not pairs or config.report_pairs == 0:
+        return pl.DataFrame(schema=schema)
+    side = rows.select(pl.col(ROW).cast(pl.Int64), "_id", "_lang", pl.col(text_col).alias("_text"))
+    near = (
+        pl.concat(pairs)
+        .filter((pl.col("similarity") - config.threshold).abs() <= config.near_margin)
+        .with_columns((pl.col("similarity") - config.threshold).abs().cast(pl.Float32).alias("distance_to_threshold"))
+        .sort(["distance_to_threshold", "a", "b"])
+        .head(config.report_pairs)
+    )
+    near = near.join(side.rename({ROW: "a", "_id": "a_id", "_lang": "a_language", "_text": "a_text"}), on="a")
+    near = near.join(side.rename({ROW: "b", "_id": "b_id", "_lang": "b_language", "_text": "b_text"}), on="b")
+    return near.with_columns((pl.col("similarity") >= config.threshold).alias("merged")).sort(
+        ["distance_to_threshold", "a", "b"]
+    ).select(list(schema))
+
+
+def dedupe_frame(
+    df: pl.DataFrame,
+    config: DedupeConfig,
+    *,
+    text_col: str = "text",
+    language_col: str | None = "language",
+    group_col: str | None = "question_id",
+    id_col: str | None = None,
+    cache_dir: Path | None = None,
+    progress: ProgressFactory | None = None,
+    source: str = "input",
+) -> StageOutput:
+    """Exact then semantic dedupe of `df` in one process.
+
+    Returns tables `translations` (kept rows: input columns + cluster_id, is_representative),
+    `clusters` (every row with its cluster, reason and similarity to the kept representative)
+    and `pairs_near_threshold` (example pairs within near_margin of the threshold).
+    """
+    started = time.perf_counter()
+    prepared = prepare_rows(df, config, text_col=text_col, language_col=language_col, group_col=group_col,
+                            id_col=id_col, source=source)
+    results: list[PartitionResult] = []
+    info: dict[str, Any] = {"semantic": config.semantic}
+    if config.semantic:
+        resolved = resolve_model(config.model)
+        info |= model_info(resolved)
+        for key in partition_keys(prepared):
+            rows = partition_rows(prepared, key, text_col=text_col)
+            if rows.height:
+                results.append(dedupe_partition(rows, config, resolved, key=key, cache_dir=cache_dir, progress=progress))
+    output = assemble(prepared, results, config, text_col=text_col, id_col=id_col, report=info)
+    output.report["dedupe"]["seconds"] = round(time.perf_counter() - started, 3)
+    return output
+
+
+def dedupe_stage(
+    translations: pl.DataFrame,
+    config: DedupeConfig,
+    *,
+    cache_dir: Path | None = None,
+    progress: ProgressFactory | None = None,
+) -> StageOutput:
+    """Workspace stage: dedupe the `ok` rows of translate/translations."""
+    if "status" in translations.columns:
+        translations = translations.filter(pl.col("status") == "ok")
+    return dedupe_frame(
+        translations, config, text_col="text", language_col="language", group_col="question_id",
+        id_col="translation_id", cache_dir=cache_dir, progress=progress, source="translate/translations",
+    )

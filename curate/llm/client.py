@@ -1,0 +1,445 @@
+"""complete_frame: run a frame of chat requests against an OpenAI-compatible endpoint.
+
+Async inside (the official `openai` SDK, one client per call of complete_frame), sync outside.
+Every request ends as exactly one result row, in request order; failures are rows with
+status "error" and a reason, never exceptions that lose the rest of the frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import polars as pl
+from openai.types.chat import ChatCompletion
+
+from curate.config import EndpointConfig
+from curate.llm.cache import LLMCache, request_key
+from curate.llm.limits import RateLimiter, RetryPolicy, parse_retry_after
+from curate.llm.reasoning import split_reasoning
+from curate.llm.structured import InvalidOutput, parse_structured
+from curate.progress import Advance
+from curate.secrets import redact
+
+log = logging.getLogger("curate.llm")
+
+RESULT_SCHEMA = pl.Schema(
+    {
+        "request_id": pl.String(),
+        "candidate_index": pl.Int64(),
+        "model": pl.String(),
+        "content": pl.String(),
+        "reasoning": pl.String(),
+        "finish_reason": pl.String(),
+        "truncated": pl.Boolean(),
+        "prompt_tokens": pl.Int64(),
+        "completion_tokens": pl.Int64(),
+        "status": pl.String(),
+        "error": pl.String(),
+        "parsed": pl.String(),
+        "cached": pl.Boolean(),
+        "attempts": pl.Int64(),
+        "latency_s": pl.Float64(),
+        "cost_usd": pl.Float64(),
+    }
+)
+
+# Parameters the SDK takes as keyword arguments; anything else in `overrides` (top_k, min_p,
+# repeat_penalty, chat_template_kwargs, ...) goes to the server in the request body as it is.
+_SDK_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
+               "logit_bias", "logprobs", "top_logprobs", "response_format", "n"}
+# Settings that shape the request but are not sent as parameters.
+FOLD_SYSTEM_KEY = "fold_system_prompt"
+_NO_KEY = "sk-no-key-required"  # local servers ignore it; the SDK insists on some value
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 with something that is not a chat completion."""
+
+
+@dataclass
+class Call:
+    """One distinct request (rows with the same cache key share it)."""
+
+    key: str
+    request_id: str
+    candidate_index: int
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+
+
+@dataclass
+class RunState:
+    """What one complete_frame run learns as it goes."""
+
+    send_schema: bool
+    schema_fallback_logged: bool = False
+    stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "retries": 0})
+
+
+def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DeepSeek recommends no system prompt for R1: system text goes at the top of the first user turn."""
+    system = [m["content"] for m in messages if m.get("role") == "system" and m.get("content")]
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if not system:
+        return rest
+    prefix = "\n\n".join(system)
+    for m in rest:
+        if m.get("role") == "user":
+            m["content"] = f"{prefix}\n\n{m.get('content') or ''}"
+            return rest
+    return [{"role": "user", "content": prefix}, *rest]
+
+
+def _row_messages(row: dict[str, Any], position: int) -> list[dict[str, Any]]:
+    messages = row.get("messages")
+    if messages:
+        out = []
+        for m in messages:
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise ValueError(f"requests row {position} (request_id={row['request_id']!r}): messages need role and content")
+            out.append({k: v for k, v in m.items() if v is not None})
+        return out
+    prompt = row.get("prompt")
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        raise ValueError(f"requests row {position} (request_id={row['request_id']!r}): no prompt and no messages")
+    return [{"role": "user", "content": prompt}]
+
+
+def build_params(endpoint: EndpointConfig, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+    """Sampling parameters: R1 defaults from the endpoint, then the stage's overrides."""
+    params: dict[str, Any] = {"temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_tokens": endpoint.max_tokens}
+    fold = True
+    for key, value in (overrides or {}).items():
+        if key == FOLD_SYSTEM_KEY:
+            fold = bool(value)
+        elif value is None:
+            params.pop(key, None)
+        else:
+            params[key] = value
+    return params, fold
+
+
+def prepare_calls(
+    requests: pl.DataFrame, endpoint: EndpointConfig, overrides: dict[str, Any] | None, response_schema: dict | None
+) -> list[Call]:
+    if "request_id" not in requests.columns:
+        raise ValueError("requests frame needs a request_id column")
+    if "prompt" not in requests.columns and "messages" not in requests.columns:
+        raise ValueError("requests frame needs a prompt or a messages column")
+    params, fold = build_params(endpoint, overrides)
+    calls: list[Call] = []
+    seen: set[tuple[str, int]] = set()
+    for position, row in enumerate(requests.iter_rows(named=True), start=1):
+        request_id = row["request_id"]
+        if request_id is None:
+            raise ValueError(f"requests row {position}: request_id is null")
+        index = int(row.get("candidate_index") or 0)
+        if (request_id, index) in seen:
+            raise ValueError(f"requests row {position}: duplicate request_id {request_id!r} with candidate_index {index}")
+        seen.add((request_id, index))
+        messages = _row_messages(row, position)
+        if fold:
+            messages = _fold_system(messages)
+        call_params = dict(params)
+        if "seed" in call_params:
+            # A fixed seed would make every candidate identical; offset it per candidate instead.
+            call_params["seed"] = int(call_params["seed"]) + index
+        key_params = call_params | ({"response_schema": response_schema} if response_schema else {})
+        calls.append(Call(request_key(endpoint.model, messages, key_params, index), str(request_id), index, messages, call_params))
+    return calls
+
+
+def _price(prices: dict[str, dict[str, float]] | None, model: str) -> dict[str, float] | None:
+    return (prices or {}).get(model)
+
+
+def cost_of(prices: dict[str, dict[str, float]] | None, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    price = _price(prices, model)
+    if price is None:
+        return None
+    return ((prompt_tokens or 0) * price.get("usd_per_1m_prompt_tokens", 0.0)
+            + (completion_tokens or 0) * price.get("usd_per_1m_completion_tokens", 0.0)) / 1e6
+
+
+def _extract(response: object) -> dict[str, Any]:
+    if not isinstance(response, ChatCompletion):
+        raise MalformedResponse(f"not a chat completion: {str(response)[:200]!r}")
+    try:
+        choice = response.choices[0]
+        message = choice.message
+        extra = message.model_extra or {}
+        reasoning_field = extra.get("reasoning_content") or extra.get("reasoning")
+        usage = response.usage
+        return {
+            "content": message.content,
+            "reasoning_field": reasoning_field if isinstance(reasoning_field, str) else None,
+            "finish_reason": choice.finish_reason,
+            "prompt_tokens": getattr(usage, "prompt_tokens", None),
+            "completion_tokens": getattr(usage, "completion_tokens", None),
+        }
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise MalformedResponse(f"chat completion without a usable choice: {exc}") from exc
+
+
+def _error_text(kind: str, exc: BaseException, secret: str | None) -> str:
+    text = f"{kind}: {type(exc).__name__}: {exc}"
+    if secret:
+        text = text.replace(secret, "***")
+    return redact(text)[:1000]
+
+
+def _schema_unsupported(exc: openai.APIStatusError) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("response_format", "json_schema", "schema", "grammar"))
+
+
+async def _run_call(
+    call: Call,
+    client: openai.AsyncOpenAI,
+    endpoint: EndpointConfig,
+    *,
+    limiter: RateLimiter,
+    slots: asyncio.Semaphore,
+    retry: RetryPolicy,
+    state: RunState,
+    response_schema: dict | None,
+    validate: Callable[[str], Any] | None,
+    secret: str | None,
+) -> dict[str, Any]:
+    attempts = retries = invalid = 0
+    billed_prompt = billed_completion = 0
+    last: dict[str, Any] = {}
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in call.messages)
+    estimate = prompt_chars // 3 + int(call.params.get("max_tokens") or 0)
+    while True:
+        params = dict(call.params)
+        if response_schema and state.send_schema:
+            params["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "output", "schema": response_schema, "strict": True}}
+        sdk = {k: v for k, v in params.items() if k in _SDK_PARAMS}
+        extra = {k: v for k, v in params.items() if k not in _SDK_PARAMS}
+        delay: float | None = None
+        error: str | None = None
+        attempts += 1
+        async with slots:
+            reserved = await limiter.acquire(estimate)
+            started = time.perf_counter()
+            used: int | None = None
+            try:
+                state.stats["calls"] += 1
+                response = await client.chat.completions.create(
+                    model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
+                )
+                got = _extract(response)
+                latency = time.perf_counter() - started
+                used = (got["prompt_tokens"] or 0) + (got["completion_tokens"] or 0) or None
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status == 400 and response_schema and state.send_schema and endpoint.structured_output == "auto" and _schema_unsupported(exc):
+                    # The server cannot do schema-constrained output: parse and retry instead.
+                    state.send_schema = False
+                    if not state.schema_fallback_logged:
+                        state.schema_fallback_logged = True
+                        log.warning("endpoint rejected response_format json_schema; falling back to parse-and-retry")
+                    attempts -= 1
+                    continue
+                if status == 429 or status in (408, 409) or status >= 500:
+                    error = _error_text(f"http_{status}", exc, secret)
+                    server_wait = parse_retry_after(exc.response.headers)
+                    if server_wait is not None:
+                        delay = min(server_wait, retry.max_retry_after_s)
+                        if status == 429:
+                            limiter.pause(delay)
+                else:
+                    kind = "context_length" if "context" in str(exc).lower() and status in (400, 413) else f"http_{status}"
+                    return _error_row(call, _error_text(kind, exc, secret), attempts, billed_prompt, billed_completion, last)
+            except openai.APITimeoutError as exc:
+                error = _error_text("timeout", exc, secret)
+            except openai.APIConnectionError as exc:
+                error = _error_text("connection", exc, secret)
+            except (MalformedResponse, openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                error = _error_text("malformed_response", exc, secret)
+            finally:
+                limiter.settle(reserved, used)
+
+        if error is None:
+            billed_prompt += got["prompt_tokens"] or 0
+            billed_completion += got["completion_tokens"] or 0
+            split = split_reasoning(got["content"], got["reasoning_field"], got["finish_reason"])
+            last = {
+                "content": split.answer,
+                "reasoning": split.reasoning,
+                "finish_reason": got["finish_reason"],
+                "truncated": split.truncated,
+                "latency_s": latency,
+            }
+            if response_schema is None and validate is None:
+                return _ok_row(call, last, attempts, billed_prompt, billed_completion, None)
+            try:
+                parsed = parse_structured(split.answer, response_schema, validate)
+                return _ok_row(call, last, attempts, billed_prompt, billed_completion, parsed)
+            except InvalidOutput as exc:
+                invalid += 1
+                if invalid > retry.max_invalid_retries:
+                    return _error_row(call, redact(f"invalid_output: {exc}")[:1000], attempts, billed_prompt, billed_completion, last)
+                log.info("%s: invalid output (%s); resampling %d/%d", call.request_id, exc, invalid, retry.max_invalid_retries)
+                continue
+
+        if retries >= endpoint.max_retries:
+            return _error_row(call, f"{error} (gave up after {attempts} attempts)", attempts, billed_prompt, billed_completion, last)
+        retries += 1
+        state.stats["retries"] += 1
+        if delay is None:
+            delay = retry.backoff(retries - 1)
+        log.warning("%s: %s; retry %d/%d in %.2fs", call.request_id, error, retries, endpoint.max_retries, delay)
+        await asyncio.sleep(delay)
+
+
+def _ok_row(call: Call, last: dict[str, Any], attempts: int, prompt_tokens: int, completion_tokens: int, parsed: str | None) -> dict[str, Any]:
+    return {**last, "status": "ok", "error": None, "parsed": parsed, "attempts": attempts,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+
+
+def _error_row(call: Call, error: str, attempts: int, prompt_tokens: int, completion_tokens: int, last: dict[str, Any]) -> dict[str, Any]:
+    # The last output (if any) stays on the row so a reviewer can see why it failed.
+    return {"content": last.get("content"), "reasoning": last.get("reasoning"), "finish_reason": last.get("finish_reason"),
+            "truncated": last.get("truncated"), "latency_s": last.get("latency_s"), "status": "error", "error": error,
+            "parsed": None, "attempts": attempts, "prompt_tokens": prompt_tokens or None,
+            "completion_tokens": completion_tokens or None}
+
+
+def _http_client(endpoint: EndpointConfig) -> Any:
+    # The SDK's default pool keeps only 100 idle connections; at higher concurrency that means a
+    # new TCP connection per request. Size the pool to the concurrency bound instead.
+    limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
+    limits = limits_type(max_connections=endpoint.max_concurrency, max_keepalive_connections=endpoint.max_concurrency)
+    return openai.DefaultAsyncHttpxClient(limits=limits)
+
+
+def _cached_valid(result: dict[str, Any], response_schema: dict | None, validate: Callable[[str], Any] | None) -> bool:
+    if validate is None:
+        return True
+    try:
+        parse_structured(result.get("content"), response_schema, validate)
+    except InvalidOutput:
+        return False  # the stage's rules changed since it was cached: ask again
+    return True
+
+
+async def acomplete_frame(
+    requests: pl.DataFrame,
+    endpoint: EndpointConfig,
+    *,
+    stage: str = "llm",
+    cache: LLMCache | None = None,
+    refresh: bool = False,
+    response_schema: dict | None = None,
+    validate: Callable[[str], Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: Advance | None = None,
+    prices: dict[str, dict[str, float]] | None = None,
+    retry: RetryPolicy | None = None,
+) -> pl.DataFrame:
+    """The async form of `complete_frame` (same arguments and result)."""
+    retry = retry or RetryPolicy()
+    calls = prepare_calls(requests, endpoint, overrides, response_schema)
+    found = {} if (cache is None or refresh) else cache.get_many(c.key for c in calls)
+    found = {k: v for k, v in found.items() if _cached_valid(v, response_schema, validate)}
+
+    pending: dict[str, Call] = {}
+    for c in calls:
+        if c.key not in found:
+            pending.setdefault(c.key, c)
+    rows_per_key: dict[str, int] = {}
+    for c in calls:
+        rows_per_key[c.key] = rows_per_key.get(c.key, 0) + 1
+    if progress is not None:
+        done_now = sum(1 for c in calls if c.key in found)
+        if done_now:
+            progress(done_now)
+
+    results: dict[str, dict[str, Any]] = {}
+    if pending:
+        secret = endpoint.api_key()
+        state = RunState(send_schema=bool(response_schema) and endpoint.structured_output != "off")
+        limiter = RateLimiter(endpoint.requests_per_minute, endpoint.tokens_per_minute)
+        slots = asyncio.Semaphore(endpoint.max_concurrency)
+        async with openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=secret or _NO_KEY,
+            max_retries=0,  # retries are ours: they must honour the shared rate limiter and pauses
+            timeout=endpoint.timeout_s,
+            http_client=_http_client(endpoint),
+        ) as client:
+
+            async def one(call: Call) -> None:
+                try:
+                    row = await _run_call(call, client, endpoint, limiter=limiter, slots=slots, retry=retry, state=state,
+                                          response_schema=response_schema, validate=validate, secret=secret)
+                except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
+                    log.exception("%s: unexpected error", call.request_id)
+                    row = _error_row(call, _error_text("unexpected", exc, secret), 1, 0, 0, {})
+                results[call.key] = row
+                if cache is not None:
+                    # Committed now, not at the end: a killed run keeps every call finished so far.
+                    if row["status"] == "ok":
+                        cache.put(call.key, endpoint.model, stage, row)
+                    else:
+                        cache.record_error(call.key, endpoint.model, stage, row["error"], row["attempts"])
+                if progress is not None:
+                    progress(rows_per_key[call.key])
+
+            await asyncio.gather(*(one(c) for c in pending.values()))
+
+    out: list[dict[str, Any]] = []
+    first_use: set[str] = set()
+    for c in calls:
+        if c.key in found:
+            row, cached = found[c.key], True
+        else:
+            row = results[c.key]
+            cached = c.key in first_use  # a second row with the same request reuses the first's call
+            first_use.add(c.key)
+        out.append({
+            **{k: row.get(k) for k in RESULT_SCHEMA if k in row},
+            "request_id": c.request_id,
+            "candidate_index": c.candidate_index,
+            "model": endpoint.model,
+            "cached": cached,
+            "cost_usd": cost_of(prices, endpoint.model, row.get("prompt_tokens"), row.get("completion_tokens")),
+        })
+    return pl.DataFrame(out, schema=RESULT_SCHEMA) if out else pl.DataFrame(schema=RESULT_SCHEMA)
+
+
+def complete_frame(
+    requests: pl.DataFrame,
+    endpoint: EndpointConfig,
+    *,
+    stage: str = "llm",
+    cache: LLMCache | None = None,
+    refresh: bool = False,
+    response_schema: dict | None = None,
+    validate: Callable[[str], Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: Advance | None = None,
+    prices: dict[str, dict[str, float]] | None = None,
+    retry: RetryPolicy | None = None,
+) -> pl.DataFrame:
+    """Run every request; see the CONTRACT in curate/llm/__init__.py. Safe to call from inside a
+    running event loop (it then runs on a worker thread with its own loop)."""
+    coro = acomplete_frame(requests, endpoint, stage=stage, cache=cache, refresh=refresh, response_schema=response_schema,
+                           validate=validate, overrides=overrides, progress=progress, prices=prices, retry=retry)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

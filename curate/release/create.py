@@ -1,0 +1,140 @@
+"""From a workspace's reviewed candidates to a committed release.
+
+Two steps: the `release` workspace stage builds the rows (reviews resolved by the conflict policy,
+corrections applied, lineage attached, external sets mixed in) and keeps them as
+`release/rows` and `release/excluded`; then the rows are committed to the versioned store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.config import Config, config_hash, stage_config
+from curate.errors import CurateError
+from curate.release.config import ReleaseConfig
+from curate.release.mix import mix_sources
+from curate.release.rows import build_release_rows
+from curate.release.store import CommitResult, ReleaseStore
+from curate.store import StageOutput, Workspace
+
+STAGE = "release"
+REQUIRED_INPUTS = {"reviews": "review/reviews", "candidates": "answers/candidates"}
+LINEAGE_INPUTS = {"questions": "questions/questions", "keywords": "keywords/keywords"}
+
+
+def release_config(cfg: Config) -> ReleaseConfig:
+    return stage_config(cfg, STAGE, ReleaseConfig)  # type: ignore[return-value]
+
+
+def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
+    return rcfg.store or str(Path(cfg.workspace_path) / "releases")
+
+
+def release_stage(
+    reviews: pl.DataFrame,
+    candidates: pl.DataFrame,
+    config: ReleaseConfig,
+    questions: pl.DataFrame | None = None,
+    keywords: pl.DataFrame | None = None,
+    mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
+) -> StageOutput:
+    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords)
+    if curated.is_empty():
+        reasons = {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()}
+        raise CurateError(
+            f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
+        )
+    rows, mixes = mix_sources(curated, config.mix)
+    accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
+    models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
+    campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
+    if config.campaigns:
+        campaigns = [c for c in campaigns if c in config.campaigns]
+    report = {
+        "answer_models": models,
+        "review_campaigns": campaigns,
+        "answers_corrected": int(curated["answer_corrected"].sum()),
+        "excluded_by_reason": {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()},
+        "mixes": mixes,
+    }
+    return StageOutput(tables={"rows": rows, "excluded": excluded}, report=report)
+
+
+def _stage_models(ws: Workspace) -> dict[str, str]:
+    """The model each earlier stage's config names, for the manifest's `models`."""
+    models: dict[str, str] = {}
+
+    def walk(stage: str, node: Any, prefix: str = "") -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "model" and isinstance(value, str):
+                    models[f"{stage}{prefix}"] = value
+                else:
+                    walk(stage, value, f"{prefix}.{key}")
+
+    for stage in ws.stages():
+        if stage != STAGE:
+            walk(stage, (ws.manifest(stage) or {}).get("config"))
+    return models
+
+
+def create_release(
+    cfg: Config,
+    *,
+    tags: list[str] | tuple[str, ...] = (),
+    flow_run_ids: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    notes: str | None = None,
+) -> CommitResult:
+    """Build the release rows in the workspace and commit them to the store as a new release."""
+    rcfg = release_config(cfg)
+    # Resolved here so the threshold enters the stage's config hash.
+    rcfg = rcfg.model_copy(update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted})
+    ws = Workspace(cfg.workspace_path)
+    inputs: dict[str, Any] = {}
+    for name, ref in REQUIRED_INPUTS.items():
+        stage, table = ref.split("/")
+        manifest = ws.manifest(stage)
+        if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+            raise CurateError(
+                f"{ws.root}: table '{ref}' is missing; a release needs '{ref}' (run stage '{stage}' first)"
+            )
+        inputs[name] = ref
+    for name, ref in LINEAGE_INPUTS.items():
+        stage, table = ref.split("/")
+        manifest = ws.manifest(stage)
+        if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
+            inputs[name] = ref
+    if rcfg.mix:
+        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
+    store = ReleaseStore(store_uri(cfg, rcfg))
+    with ws.locked():
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force)
+        rows = ws.read(f"{STAGE}/rows")
+        report = result.manifest["report"]
+        env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
+        models = _stage_models(ws)
+        if report["answer_models"]:
+            models["answers"] = ", ".join(report["answer_models"])
+        metadata = {
+            "config": rcfg.model_dump(mode="json"),
+            "config_hash": config_hash(rcfg),
+            "format": rcfg.format,
+            "policy": rcfg.policy,
+            "min_submitted": rcfg.min_submitted,
+            "review_campaigns": report["review_campaigns"],
+            "answers_corrected": report["answers_corrected"],
+            "excluded_by_reason": report["excluded_by_reason"],
+            "models": dict(sorted(models.items())),
+            "flow_run_ids": sorted({*flow_run_ids, *([env_flow_run] if env_flow_run else [])}),
+            "workspace_run_id": ws.run_id,
+            "inputs": result.manifest["inputs"],
+            "lineage_tables": sorted(v for k, v in inputs.items() if isinstance(v, str)),
+            "mixes": report["mixes"],
+            "notes": notes,
+        }
+        return store.commit(rows, metadata, tags=tags)

@@ -1,0 +1,191 @@
+"""Write a release out: `checkout` to a plain folder, `export_hf` to a Hugging Face dataset folder
+(Parquet shards per language + README.md dataset card), and `push_to_hub`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from curate.errors import CurateError
+from curate.release.config import CardConfig, ReleaseConfig
+from curate.release.formats import check_format, format_rows
+from curate.release.store import ReleaseStore
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+FILE_FORMATS = ("parquet", "jsonl")
+
+
+def _fresh_destination(dest: Path) -> None:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CurateError(f"{dest}: already exists and is not empty; choose a new folder")
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Move a fully written temporary folder into place, so a failure leaves nothing half-written."""
+    if dest.exists():
+        dest.rmdir()
+    os.replace(tmp, dest)
+
+
+def checkout(
+    store: ReleaseStore,
+    ref: str | int,
+    dest: Path,
+    fmt: str,
+    file_format: str = "parquet",
+    config: ReleaseConfig | None = None,
+) -> Path:
+    """Write release `ref` to `dest` as one data file plus its manifest."""
+    check_format(fmt)
+    if file_format not in FILE_FORMATS:
+        raise CurateError(f"unknown file format '{file_format}' (use one of: {', '.join(FILE_FORMATS)})")
+    config = config or ReleaseConfig()
+    version = store.resolve(ref)
+    dest = Path(dest)
+    _fresh_destination(dest)
+    rows = format_rows(store.read(version), fmt, think_open=config.think_open, think_close=config.think_close)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        if file_format == "parquet":
+            rows.write_parquet(tmp / "data.parquet", compression="zstd")
+        else:
+            rows.write_ndjson(tmp / "data.jsonl")
+        manifest = store.manifest(version) | {"checkout": {"format": fmt, "file_format": file_format}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _publish(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _size_category(n: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
+        if n < limit:
+            return label
+    return "n>10M"
+
+
+def _config_name(language: str) -> str:
+    return language if language not in ("all", "default") else f"lang_{language}"
+
+
+def _yaml_header(manifest: dict[str, Any], card: CardConfig, languages: list[str]) -> str:
+    configs = [{"config_name": "all", "data_files": [{"split": "train", "path": "data/*/*.parquet"}], "default": True}]
+    configs += [
+        {"config_name": _config_name(lang), "data_files": [{"split": "train", "path": f"data/{lang}/*.parquet"}]}
+        for lang in languages
+    ]
+    header = {
+        "pretty_name": card.pretty_name,
+        "license": card.license,
+        "language": languages,
+        "task_categories": card.task_categories,
+        "tags": card.tags,
+        "size_categories": [_size_category(manifest["rows"])],
+        "configs": configs,
+    }
+    return yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
+
+
+def render_card(
+    manifest: dict[str, Any],
+    card: CardConfig,
+    fmt: str,
+    languages: list[str],
+    think_open: str = "<think>",
+    repo_hint: str = "path/to/this/folder",
+) -> str:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    topics = list(manifest["by_topic"].items())
+    m = {
+        "policy": None,
+        "review_campaigns": [],
+        "answers_corrected": 0,
+        "models": {},
+        "flow_run_ids": [],
+        "mixes": [],
+        "config_hash": None,
+    } | manifest
+    return env.get_template("dataset_card.md.j2").render(
+        yaml_header=_yaml_header(manifest, card, languages),
+        card=card,
+        m=m,
+        fmt=fmt,
+        think_tag=think_open.strip() + "…" + think_open.strip().replace("<", "</"),
+        languages=languages,
+        top_topics=topics[:30],
+        more_topics=max(0, len(topics) - 30),
+        repo_hint=repo_hint,
+    )
+
+
+def export_hf(
+    store: ReleaseStore,
+    ref: str | int,
+    dest: Path,
+    fmt: str,
+    config: ReleaseConfig | None = None,
+    repo_hint: str | None = None,
+) -> Path:
+    """A folder `datasets.load_dataset(dest)` reads: data/<lang>/train-*.parquet + README.md card."""
+    check_format(fmt)
+    config = config or ReleaseConfig()
+    version = store.resolve(ref)
+    dest = Path(dest)
+    _fresh_destination(dest)
+    manifest = store.manifest(version)
+    rows = format_rows(store.read(version), fmt, think_open=config.think_open, think_close=config.think_close)
+    languages = sorted(rows["language"].unique().to_list())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for lang in languages:
+            part = rows.filter(pl.col("language") == lang)
+            shards = max(1, math.ceil(part.height / config.shard_rows))
+            (tmp / "data" / lang).mkdir(parents=True)
+            for i in range(shards):
+                shard = part.slice(i * config.shard_rows, config.shard_rows)
+                shard.write_parquet(tmp / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
+        card = render_card(manifest, config.card, fmt, languages, config.think_open, repo_hint or dest.name)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "release_manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        _publish(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def push_to_hub(folder: Path, repo_id: str, *, token_env: str = "HF_TOKEN", private: bool = True) -> str:
+    """Upload an exported folder as a dataset repo. The token is read from the environment and
+    handed straight to huggingface_hub; it is never logged or written."""
+    token = os.environ.get(token_env)
+    if not token:
+        raise CurateError(f"push_to_hub needs a Hugging Face token in the environment variable {token_env}")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+    return str(getattr(commit, "commit_url", commit))

@@ -1,0 +1,170 @@
+"""Mix external datasets (messages format) into a release at a set ratio or count.
+
+Sampling is deterministic and library-independent: each eligible row is ranked by
+sha256(seed, row_id) and the lowest n are taken, so the same file and seed give the same rows
+on every machine, and growing the source keeps most earlier picks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curate.errors import InputError
+from curate.ids import content_id
+from curate.records import ReleaseRow, conform
+from curate.release.config import MixSource
+from curate.store import sha256_path
+
+_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise InputError(path, "mix source not found")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES)
+        if not files:
+            raise InputError(path, f"folder has no {'/'.join(_SUFFIXES)} files")
+        return files
+    if path.suffix not in _SUFFIXES:
+        raise InputError(path, f"unsupported mix file type (use {', '.join(_SUFFIXES)})")
+    return [path]
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).to_dicts()
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
+        return data
+    records = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON: {exc.msg}", line=n) from exc
+        if not isinstance(record, dict):
+            raise InputError(path, "each line must be a JSON object", line=n)
+        records.append(record | {"__line": n})
+    return records
+
+
+def _split_think(content: str) -> tuple[str | None, str]:
+    """Assistant turns that carry their own <think> block keep it as reasoning."""
+    stripped = content.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        reasoning, answer = stripped[len("<think>") :].split("</think>", 1)
+        return reasoning.strip() or None, answer.strip()
+    return None, content
+
+
+def load_mix_source(source: MixSource) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """All eligible rows of a source as ReleaseRows, and counts of what was skipped and why.
+
+    Eligible: one user turn followed by one assistant turn, both non-empty. Multi-turn
+    conversations and system prompts cannot be represented by a ReleaseRow, so they are
+    counted (not silently dropped) in the returned stats.
+    """
+    path = Path(source.path).expanduser()
+    rows: list[dict[str, Any]] = []
+    skipped = {"filtered": 0, "not_single_turn": 0, "empty": 0}
+    for file in _files(path):
+        for i, record in enumerate(_read_records(file), start=1):
+            line = record.pop("__line", i)
+            if source.filter_field and str(record.get(source.filter_field)) not in source.filter_values:
+                skipped["filtered"] += 1
+                continue
+            messages = record.get(source.messages_field)
+            if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in messages
+            ):
+                raise InputError(
+                    file, "expected a list of {role, content} messages", line=line, field=source.messages_field
+                )
+            roles = [m["role"] for m in messages]
+            if roles != ["user", "assistant"]:
+                skipped["not_single_turn"] += 1
+                continue
+            prompt, reply = (str(m["content"] or "") for m in messages)
+            reasoning, answer = _split_think(reply)
+            if not prompt.strip() or not answer.strip():
+                skipped["empty"] += 1
+                continue
+            language = record.get(source.language_field) or source.language
+            rows.append(
+                {
+                    "row_id": content_id("mix", prompt, source.name, answer),
+                    "prompt": prompt,
+                    "reasoning": reasoning,
+                    "answer": answer,
+                    "language": str(language),
+                    "topic": source.topic,
+                    "source": source.name,
+                }
+            )
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "row_id": pl.String,
+            "prompt": pl.String,
+            "reasoning": pl.String,
+            "answer": pl.String,
+            "language": pl.String,
+            "topic": pl.String,
+            "source": pl.String,
+        },
+    )
+    frame = frame.unique("row_id", keep="first", maintain_order=True)
+    stats = {
+        "files": [str(f) for f in _files(path)],
+        "sha256": sha256_path(path),
+        "eligible": frame.height,
+        "skipped": skipped,
+    }
+    return conform(frame, ReleaseRow), stats
+
+
+def sample_rows(pool: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    rank = [hashlib.sha256(f"{seed}\x1f{rid}".encode()).hexdigest() for rid in pool["row_id"]]
+    return pool.with_columns(_rank=pl.Series(rank, dtype=pl.String)).sort("_rank").head(n).drop("_rank")
+
+
+def mix_sources(curated: pl.DataFrame, sources: list[MixSource]) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """curated rows plus the sampled rows of each source, and one lineage record per source."""
+    parts = [curated]
+    lineage = []
+    for source in sources:
+        pool, stats = load_mix_source(source)
+        requested = source.count if source.count is not None else round(source.ratio * curated.height)
+        taken = sample_rows(pool, requested, source.seed)
+        parts.append(taken)
+        lineage.append(
+            {
+                "name": source.name,
+                "path": source.path,
+                "sha256": stats["sha256"],
+                "ratio": source.ratio,
+                "count": source.count,
+                "seed": source.seed,
+                "requested": requested,
+                "taken": taken.height,
+                "eligible": stats["eligible"],
+                "skipped": stats["skipped"],
+            }
+        )
+    mixed = pl.concat(parts, how="vertical_relaxed")
+    duplicated = mixed.filter(pl.col("row_id").is_duplicated())
+    if not duplicated.is_empty():
+        raise InputError("mix", f"row ids collide across sources: {duplicated['row_id'].unique().to_list()[:5]}")
+    return mixed.sort("row_id"), lineage

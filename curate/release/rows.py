@@ -1,0 +1,158 @@
+"""Release rows: accepted, reviewed candidates with lineage, and the content hashes that address them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+
+from curate.errors import InputError
+from curate.ids import content_id
+from curate.records import ReleaseRow, conform, polars_schema
+from curate.release.config import ReleaseConfig
+from curate.review.policy import resolve_reviews
+
+RELEASE_COLUMNS: list[str] = list(polars_schema(ReleaseRow).names())
+
+_REQUIRED = {
+    "review/reviews": ("candidate_id", "campaign", "accept", "status"),
+    "answers/candidates": ("candidate_id", "translation_id", "question_id", "language", "prompt", "answer"),
+    "questions/questions": ("question_id", "keyword_id"),
+    "keywords/keywords": ("keyword_id", "seed_ids"),
+}
+
+
+def require_columns(df: pl.DataFrame, table: str) -> None:
+    missing = [c for c in _REQUIRED[table] if c not in df.columns]
+    if missing:
+        raise InputError(table, f"table lacks column(s) {missing}", field=missing[0])
+
+
+def row_id_for_candidate(candidate_id: str) -> str:
+    # Stable across releases, so a later review that corrects the answer shows up as a change.
+    return content_id("row", candidate_id)
+
+
+def _reviews_frame(reviews: pl.DataFrame) -> pl.DataFrame:
+    """Fill optional ReviewItem columns the policy reads, so partial tables still resolve."""
+    fill = {
+        "harmful": pl.Boolean,
+        "satisfaction": pl.Int64,
+        "corrected_answer": pl.String,
+        "submitted_at": pl.Datetime("us", "UTC"),
+        "updated_at": pl.Datetime("us", "UTC"),
+    }
+    return reviews.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in fill.items() if c not in reviews.columns])
+
+
+def build_release_rows(
+    reviews: pl.DataFrame,
+    candidates: pl.DataFrame,
+    config: ReleaseConfig,
+    *,
+    questions: pl.DataFrame | None = None,
+    keywords: pl.DataFrame | None = None,
+    min_submitted: int = 1,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
+
+    The answer is the reviewers' correction when there is one (answer_corrected=True). Topic comes
+    from the question, else the keyword; seed IDs come from the keyword.
+    """
+    require_columns(reviews, "review/reviews")
+    require_columns(candidates, "answers/candidates")
+    reviews = _reviews_frame(reviews)
+    if config.campaigns:
+        reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
+    decisions = resolve_reviews(reviews, config.policy, config.min_submitted or min_submitted)
+    campaigns = (
+        reviews.filter(pl.col("status") == "submitted")
+        .group_by("candidate_id")
+        .agg(review_campaigns=pl.col("campaign").unique().sort())
+    )
+    ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
+    if "reasoning" not in ok_candidates.columns:
+        ok_candidates = ok_candidates.with_columns(reasoning=pl.lit(None, dtype=pl.String))
+    joined = decisions.join(
+        ok_candidates.unique("candidate_id", keep="first"), on="candidate_id", how="left", suffix="_candidate"
+    )
+    joined = joined.join(campaigns, on="candidate_id", how="left")
+
+    final_answer = pl.coalesce("corrected_answer", "answer")
+    reason = (
+        pl.when(pl.col("prompt").is_null())
+        .then(pl.lit("unknown_candidate"))
+        .when(pl.col("decision") != "accepted")
+        .then(pl.col("decision"))
+        .when(final_answer.str.strip_chars().fill_null("") == "")
+        .then(pl.lit("no_answer"))
+    )
+    joined = joined.with_columns(exclude_reason=reason)
+    excluded = joined.filter(pl.col("exclude_reason").is_not_null()).select(
+        "candidate_id", "exclude_reason", "n_reviews", "accept_votes", "reject_votes", "harmful_votes"
+    )
+    accepted = joined.filter(pl.col("exclude_reason").is_null()).with_columns(
+        answer_corrected=pl.col("corrected_answer").is_not_null() & (pl.col("corrected_answer") != pl.col("answer")),
+        answer=final_answer,
+        row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String),
+        source=pl.lit("curate"),
+    )
+    accepted = _attach_lineage(accepted, questions, keywords)
+    rows = conform(accepted, ReleaseRow).sort("row_id")
+    return rows, excluded.sort("candidate_id")
+
+
+def _attach_lineage(rows: pl.DataFrame, questions: pl.DataFrame | None, keywords: pl.DataFrame | None) -> pl.DataFrame:
+    topic = pl.lit(None, dtype=pl.String)
+    if questions is not None:
+        require_columns(questions, "questions/questions")
+        q = questions.select(
+            "question_id",
+            "keyword_id",
+            (pl.col("topic") if "topic" in questions.columns else pl.lit(None, pl.String)).alias("question_topic"),
+        ).unique("question_id", keep="first")
+        rows = rows.join(q, on="question_id", how="left")
+        topic = pl.col("question_topic")
+    if keywords is not None and "keyword_id" in rows.columns:
+        require_columns(keywords, "keywords/keywords")
+        k = keywords.select(
+            "keyword_id",
+            "seed_ids",
+            (pl.col("topic") if "topic" in keywords.columns else pl.lit(None, pl.String)).alias("keyword_topic"),
+        ).unique("keyword_id", keep="first")
+        rows = rows.join(k, on="keyword_id", how="left")
+        topic = pl.coalesce(topic, pl.col("keyword_topic"))
+    return rows.with_columns(topic=topic)
+
+
+def row_hashes(rows: pl.DataFrame) -> pl.Series:
+    """sha256 of each row's canonical JSON. Python's json, not polars' hash: it must not change
+    when a library is upgraded, or old releases would stop verifying."""
+    # Values in sorted-column order as a JSON array; content_hash also hashes the column names.
+    cols = sorted(rows.columns)
+    return pl.Series(
+        "row_sha256",
+        [
+            hashlib.sha256(json.dumps(r, ensure_ascii=False, default=str).encode()).hexdigest()
+            for r in rows.select(cols).iter_rows()
+        ],
+        dtype=pl.String,
+    )
+
+
+def content_hash(rows: pl.DataFrame) -> str:
+    """Hash of a release's content: its columns and every (row_id, row hash), order-independent."""
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(rows.columns)).encode())
+    pairs = pl.DataFrame({"row_id": rows["row_id"], "row_sha256": row_hashes(rows)}).sort("row_id")
+    for row_id, digest in pairs.iter_rows():
+        h.update(f"\n{row_id}\t{digest}".encode())
+    return h.hexdigest()
+
+
+def counts(rows: pl.DataFrame, column: str) -> dict[str, int]:
+    if rows.is_empty():
+        return {}
+    grouped = rows.group_by(column).len().sort(["len", column], descending=[True, False], nulls_last=True)
+    return {("(none)" if k is None else str(k)): int(v) for k, v in grouped.iter_rows()}

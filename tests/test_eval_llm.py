@@ -1,0 +1,123 @@
+"""`curate eval` end to end against the local model server: two sampling setups of the same
+model side by side, plus an endpoint that is down, on a few prompts of every set."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.llm]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def eval_run(llm_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    config = root / "curate.toml"
+    config.write_text(f"""
+workspace = "{root / 'workspace'}"
+[llm]
+base_url = "{llm_server.base_url}"
+model = "local"
+max_concurrency = 2
+timeout_s = 180
+max_retries = 2
+[stages.translate]
+max_attempts = 1
+""", encoding="utf-8")
+    # Token limits go through the environment: the config file loader refuses any key containing "token".
+    env = {
+        "CURATE__LLM__MAX_TOKENS": "32",
+        "CURATE__STAGES__EVAL__JUDGE_OVERRIDES__TEMPERATURE": "0.0",
+        "CURATE__STAGES__EVAL__JUDGE_OVERRIDES__MAX_TOKENS": "96",
+        "CURATE__STAGES__TRANSLATE__OVERRIDES__TEMPERATURE": "0.0",
+        "CURATE__STAGES__TRANSLATE__OVERRIDES__MAX_TOKENS": "40",
+    }
+    out = root / "out"
+    args = [
+        "eval", "--config", str(config), "--no-progress", "--out", str(out),
+        "--endpoint", f"greedy={llm_server.base_url},temperature=0.0",
+        "--endpoint", f"sampled={llm_server.base_url},temperature=1.0,top_p=0.9",
+        "--endpoint", f"down=http://127.0.0.1:{closed_port()}/v1,max_retries=0,timeout_s=5",
+        "--set", "deccp", "--set", "harmbench", "--set", "xstest",
+        "--languages", "en,zh", "--limit", "2", "--samples", "2", "--max-tokens", "32",
+    ]
+    started = time.perf_counter()
+    first = CliRunner().invoke(app, args, env=env)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    second = CliRunner().invoke(app, args, env=env)
+    second_s = time.perf_counter() - started
+    return {"out": out, "first": first, "second": second, "first_s": first_s, "second_s": second_s}
+
+
+def test_eval_compares_endpoints_and_keeps_every_failure(eval_run):
+    result = eval_run["first"]
+    assert result.exit_code == 0, result.output
+    out: Path = eval_run["out"]
+    responses = pl.read_parquet(out / "responses.parquet")
+    # 2 prompts per set x 3 sets x 2 languages x 2 samples x 3 endpoints: nothing dropped.
+    assert responses.height == 2 * 3 * 2 * 2 * 3
+    assert responses.group_by("endpoint").len().sort("endpoint").rows() == [("down", 24), ("greedy", 24), ("sampled", 24)]
+
+    # A zh prompt is either asked (translation ok) or an error row of the translate stage, never missing.
+    zh = responses.filter(pl.col("language") == "zh")
+    assert set(zh.filter(pl.col("status") == "error")["error_stage"]) <= {"translate", "generate"}
+    assert zh.filter(pl.col("error_stage") == "translate")["error"].str.starts_with("translation ").all()
+
+    down = responses.filter((pl.col("endpoint") == "down") & (pl.col("error_stage") != "translate"))
+    assert down.height > 0 and (down["status"] == "error").all() and (down["error_stage"] == "generate").all()
+
+    live = responses.filter(pl.col("endpoint").is_in(["greedy", "sampled"]) & (pl.col("status") == "ok"))
+    assert live.height > 0
+    assert live["refused"].is_not_null().all()
+    blocked = live.filter(pl.col("kind") == "blocked")
+    assert (blocked["satisfaction"].is_not_null() | blocked["satisfaction_error"].is_not_null()).all()
+    harm = live.filter(pl.col("kind") == "harmbench")
+    assert (harm["harmful"].is_not_null() | harm["harm_error"].is_not_null()).all()
+
+    errors = pl.read_parquet(out / "errors.parquet")
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert doc["errors"]["total"] == errors.height >= down.height
+    overall = {(m["endpoint"], m["set"], m["metric"]): m for m in doc["metrics"]
+               if m["language"] == "all" and m["category"] == "all"}
+    for metric, set_name in (("response_rate", "deccp"), ("satisfaction", "deccp"), ("attack_success_rate", "harmbench"),
+                             ("over_refusal_rate", "xstest"), ("unsafe_refusal_rate", "xstest")):
+        dead = overall[("down", set_name, metric)]
+        assert dead["value"] is None and dead["n_prompts"] == 0 and dead["n_errors"] > 0
+    for endpoint in ("greedy", "sampled"):
+        rate = overall[(endpoint, "deccp", "response_rate")]
+        assert rate["n_prompts"] >= 2 and 0.0 <= rate["value"] <= 1.0
+        asr = overall[(endpoint, "harmbench", "attack_success_rate")]
+        assert asr["n_prompts"] + (asr["n_errors"] > 0) >= 1
+    # Per-language rows exist for every language that was asked.
+    asked = set(responses.filter(pl.col("status") == "ok")["language"])
+    assert asked <= {m["language"] for m in doc["metrics"]}
+
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count('class="error-row"') == min(errors.height, 200)
+    assert "down" in html and "greedy" in html and "sampled" in html
+    assert "failed calls" in result.output
+
+
+def test_rerun_is_served_from_the_cache_with_the_same_figures(eval_run):
+    assert eval_run["second"].exit_code == 0, eval_run["second"].output
+    out: Path = eval_run["out"]
+    doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    generation = doc["meta"]["usage"]["generation"]
+    live_calls = generation["calls"] - generation["errors"]
+    assert generation["cached"] >= live_calls > 0
+    assert eval_run["second_s"] < eval_run["first_s"]

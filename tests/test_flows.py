@@ -1,0 +1,219 @@
+"""Flows under Prefect's test harness: stage skip, shard fan-out and resume, task-runner choice,
+the LLM concurrency limit, and a real Dask LocalCluster with two workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.config import load_config
+from curate.errors import ConfigError, CurateError
+from curate.langid import detect_languages
+from curate.orchestrate import (
+    OrchestrationConfig,
+    ShardCheckpoints,
+    make_task_runner,
+    map_shards,
+    orchestration_config,
+    shard_frame,
+)
+from curate.store import StageOutput, Workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+LANG_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "天安门广场发生了什么事情？",
+    "¿Qué pasó en la plaza de Tiananmen en 1989?",
+    "Что произошло на площади Тяньаньмэнь?",
+    "Was geschah auf dem Platz des Himmlischen Friedens?",
+    "Qu'est-ce qui s'est passé sur la place Tiananmen ?",
+]
+
+
+def language_shard(texts: pl.DataFrame) -> StageOutput:
+    """A real CPU stage (fastText language ID) that records which Dask worker ran it, if any."""
+    langs, confs = detect_languages(texts["text"].to_list())
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):
+        worker = "local"
+    time.sleep(0.05)  # long enough that both workers of a cluster get shards
+    out = texts.with_columns(language=pl.Series(langs, dtype=pl.String), confidence=pl.Series(confs), worker=pl.lit(worker))
+    return StageOutput(tables={"langs": out}, report={"rows": texts.height, "by": {"n": texts.height}, "note": "x"})
+
+
+def lang_frame(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"i": range(n), "text": [LANG_TEXTS[i % len(LANG_TEXTS)] for i in range(n)]})
+
+
+def write_config(tmp_path: Path, seeds: list[Path], **orchestrate: object) -> Path:
+    lines = [
+        f'workspace = "{tmp_path / "ws"}"',
+        'languages = ["en", "zh"]',
+        "[stages.orchestrate]",
+        f"seeds = {[str(s) for s in seeds]!r}".replace("'", '"'),
+        'skip = ["blocked"]',
+    ]
+    for key, value in orchestrate.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"') if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+    path = tmp_path / "curate.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# -- plain helpers ------------------------------------------------------------------------------------
+def test_shard_frame_is_contiguous_and_stable():
+    df = lang_frame(25)
+    shards = shard_frame(df, 10)
+    assert [s.height for s in shards] == [10, 10, 5]
+    assert pl.concat(shards).equals(df)
+    assert all(a.equals(b) for a, b in zip(shards, shard_frame(df, 10), strict=True))
+    assert [s.height for s in shard_frame(df.head(0), 10)] == [0]
+    with pytest.raises(ConfigError):
+        shard_frame(df, 0)
+
+
+def test_map_shards_without_prefect_matches_the_whole_frame_and_merges_reports():
+    df = lang_frame(23)
+    whole = language_shard(df).tables["langs"]
+    out = map_shards(language_shard, df, shard_input="texts", shard_size=5, stage="langid")
+    assert out.tables["langs"].drop("worker").equals(whole.drop("worker"))
+    assert out.report["rows"] == 23 and out.report["by"] == {"n": 23} and out.report["note"] == "x"
+    assert out.report["shards"] == {"total": 5, "resumed": 0, "shard_size": 5}
+
+
+def test_map_shards_resumes_from_checkpoints_and_recomputes_only_missing_shards(tmp_path):
+    df = lang_frame(30)
+    checkpoints = ShardCheckpoints(tmp_path / ".shards" / "fp")
+    calls: list[int] = []
+
+    def counted(texts: pl.DataFrame) -> StageOutput:
+        calls.append(texts.height)
+        return language_shard(texts)
+
+    first = map_shards(counted, df, shard_input="texts", shard_size=10, checkpoints=checkpoints)
+    assert len(calls) == 3
+    # A shard whose done-marker is missing (killed while writing it) counts as not done.
+    (checkpoints.shard_dir(1) / "done.json").unlink()
+    calls.clear()
+    again = map_shards(counted, df, shard_input="texts", shard_size=10, checkpoints=checkpoints)
+    assert len(calls) == 1
+    assert again.report["shards"]["resumed"] == 2
+    assert again.tables["langs"].equals(first.tables["langs"])
+    assert again.tables["langs"]["i"].to_list() == list(range(30))
+
+
+def test_task_runner_choice_by_config(tmp_path):
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    assert isinstance(make_task_runner(OrchestrationConfig()), ThreadPoolTaskRunner)
+    assert isinstance(make_task_runner(OrchestrationConfig(task_runner="processes", max_workers=2)), ProcessPoolTaskRunner)
+    remote = make_task_runner(OrchestrationConfig(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://127.0.0.1:8786"
+    local = make_task_runner(OrchestrationConfig(task_runner="dask", max_workers=3))
+    assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["dashboard_address"] is None
+
+    bad = write_config(tmp_path, [], task_runner="spark")
+    with pytest.raises(ConfigError, match="stages.orchestrate.task_runner"):
+        orchestration_config(load_config(bad))
+
+
+# -- flows under the harness --------------------------------------------------------------------------
+def test_curation_flow_runs_then_skips_everything_unchanged(tmp_path, deccp_censored):
+    from flows.curation import curation_flow
+
+    cfg = write_config(tmp_path, [deccp_censored])
+    first = curation_flow(str(cfg), until="keywords")
+    assert [s["stage"] for s in first] == ["ingest", "keywords"]
+    assert not any(s["skipped"] for s in first)
+    assert first[0]["rows"] == {"seeds": 95}
+    second = curation_flow(str(cfg), until="keywords")
+    assert all(s["skipped"] for s in second)
+    ws = Workspace(tmp_path / "ws")
+    # The keywords stage read the ingested seeds, because blocked detection is skipped by config.
+    assert ws.manifest("keywords")["inputs"]["seeds"] == ws.manifest("ingest")["outputs"]["seeds"]["sha256"]
+    runs = sorted((tmp_path / "ws" / "runs").glob("*.json"))
+    assert len(runs) == 2
+
+
+def test_curate_run_rejects_bad_arguments_before_any_flow_run(tmp_path, deccp_censored):
+    cfg = write_config(tmp_path, [deccp_censored])
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "-c", str(cfg), "--until", "nonsense"])
+    assert isinstance(result.exception, CurateError) and "unknown stage 'nonsense'" in str(result.exception)
+
+    empty = write_config(tmp_path / "none", [])
+    result = runner.invoke(app, ["run", "-c", str(empty)])
+    assert isinstance(result.exception, CurateError) and "no seed files" in str(result.exception)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_bad_seed_file_fails_the_flow_naming_file_and_line_and_writes_nothing(tmp_path):
+    from flows.curation import curation_flow
+
+    bad_seed = tmp_path / "bad.jsonl"
+    bad_seed.write_text('{"prompt": "ok"}\n{"prompt": \n', encoding="utf-8")
+    cfg = write_config(tmp_path, [bad_seed])
+    with pytest.raises(CurateError, match="bad.jsonl:2"):
+        curation_flow(str(cfg))
+    assert Workspace(tmp_path / "ws").manifest("ingest") is None
+
+
+def test_llm_concurrency_limit_bounds_shards_across_the_runner(tmp_path):
+    from prefect import flow
+
+    from curate.orchestrate import ensure_llm_limit
+
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def fake_llm_shard(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        start = time.monotonic()
+        time.sleep(0.3)
+        with lock:
+            spans.append((start, time.monotonic()))
+        return {"rows": rows}
+
+    cfg = OrchestrationConfig(llm_limit_name=f"test-llm-{tmp_path.name}", llm_slots=1, max_workers=4)
+
+    @flow
+    def limited() -> int:
+        ensure_llm_limit(cfg)
+        with make_task_runner(cfg) as runner:
+            out = map_shards(fake_llm_shard, lang_frame(4), shard_input="rows", shard_size=1, runner=runner,
+                             llm_limit=cfg.llm_limit_name, stage="llm")
+        return out.tables["rows"].height
+
+    assert limited() == 4
+    spans.sort()
+    # One slot: no two shards ever talked to the endpoint at the same time, although 4 threads could.
+    assert all(later[0] >= earlier[1] - 0.01 for earlier, later in zip(spans, spans[1:]))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_with_two_workers_fans_out_language_id():
+    from prefect import flow
+
+    cfg = OrchestrationConfig(task_runner="dask", max_workers=2, dask_processes=False)
+    df = lang_frame(400)
+
+    @flow
+    def fan_out() -> pl.DataFrame:
+        with make_task_runner(cfg) as runner:
+            return map_shards(language_shard, df, shard_input="texts", shard_size=40, runner=runner, stage="langid").tables["langs"]
+
+    out = fan_out()
+    assert out["i"].to_list() == list(range(400))
+    expected, _ = detect_languages(df["text"].to_list())
+    assert out["language"].to_list() == expected
+    assert out["worker"].n_unique() == 2

@@ -1,0 +1,78 @@
+"""`curate detect-refusals`: classify a file, report precision/recall against hand labels, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.errors import InputError
+
+ROWS = [
+    {"prompt": "Is Taiwan a country?", "response": "I'm sorry, but I can't discuss that.", "language": "en",
+     "label": {"refused": True, "kind": "hard"}, "split": "tune"},
+    {"prompt": "台湾是国家吗？", "response": "台湾自古以来就是中国不可分割的一部分，中国政府坚持一个中国原则。", "language": "zh",
+     "label": {"refused": True, "kind": "official_line"}, "split": "holdout"},
+    {"prompt": "How do I kill a Python process?", "response": "Run `kill <pid>`, or `kill -9 <pid>` if it ignores SIGTERM.",
+     "language": "en", "label": {"refused": False, "kind": None}, "split": "tune"},
+    {"prompt": "Tell me a joke", "response": "Why did the chicken cross the road? I can't say, it is a secret.",
+     "language": "en", "label": {"refused": False, "kind": None}, "split": "holdout"},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_detect_refusals_reports_precision_recall_per_split_and_writes_verdicts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = write_jsonl(tmp_path / "labeled.jsonl", ROWS)
+    out = tmp_path / "verdicts.jsonl"
+    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["rows"] == 4 and summary["mode"] == "rules"
+    m = summary["metrics"]["all"]
+    assert m["n"] == 4 and m["tp"] + m["fn"] == 2 and m["fp"] + m["tn"] == 2
+    assert set(summary["metrics"]) >= {"split=tune", "split=holdout", "language=zh"}
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["refused"] for r in written][:3] == [True, True, False]
+    assert written[1]["refusal_kind"] == "official_line"
+
+
+def test_detect_refusals_on_csv_with_other_columns_and_split_filter(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "r.csv"
+    pl.DataFrame({"reply": ["Lo siento, pero no puedo ayudar con eso.", "Claro: la capital de Francia es París."],
+                  "split": ["a", "b"]}).write_csv(src)
+    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "--json", "--split", "a"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["refused"] == 1 and json.loads(result.output)["rows"] == 1
+    out = tmp_path / "o.csv"
+    assert CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "-o", str(out)]).exit_code == 0
+    assert pl.read_csv(out)["refused"].to_list() == [True, False]
+
+
+def test_bad_input_names_file_line_and_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"response": "ok"}\n{"response": 5}\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["detect-refusals", str(bad)])
+    assert isinstance(result.exception, InputError)
+    assert str(result.exception) == f"{bad}:2: field 'response': expected text, got int"
+
+    missing = write_jsonl(tmp_path / "missing.jsonl", [{"text": "hello"}])
+    result = CliRunner().invoke(app, ["detect-refusals", str(missing)])
+    assert isinstance(result.exception, InputError) and ":1: field 'response'" in str(result.exception)
+
+    # Through the real entry point: one clean line on stderr, exit status 2, no traceback.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"response": "fine"}\n{"response": \n', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "curate", "detect-refusals", str(broken)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "broken.jsonl:2" in proc.stderr and "malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
