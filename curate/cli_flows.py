@@ -77,6 +77,7 @@ def run(
     seeds: Annotated[list[Path] | None, typer.Option("--seeds", help="Seed files (default: \\[stages.orchestrate] seeds).")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this curation stage.")] = None,
     force: ForceOpt = False,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Release flow: tag the new release (repeatable).")] = None,
 ) -> None:
     """Run a flow here and now (Prefect's embedded server unless PREFECT_API_URL names one)."""
     config_path = str(config.resolve()) if config else None
@@ -91,8 +92,10 @@ def run(
         return
     if seeds or until:
         raise CurateError("--seeds and --until apply to the curation flow only")
+    if tag and flow != "release":
+        raise CurateError("--tag applies to the release flow only")
     _quiet_http_logs()
-    result = _flow(flow)(config_path=config_path)
+    result = _flow(flow)(config_path=config_path, **({"tags": tag, "force": force} if flow == "release" else {}))
     console.print_json(data=result)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import polars as pl
@@ -11,9 +12,11 @@ import typer
 from rich.table import Table
 
 from curate.cli import ConfigOpt, console, get_config, workspace_for
-from curate.errors import CurateError
-from curate.llm import LLMCache, complete_frame
+from curate.errors import CurateError, InputError
+from curate.llm import LLMCache, complete_frame, usage_summary
 from curate.llm.client import cost_of
+from curate.progress import progress_bar
+from curate.store import atomic_write_parquet
 
 llm_app = typer.Typer(no_args_is_help=True, help="The LLM endpoint and its request cache.")
 
@@ -41,6 +44,55 @@ def ping(
         console.print(f"[dim]reasoning:[/] {row['reasoning']}", markup=True, highlight=False)
     console.print(f"answer: {row['content']}", markup=False, highlight=False)
     console.print(f"finish_reason={row['finish_reason']} tokens={row['prompt_tokens']}+{row['completion_tokens']}")
+
+
+def _read_requests(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+    except Exception as exc:  # polars raises several types for unreadable files
+        raise InputError(path, f"cannot read requests ({path.suffix or 'no suffix'}; want .parquet or .jsonl): {exc}") from exc
+    if "request_id" not in df.columns:
+        raise InputError(path, "missing column", field="request_id")
+    if "prompt" not in df.columns and "messages" not in df.columns:
+        raise InputError(path, "needs a prompt or a messages column", field="prompt")
+    return df
+
+
+@llm_app.command()
+def batch(
+    requests: Annotated[Path, typer.Argument(help="Requests: .parquet or .jsonl with request_id and prompt (or messages).")],
+    out: Annotated[Path, typer.Argument(help="Results .parquet (written atomically when all requests are done).")],
+    config: ConfigOpt = None,
+    stage: Annotated[str, typer.Option(help="Name for accounting.")] = "batch",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached results (new results are still cached).")] = False,
+    schema: Annotated[Path | None, typer.Option(help="JSON schema file for structured output.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Override the endpoint's max_tokens.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Override the endpoint's max_concurrency.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run a file of chat requests through the endpoint, with the workspace's cache (resumable)."""
+    cfg = get_config(config)
+    df = _read_requests(requests)
+    endpoint = cfg.llm if concurrency is None else cfg.llm.model_copy(update={"max_concurrency": concurrency})
+    response_schema = None
+    if schema is not None:
+        try:
+            response_schema = json.loads(schema.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(schema, f"not a JSON schema file: {exc}") from exc
+    try:
+        with _cache(config) as cache, progress_bar(f"llm {stage}", df.height, enabled=not quiet) as advance:
+            results = complete_frame(df, endpoint, stage=stage, cache=cache, refresh=no_cache, response_schema=response_schema,
+                                     overrides={"max_tokens": max_tokens} if max_tokens else None, progress=advance,
+                                     prices=cfg.prices)
+    except ValueError as exc:
+        raise InputError(requests, str(exc)) from exc
+    atomic_write_parquet(out, results)
+    summary = usage_summary(results, stage, cfg.prices)
+    console.print(f"wrote {out}: {summary['ok']} ok, {summary['errors']} errors, {summary['cached']} from cache, "
+                  f"{summary['prompt_tokens']}+{summary['completion_tokens']} tokens")
 
 
 @llm_app.command()

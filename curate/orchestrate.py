@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -30,7 +31,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import Config, stage_config
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
 from curate.progress import progress_bar
 from curate.store import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
 
@@ -189,7 +190,8 @@ def _shard_task(retries: int, retry_delay_s: float):
     # Shard outputs are persisted by ShardCheckpoints, not by Prefect; hashing frames for Prefect's
     # cache would cost more than the work in cheap stages.
     return task(
-        _run_shard, name="shard", cache_policy=NONE, persist_result=False, retries=retries, retry_delay_seconds=retry_delay_s
+        _run_shard, name="shard", cache_policy=NONE, persist_result=False, retries=retries, retry_delay_seconds=retry_delay_s,
+        retry_condition_fn=retry_unless_user_error,
     )
 
 
@@ -262,6 +264,15 @@ def map_shards(
     report = _merge_reports([outputs[i].report for i in range(len(shards))])
     report["shards"] = {"total": len(shards), "resumed": resumed, "shard_size": shard_size}
     return StageOutput(tables=merged, report=report)
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: bad input or config fails the same way every time, so it is not retried."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the failure's payload is unreadable: retrying is the safe side
+        return True
+    return not isinstance(exc, CurateError)
 
 
 # -- LLM concurrency ------------------------------------------------------------------------------
@@ -358,7 +369,10 @@ def run_stage_task(ws: Workspace, spec: StageSpec, cfg: OrchestrationConfig, *, 
     from prefect import task
     from prefect.cache_policies import NONE
 
-    @task(name=spec.name, cache_policy=NONE, persist_result=False, retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s)
+    @task(
+        name=spec.name, cache_policy=NONE, persist_result=False, retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s,
+        retry_condition_fn=retry_unless_user_error,
+    )
     def stage(ws: Workspace, spec: StageSpec, force: bool) -> dict[str, Any]:
         from prefect import get_run_logger
 
@@ -379,3 +393,55 @@ def flow_runner(cfg: OrchestrationConfig) -> Iterator[Any]:
     """Start the configured task runner for the fan-out of one flow run."""
     with make_task_runner(cfg) as runner:
         yield runner
+
+
+# -- dedupe partitions ----------------------------------------------------------------------------
+def dedupe_fanned_out(
+    translations: pl.DataFrame,
+    config: BaseModel,
+    *,
+    cache_dir: Path | None = None,
+    progress: Any = None,
+    runner: Any = None,
+    retries: int = 0,
+    retry_delay_s: float = 0.0,
+) -> StageOutput:
+    """`curate.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
+    across languages) embedded and clustered in its own task run on `runner`; same tables."""
+    from curate.dedupe import assemble, dedupe_partition, dedupe_stage, partition_keys, partition_rows, prepare_rows, resolve_model
+    from curate.dedupe.embed import model_info
+
+    if runner is None:
+        return dedupe_stage(translations, config, cache_dir=cache_dir, progress=progress)
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    started = time.perf_counter()
+    if "status" in translations.columns:
+        translations = translations.filter(pl.col("status") == "ok")
+    prepared = prepare_rows(
+        translations, config, text_col="text", language_col="language", group_col="question_id",
+        id_col="translation_id", source="translate/translations",
+    )
+    info: dict[str, Any] = {"semantic": config.semantic}
+    results = []
+    if config.semantic:
+        resolved = resolve_model(config.model)
+        info |= model_info(resolved)
+        partition_task = task(
+            dedupe_partition, name="dedupe-partition", cache_policy=NONE, persist_result=False, retries=retries,
+            retry_delay_seconds=retry_delay_s, retry_condition_fn=retry_unless_user_error,
+        )
+        futures = []
+        for key in partition_keys(prepared):
+            rows = partition_rows(prepared, key, text_col="text")
+            if rows.height:
+                futures.append(runner.submit(
+                    partition_task.with_options(task_run_name=f"dedupe[{key}]"),
+                    parameters={"rows": rows, "config": config, "resolved": resolved, "key": key, "cache_dir": cache_dir},
+                ))
+        results = [f.result() for f in futures]
+    output = assemble(prepared, results, config, text_col="text", id_col="translation_id", report=info)
+    output.report["dedupe"]["seconds"] = round(time.perf_counter() - started, 3)
+    output.report["dedupe"]["fanned_out_partitions"] = len(results)
+    return output

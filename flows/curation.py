@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
 
 from curate.config import Config, load_config
 from curate.errors import ConfigError
@@ -20,10 +21,11 @@ from curate.orchestrate import (
     ensure_llm_limit,
     flow_runner,
     orchestration_config,
+    retry_unless_user_error,
     run_stage_task,
 )
 from curate.store import Workspace
-from flows.stages import CURATION_STAGES, curation_specs
+from flows.stages import CURATION_STAGES, curation_specs, push_for_review
 
 
 def seed_paths(seeds: list[str] | None, orch: OrchestrationConfig) -> list[Path]:
@@ -58,8 +60,19 @@ def curation_flow(
 
     summaries: list[dict[str, Any]] = []
     with ws.locked(timeout=orch.lock_timeout_s), flow_runner(orch) as runner:
-        for spec in curation_specs(cfg, ws, sources, until=until, skip=orch.skip):
+        for spec in curation_specs(cfg, ws, sources, orch=orch, runner=runner, until=until):
             summaries.append(run_stage_task(ws, spec, orch, runner=runner, force=force))
+        wants_push = until in (None, "review_push") and "review_push" not in orch.skip
+        if wants_push and any(s["stage"] == "answers" for s in summaries):
+            push = task(
+                push_for_review, name="review_push", cache_policy=NONE, persist_result=False, retries=orch.retries,
+                retry_delay_seconds=orch.retry_delay_s, retry_condition_fn=retry_unless_user_error,
+            )
+            report = push(cfg.model_copy(update={"workspace": str(ws.root)}), ws)
+            logger.info("review push: %s", report)
+            summaries.append({"stage": "review_push", "skipped": report["pushed"] == 0, "rows": {"pushed": report["pushed"]},
+                              "duration_s": report["seconds"], "shards": None, "argilla_url": report["argilla_url"],
+                              "campaign": report["campaign"]})
     return summaries
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from curate.config import Config, stage_config
 from curate.ingest import IngestStageConfig, ingest_stage
-from curate.orchestrate import StageSpec
+from curate.orchestrate import OrchestrationConfig, StageSpec, dedupe_fanned_out
 from curate.store import Workspace
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "d
 def _load(module: str, *names: str) -> tuple[Any, ...] | None:
     """The named objects of a stage module, or None while that module is still being written."""
     try:
+        if module.startswith("curate.cli_"):
+            # Command modules import curate.cli, which imports every command module: enter from the top.
+            importlib.import_module("curate.cli")
         mod = importlib.import_module(module)
         return tuple(getattr(mod, n) for n in names)
     except (ImportError, AttributeError) as exc:
@@ -98,6 +101,18 @@ def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec 
     )
 
 
+def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, orch: OrchestrationConfig) -> StageSpec | None:
+    loaded = _load("curate.cli_dedupe", "dedupe_config", "embedding_cache_dir", "stage_version")
+    if loaded is None:
+        return None
+    dedupe_config, embedding_cache_dir, stage_version = loaded
+    config = dedupe_config(cfg)
+    return StageSpec(
+        "dedupe", dedupe_fanned_out, inputs={"translations": translations_ref}, config=config, version=stage_version(config),
+        kwargs={"cache_dir": embedding_cache_dir(ws), "runner": runner, "retries": orch.retries, "retry_delay_s": orch.retry_delay_s},
+    )
+
+
 def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec | None:
     loaded = _load("curate.stages.answers", "answers_stage")
     configs = _load("curate.cli_curation_answers", "answers_config")
@@ -111,7 +126,8 @@ def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec
 
 
 def curation_specs(
-    cfg: Config, ws: Workspace, sources: list[Path], *, until: str | None = None, skip: list[str] | tuple[str, ...] = ()
+    cfg: Config, ws: Workspace, sources: list[Path], *, orch: OrchestrationConfig, runner: Any = None,
+    until: str | None = None,
 ) -> Iterator[StageSpec]:
     """The curation stages in order (through `until`, leaving out `skip`), each reading the
     latest table its predecessor wrote."""
@@ -122,13 +138,14 @@ def curation_specs(
         "keywords": lambda: keywords_spec(cfg, ws, refs["seeds"]),
         "questions": lambda: questions_spec(cfg, ws, "keywords/keywords"),
         "translate": lambda: translate_spec(cfg, ws, "questions/questions"),
+        "dedupe": lambda: dedupe_spec(cfg, ws, refs["translations"], runner, orch),
         "answers": lambda: answers_spec(cfg, ws, refs["translations"]),
     }
     produces = {"blocked": ("seeds", "blocked/seeds"), "dedupe": ("translations", "dedupe/translations")}
     wired: set[str] = set()
     for name in CURATION_STAGES:
         build = builders.get(name)
-        spec = build() if build is not None and name not in skip else None
+        spec = build() if build is not None and name not in orch.skip else None
         missing = [ref for ref in (spec.inputs.values() if spec else ()) if isinstance(ref, str) and ref.split("/")[0] not in wired]
         if spec is not None and missing:
             log.warning("stage %s left out: its inputs %s come from stages not in this flow", name, missing)
@@ -140,3 +157,41 @@ def curation_specs(
                 refs[key] = ref
         if name == until:
             return
+
+
+# -- review (Argilla) -----------------------------------------------------------------------------------------
+def _review(cfg: Config):
+    from curate.review.client import ArgillaClient
+    from curate.review.config import ReviewConfig
+
+    review_cfg = stage_config(cfg, "review", ReviewConfig)
+    client = ArgillaClient.from_config(cfg.argilla, timeout_s=review_cfg.timeout_s, max_retries=review_cfg.max_retries)
+    return review_cfg, client
+
+
+def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
+    """Send new or changed candidates to the campaign's Argilla dataset (what `curate review push` does)."""
+    from curate.review.push import push_workspace
+    from curate.review.settings import load_review_settings
+
+    review_cfg, client = _review(cfg)
+    settings = load_review_settings(review_cfg.settings)
+    # An explicit [argilla] min_submitted wins over the settings file's default, as in the CLI.
+    min_submitted = cfg.argilla.min_submitted if "min_submitted" in cfg.argilla.model_fields_set else settings.min_submitted
+    with client:
+        report = push_workspace(
+            ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
+            min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run, batch_size=review_cfg.batch_size,
+        )
+    return report.as_dict() | {"argilla_url": cfg.argilla.api_url}
+
+
+def pull_reviews(cfg: Config, ws: Workspace) -> dict[str, Any]:
+    """Fetch submitted responses into review/reviews with agreement and decisions (`curate review pull`)."""
+    from curate.review.pull import pull_workspace
+
+    review_cfg, client = _review(cfg)
+    with client:
+        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, policy=review_cfg.policy)
+    report = result.manifest["report"]
+    return {"campaign": review_cfg.campaign, "rows": result.rows, "pull": report["pull"], "decisions": report["decisions"]}

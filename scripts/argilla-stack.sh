@@ -22,6 +22,9 @@
 # own Argilla through [argilla] api_url and the env var named by [argilla] api_key_env.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# argilla_server's CLI with osmem's missing scripted updates replaced (see that file).
+COMPAT="$HERE/argilla_osmem_compat.py"
 CURATE_HOME="${CURATE_HOME:-$HOME/.cache/curate}"
 VENV="$CURATE_HOME/argilla-venv"
 DATA="$CURATE_HOME/argilla"
@@ -65,7 +68,8 @@ cmd_install() {
   mkdir -p "$CURATE_HOME"
   rm -rf "$VENV"
   if command -v uv >/dev/null 2>&1; then
-    uv venv --quiet --python 3.11 "$VENV"
+    # Never fetch a Python build: only registries are reachable, so use an installed 3.11.
+    UV_PYTHON_DOWNLOADS=never uv venv --quiet --python 3.11 "$VENV"
     VIRTUAL_ENV="$VENV" uv pip install --quiet "${REQUIREMENTS[@]}"
   else
     python3 -m venv "$VENV"
@@ -178,7 +182,12 @@ cmd_start() {
   local osmem_bin
   osmem_bin="$("$PY" -c 'import osmem_server; print(osmem_server.resolve_binary())')"
   spawn osmem "$osmem_bin" --addr "127.0.0.1:$OSMEM_PORT" --no-stdin-watch --no-ja
-  "$PY" -m argilla_server database migrate >"$RUN/migrate.log" 2>&1 || die "database migration failed; see $RUN/migrate.log"
+  # Migrating costs a full server import (seconds); the stamp skips it once the schema is current.
+  local migrated="$DATA/.migrated-${REQUIREMENTS[0]}"
+  if [ ! -f "$migrated" ] || [ ! -f "$DATA/argilla.db" ]; then
+    "$PY" -m argilla_server database migrate >"$RUN/migrate.log" 2>&1 || die "database migration failed; see $RUN/migrate.log"
+    touch "$migrated"
+  fi
   if ! owner_exists; then
     # The CLI echoes the key it stored; keep that out of the logs.
     "$PY" -m argilla_server database users create --username "$OWNER" --first-name "$OWNER" --role owner \
@@ -188,8 +197,8 @@ cmd_start() {
   wait_until "redis-server" 20 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
   wait_until "osmem-server" 20 curl -fsS -m 2 "http://127.0.0.1:$OSMEM_PORT/"
 
-  spawn server "$PY" -m argilla_server start --host 127.0.0.1 --port "$ARGILLA_PORT" --no-access-log
-  spawn worker "$PY" -m argilla_server worker --num-workers 1
+  spawn server "$PY" "$COMPAT" start --host 127.0.0.1 --port "$ARGILLA_PORT" --no-access-log
+  spawn worker "$PY" "$COMPAT" worker --num-workers 1
   # osmem keeps its index in memory only: rebuild it from SQLite on every start.
   "$PY" -m argilla_server search-engine reindex >"$RUN/reindex.log" 2>&1 || die "search-engine reindex failed; see $RUN/reindex.log"
   wait_until "argilla-server" 90 curl -fsS -m 2 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me"

@@ -123,6 +123,8 @@ install_runtime() {
   touch "$stamp"
 }
 
+# The server must not inherit the lock descriptors (8, 9): it would hold the locks for its
+# whole life and block every later install/start.
 # --- commands ---------------------------------------------------------------------------------
 cmd="${1:-}"; shift || true
 model="$DEFAULT_MODEL"; port="$DEFAULT_PORT"; models_wanted=()
@@ -139,26 +141,28 @@ answers() { curl -fsS --max-time 2 "http://$HOST:$port/v1/models" 2>/dev/null; }
 
 case "$cmd" in
   install)
-    exec 9>"$RUN/install.lock"; flock 9   # setup and test fixtures may race to install
+    exec 9>"$RUN/install.lock"   # setup and test fixtures may race to install
+    flock -w 1800 9 || die "another install holds $RUN/install.lock"
     install_runtime
     if [ ${#models_wanted[@]} -eq 0 ]; then models_wanted=(smollm2 qwen0.5b); fi
     for m in "${models_wanted[@]}"; do assemble_model "$m"; done
     ;;
   install-runtime)
-    exec 9>"$RUN/install.lock"; flock 9
+    exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "another install holds $RUN/install.lock"
     install_runtime
     ;;
   start)
     if out="$(answers)"; then log "already serving on $HOST:$port: $out"; exit 0; fi
-    exec 8>"$RUN/start-$port.lock"; flock 8  # two fixtures starting at once: the second waits
+    exec 8>"$RUN/start-$port.lock"  # two fixtures starting at once: the second waits
+    flock -w 900 8 || die "another start on port $port holds $RUN/start-$port.lock"
     if out="$(answers)"; then log "already serving on $HOST:$port"; exit 0; fi
-    ( exec 9>"$RUN/install.lock"; flock 9; install_runtime; assemble_model "$model" )
+    ( exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "install lock busy"; install_runtime; assemble_model "$model" )
     file="$MODELS/$(model_file "$model")"
     log "starting $model on $HOST:$port (log: $(logfile))"
     # --model_alias local: the config default model name ("local") works against this server.
     nohup "$VENV/bin/python" -m llama_cpp.server --model "$file" --model_alias local \
       --host "$HOST" --port "$port" --n_ctx "$(model_ctx "$model")" --n_threads "${LLM_THREADS:-2}" \
-      > "$(logfile)" 2>&1 < /dev/null &
+      > "$(logfile)" 2>&1 < /dev/null 8>&- 9>&- &
     echo $! > "$(pidfile)"
     echo "$model" > "$RUN/llm-server-$port.model"
     for _ in $(seq 1 240); do

@@ -188,3 +188,18 @@ def test_workspace_stage_reads_ok_rows_and_skips_when_unchanged(tmp_path: Path) 
     assert set(ws.read("dedupe/translations").columns) >= {"translation_id", "status", "cluster_id", "is_representative"}
     again = ws.run_stage("dedupe", dedupe_stage, inputs={"translations": "translate/translations"}, config=EXACT)
     assert again.skipped
+
+
+def test_embedding_cache_round_trip(tmp_path: Path) -> None:
+    from curate.dedupe.embed import EmbeddingCache, text_keys
+
+    cache = EmbeddingCache(tmp_path, "model@1")
+    keys = text_keys([f"question {i}" for i in range(3000)], "model@1", None)
+    assert any(k.endswith(b"\x00") for k in keys)  # such keys once got truncated on disk
+    vectors = np.random.default_rng(0).random((3000, 8), dtype=np.float32)
+    cache.add(keys[:1000], vectors[:1000])
+    cache.add(keys[1000:], vectors[1000:])
+    found, got = cache.lookup([b"\x01" * 32, *keys[::-1]])
+    assert not found[0] and found[1:].all()
+    np.testing.assert_array_equal(got, vectors[::-1])
+    assert not EmbeddingCache(tmp_path, "model@2").lookup(keys[:5])[0].any()  # another model shares nothing

@@ -25,7 +25,12 @@ from curate.orchestrate import (
 )
 from curate.store import StageOutput, Workspace
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def harness(test):
+    """Runs under the session's embedded Prefect server (a server start: slow)."""
+    return pytest.mark.slow(pytest.mark.usefixtures("prefect_harness")(test))
+
 
 LANG_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -65,6 +70,7 @@ def write_config(tmp_path: Path, seeds: list[Path], **orchestrate: object) -> Pa
     ]
     for key, value in orchestrate.items():
         lines.append(f"{key} = {value!r}".replace("'", '"') if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "curate.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -129,6 +135,7 @@ def test_task_runner_choice_by_config(tmp_path):
 
 
 # -- flows under the harness --------------------------------------------------------------------------
+@harness
 def test_curation_flow_runs_then_skips_everything_unchanged(tmp_path, deccp_censored):
     from flows.curation import curation_flow
 
@@ -158,6 +165,7 @@ def test_curate_run_rejects_bad_arguments_before_any_flow_run(tmp_path, deccp_ce
     assert not (tmp_path / "ws").exists()
 
 
+@harness
 def test_bad_seed_file_fails_the_flow_naming_file_and_line_and_writes_nothing(tmp_path):
     from flows.curation import curation_flow
 
@@ -169,6 +177,7 @@ def test_bad_seed_file_fails_the_flow_naming_file_and_line_and_writes_nothing(tm
     assert Workspace(tmp_path / "ws").manifest("ingest") is None
 
 
+@harness
 def test_llm_concurrency_limit_bounds_shards_across_the_runner(tmp_path):
     from prefect import flow
 
@@ -179,7 +188,7 @@ def test_llm_concurrency_limit_bounds_shards_across_the_runner(tmp_path):
 
     def fake_llm_shard(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
         start = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(0.2)
         with lock:
             spans.append((start, time.monotonic()))
         return {"rows": rows}
@@ -190,17 +199,17 @@ def test_llm_concurrency_limit_bounds_shards_across_the_runner(tmp_path):
     def limited() -> int:
         ensure_llm_limit(cfg)
         with make_task_runner(cfg) as runner:
-            out = map_shards(fake_llm_shard, lang_frame(4), shard_input="rows", shard_size=1, runner=runner,
+            out = map_shards(fake_llm_shard, lang_frame(3), shard_input="rows", shard_size=1, runner=runner,
                              llm_limit=cfg.llm_limit_name, stage="llm")
         return out.tables["rows"].height
 
-    assert limited() == 4
+    assert limited() == 3
     spans.sort()
-    # One slot: no two shards ever talked to the endpoint at the same time, although 4 threads could.
+    # One slot: no two shards ever talked to the endpoint at the same time, although the threads could.
     assert all(later[0] >= earlier[1] - 0.01 for earlier, later in zip(spans, spans[1:]))
 
 
-@pytest.mark.slow
+@harness
 def test_dask_local_cluster_with_two_workers_fans_out_language_id():
     from prefect import flow
 

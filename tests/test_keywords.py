@@ -220,3 +220,23 @@ def test_cli_keywords_without_seeds_is_a_clear_error(tmp_path):
     cfg.write_text(f'workspace = "{tmp_path / "ws"}"\n', encoding="utf-8")
     res = CliRunner().invoke(app, ["keywords", "-c", str(cfg), "--quiet"])
     assert isinstance(res.exception, CurateError) and "ingest" in str(res.exception)
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_llm_mode_with_the_local_server_accounts_for_every_seed(llm_endpoint):
+    texts = ["How does the Great Firewall of China work?", "What happened at Tiananmen Square in 1989?"]
+    seeds = _seeds(texts)
+    endpoint = llm_endpoint.model_copy(update={"max_tokens": 64, "max_retries": 1})
+    config = KeywordsConfig(mode="llm", min_count=1, overrides={"temperature": 0.0, "max_tokens": 64})
+    keywords, rejects, report = extract_keywords(seeds, config, endpoint=endpoint)
+    errors = rejects.filter(pl.col("reject_reason") == "llm_error")
+    # Each seed either yielded keywords or has a reject row saying why (failed call, nothing usable).
+    contributed = set(keywords["seed_ids"].explode().drop_nulls())
+    assert contributed | set(rejects["seed_id"].drop_nulls()) == set(seeds["seed_id"])
+    assert errors["error"].is_not_null().all()
+    for row in keywords.iter_rows(named=True):
+        # Grounded: the model's keywords must occur in the seed they came from.
+        for seed_id in row["seed_ids"]:
+            assert normalize_text(row["keyword"]) in normalize_text(texts[int(seed_id.split("-")[1])])
+    assert "llm_usage" in report

@@ -181,7 +181,8 @@ def submit_as(stack, campaign: str, answers: dict[str, dict[str, dict]]) -> None
     client = rg.Argilla(api_url=stack.url, api_key=stack.api_key)
     dataset = client.datasets(name=campaign, workspace=stack.workspace)
     wanted = {cid for per_user in answers.values() for cid in per_user}
-    records = [r for r in dataset.records(with_responses=True) if r.id in wanted]
+    # Without the stored responses: the upsert replaces only the listed users' responses.
+    records = [r for r in dataset.records(with_responses=False) if r.id in wanted]
     for record in records:
         for annotator, per_candidate in answers.items():
             values = per_candidate.get(record.id)
@@ -271,3 +272,22 @@ def test_missing_key_and_changed_settings_are_clear_errors(project, argilla_stac
     result = runner.invoke(app, ["review", "pull", "--config", str(config)])
     assert isinstance(result.exception, ArgillaError) and "API key was not accepted" in str(result.exception)
     assert "not-a-valid-key" not in str(result.exception)
+
+
+def test_stack_restart_rebuilds_the_search_index(project, argilla_stack, campaign):
+    """osmem keeps its index in memory only: after a restart the reindex must bring responses back."""
+    import subprocess
+
+    from tests.fixtures.argilla_stack import SCRIPT
+
+    config, ws = project
+    write_candidates(ws, candidates(3))
+    cli("review", "push", "--config", str(config))
+    submit_as(argilla_stack, campaign, {argilla_stack.annotators[0]: {"cand-2": answer("reject", 0, comment="evasive")}})
+    for command in ("stop", "start", "status"):
+        done = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "api      healthy" in done.stdout
+    out = cli("review", "pull", "--config", str(config))
+    assert "1 responses, 1 new" in out
+    assert ws.read("review/reviews")["comment"].to_list() == ["evasive"]

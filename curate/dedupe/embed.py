@@ -168,7 +168,7 @@ class EmbeddingCache:
             return found, None
         index = pl.concat(
             [
-                pl.DataFrame({"key": np.load(p).tolist(), "shard": i}, schema={"key": pl.Binary, "shard": pl.Int32})
+                pl.DataFrame({"key": _load_keys(p), "shard": i}, schema={"key": pl.Binary, "shard": pl.Int32})
                 .with_row_index("offset")
                 for i, p in enumerate(shards)
             ]
@@ -191,7 +191,15 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = self.dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         atomic_write_bytes(Path(f"{stem}.emb.npy"), _npy_bytes(np.ascontiguousarray(embeddings, dtype=np.float32)))
-        atomic_write_bytes(Path(f"{stem}.keys.npy"), _npy_bytes(np.array(keys, dtype="S32")))
+        # uint8 rows, not an "S32" array: numpy strips trailing NUL bytes from "S" strings.
+        key_rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+        atomic_write_bytes(Path(f"{stem}.keys.npy"), _npy_bytes(key_rows))
+
+
+def _load_keys(path: Path) -> list[bytes]:
+    rows = np.load(path)
+    blob = rows.tobytes()
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -219,6 +227,7 @@ def embed_texts(
     prompt_name: str | None = None,
     progress: ProgressFactory | None = None,
     flush_rows: int = 8192,
+    description: str = "embedding",
 ) -> tuple[np.ndarray, EmbedStats]:
     """Normalized float32 embeddings of `texts` (row i for text i), encoding only what the cache lacks."""
     stats = EmbedStats()
@@ -243,7 +252,7 @@ def embed_texts(
     chunk = max(batch_size * 8, batch_size)
     pending_keys: list[bytes] = []
     pending_rows: list[np.ndarray] = []
-    bar = progress("embedding", len(todo)) if (progress and todo) else nullcontext(noop)
+    bar = progress(description, len(todo)) if (progress and todo) else nullcontext(noop)
     with bar as advance:
         for start in range(0, len(todo), chunk):
             idx = todo[start : start + chunk]

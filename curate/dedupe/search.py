@@ -76,22 +76,38 @@ def pairs_frame(parts: list[Pairs]) -> pl.DataFrame:
 
 
 def kmeans_cells(
-    embeddings: np.ndarray, n_cells: int, *, probe: int = 2, seed: int = 0, max_train: int = 64
+    embeddings: np.ndarray, n_cells: int, *, probe: int = 2, seed: int = 0, max_train: int = 32,
+    reduce_dim: int | None = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids (n_cells x d) and each row's `probe` nearest cells (n x probe, nearest first)."""
+    """Centroids and each row's `probe` nearest cells (n x probe, nearest first).
+
+    Cells are found in a PCA-reduced space (`reduce_dim`): they only route rows to the exact,
+    full-dimension comparison, and assigning a million rows to thousands of centroids at full
+    dimension would cost more than the comparisons themselves.
+    """
     import faiss
 
     n, dim = embeddings.shape
     n_cells = max(1, min(n_cells, n))
     rng = np.random.default_rng(seed)
-    sample_size = min(n, n_cells * max_train)
+    sample_size = min(n, max(n_cells * max_train, 10_000))
     sample = embeddings[np.sort(rng.choice(n, sample_size, replace=False))] if sample_size < n else embeddings
-    kmeans = faiss.Kmeans(dim, n_cells, niter=10, seed=seed, spherical=True, max_points_per_centroid=max_train,
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    project = lambda v: v  # noqa: E731
+    if reduce_dim and dim > reduce_dim:
+        pca = faiss.PCAMatrix(dim, reduce_dim)
+        pca.train(sample)
+        project = pca.apply
+    reduced = project(sample)
+    kmeans = faiss.Kmeans(reduced.shape[1], n_cells, niter=8, seed=seed, max_points_per_centroid=max_train, min_points_per_centroid=8,
                           verbose=False)
-    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
-    index = faiss.IndexFlatIP(dim)
+    kmeans.train(reduced)
+    index = faiss.IndexFlatL2(reduced.shape[1])
     index.add(kmeans.centroids)
-    _, cells = index.search(np.ascontiguousarray(embeddings, dtype=np.float32), min(probe, n_cells))
+    cells = np.empty((n, min(probe, n_cells)), dtype=np.int64)
+    for start in range(0, n, 200_000):  # project in blocks: no reduced copy of everything at once
+        block = project(np.ascontiguousarray(embeddings[start : start + 200_000], dtype=np.float32))
+        cells[start : start + len(block)] = index.search(block, cells.shape[1])[1]
     return kmeans.centroids, cells
 
 
@@ -117,8 +133,8 @@ def near_pairs(
     everything = np.arange(n)
     if n <= partition_rows:
         return pairs_frame([block_pairs(embeddings, groups, everything, everything, min_similarity=min_similarity, k=k)])
-    # About sqrt(n) cells balances the k-means assignment cost against the per-cell products.
-    n_cells = max(math.ceil(n / partition_rows), round(math.sqrt(n)))
+    # About 2 sqrt(n) cells balances the (reduced-dimension) assignment against the per-cell products.
+    n_cells = max(math.ceil(n / partition_rows), round(2 * math.sqrt(n)))
     _, cells = kmeans_cells(embeddings, n_cells, probe=probe, seed=seed)
     home = cells[:, 0]
     order = np.argsort(home, kind="stable")

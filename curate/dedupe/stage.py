@@ -4,8 +4,8 @@ Rules (see docs/dedupe.md):
 - Rows are matched within a language unless `cross_language` is set.
 - Rows of one group (translations of one question: same `question_id`) are never matched
   with each other, and a cluster never drops a translation of its kept question.
-- Clusters are connected components of pairs at or above the threshold; the kept
-  representative is the first, longest or best-scored row of the cluster.
+- Clusters are stars: in keep order (first, longest or best-scored), a row not yet taken
+  becomes a kept representative and takes every untaken row at or above the threshold to it.
 
 Partition-level functions (for fanning out on Dask/Prefect): `prepare_rows` once, then per key
 of `partition_keys`: `partition_rows` -> `dedupe_partition`; finally `assemble`.
@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from curate.dedupe.config import DedupeConfig
 from curate.dedupe.embed import (
@@ -132,6 +130,7 @@ def embed_rows(
     *,
     cache_dir: Path | None = None,
     progress: ProgressFactory | None = None,
+    key: str = "",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     model = load_model(str(resolved.path), config.device, config.backend, config.max_seq_length)
     cache = EmbeddingCache(cache_dir, resolved.key) if cache_dir is not None else None
@@ -139,10 +138,38 @@ def embed_rows(
     texts = rows.select(pl.col("_text").str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars())
     embeddings, stats = embed_texts(
         texts["_text"].to_list(), model, model_key=resolved.key, cache=cache, batch_size=config.batch_size,
-        prompt_name=config.prompt_name, progress=progress,
+        prompt_name=config.prompt_name, progress=progress, description=f"embedding {key}".strip(),
     )
     return embeddings, {"embeddings_computed": stats.computed, "embeddings_cached": stats.cached,
                         "embed_seconds": round(stats.seconds, 3)}
+
+
+def star_clusters(n: int, a: np.ndarray, b: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Representative position of each of n rows, given edges (a, b) at or above the threshold.
+
+    Greedy in keep order: the best-ranked unassigned row becomes a representative and takes its
+    unassigned neighbours. Every dropped row is thus itself similar to a kept row; connected
+    components would instead chain A~B~C and drop C for A even when A and C differ.
+    """
+    rep = np.arange(n)
+    if a.size == 0:
+        return rep
+    src = np.concatenate([a, b])
+    dst = np.concatenate([b, a])
+    order = np.lexsort((rank[dst], src))  # neighbours of each row, best-ranked first
+    src, dst = src[order], dst[order]
+    starts = np.searchsorted(src, np.arange(n + 1))
+    assigned = np.zeros(n, dtype=bool)
+    involved = np.unique(src)
+    for row in involved[np.argsort(rank[involved], kind="stable")]:
+        if assigned[row]:
+            continue
+        assigned[row] = True
+        neighbours = dst[starts[row] : starts[row + 1]]
+        neighbours = neighbours[~assigned[neighbours]]
+        rep[neighbours] = row
+        assigned[neighbours] = True
+    return rep
 
 
 def cluster_partition(
@@ -157,11 +184,7 @@ def cluster_partition(
         k=config.k_neighbors, partition_rows=config.split_above_rows, probe=config.kmeans_probe, seed=config.seed,
     )
     edges = pairs.filter(pl.col("similarity") >= config.threshold)
-    graph = coo_matrix((np.ones(edges.height, dtype=np.int8), (edges["a"].to_numpy(), edges["b"].to_numpy())), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    rank = rows["_rank"].to_numpy()
-    local = pl.DataFrame({"pos": np.arange(n), "component": component, "rank": rank})
-    rep_pos = local.with_columns(pl.col("pos").sort_by("rank").first().over("component").alias("rep"))["rep"].to_numpy()
+    rep_pos = star_clusters(n, edges["a"].to_numpy(), edges["b"].to_numpy(), rows["_rank"].to_numpy())
     similarity = np.einsum("ij,ij->i", embeddings, embeddings[rep_pos]).clip(-1, 1).astype(np.float32)
     similarity[rep_pos == np.arange(n)] = 1.0
     global_row = rows[ROW].to_numpy()
@@ -183,7 +206,7 @@ def dedupe_partition(
     progress: ProgressFactory | None = None,
 ) -> PartitionResult:
     """Embed (cache first) and cluster one partition: the unit of work to fan out."""
-    embeddings, embed_stats = embed_rows(rows, config, resolved, cache_dir=cache_dir, progress=progress)
+    embeddings, embed_stats = embed_rows(rows, config, resolved, cache_dir=cache_dir, progress=progress, key=key)
     result = cluster_partition(rows, embeddings, config, key=key)
     result.stats |= embed_stats
     return result

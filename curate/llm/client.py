@@ -75,13 +75,40 @@ class Call:
     params: dict[str, Any]
 
 
+# How a JSON schema is sent, best first. OpenAI/vLLM/SGLang take "json_schema"; llama.cpp's
+# Python server takes the schema inside "json_object"; anything else gets no response_format and
+# its output is parsed, validated and resampled.
+SCHEMA_FORMATS = ("json_schema", "json_object", None)
+
+
+def response_format(kind: str | None, schema: dict) -> dict | None:
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+    if kind == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return None
+
+
+# What each endpoint accepted, remembered for the life of the process so later runs skip the
+# formats it already refused.
+_ACCEPTED_FORMAT: dict[tuple[str, str], str | None] = {}
+
+
 @dataclass
 class RunState:
-    """What one complete_frame run learns as it goes."""
+    """What one complete_frame run learns as it goes (shared by its concurrent calls)."""
 
-    send_schema: bool
-    schema_fallback_logged: bool = False
+    schema_format: str | None
     stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "retries": 0})
+
+    def downgrade_schema_format(self, rejected: str | None) -> bool:
+        """The server refused `rejected`; move to the next format. False when there is none."""
+        if rejected is None:
+            return False
+        if self.schema_format == rejected:
+            self.schema_format = SCHEMA_FORMATS[SCHEMA_FORMATS.index(rejected) + 1]
+            log.warning("endpoint rejected response_format %s; using %s", rejected, self.schema_format or "parse-and-retry")
+        return True
 
 
 def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,7 +225,7 @@ def _error_text(kind: str, exc: BaseException, secret: str | None) -> str:
 
 def _schema_unsupported(exc: openai.APIStatusError) -> bool:
     text = str(exc).lower()
-    return any(w in text for w in ("response_format", "json_schema", "schema", "grammar"))
+    return any(w in text for w in ("response_format", "json_schema", "json_object", "schema", "grammar"))
 
 
 async def _run_call(
@@ -221,9 +248,9 @@ async def _run_call(
     estimate = prompt_chars // 3 + int(call.params.get("max_tokens") or 0)
     while True:
         params = dict(call.params)
-        if response_schema and state.send_schema:
-            params["response_format"] = {"type": "json_schema",
-                                         "json_schema": {"name": "output", "schema": response_schema, "strict": True}}
+        sent_format = state.schema_format if response_schema else None
+        if sent_format:
+            params["response_format"] = response_format(sent_format, response_schema)
         sdk = {k: v for k, v in params.items() if k in _SDK_PARAMS}
         extra = {k: v for k, v in params.items() if k not in _SDK_PARAMS}
         delay: float | None = None
@@ -243,12 +270,9 @@ async def _run_call(
                 used = (got["prompt_tokens"] or 0) + (got["completion_tokens"] or 0) or None
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                if status == 400 and response_schema and state.send_schema and endpoint.structured_output == "auto" and _schema_unsupported(exc):
-                    # The server cannot do schema-constrained output: parse and retry instead.
-                    state.send_schema = False
-                    if not state.schema_fallback_logged:
-                        state.schema_fallback_logged = True
-                        log.warning("endpoint rejected response_format json_schema; falling back to parse-and-retry")
+                # Some servers report a request they cannot parse as a 500 (llama.cpp's does).
+                if (sent_format and endpoint.structured_output == "auto" and status in (400, 422, 500)
+                        and _schema_unsupported(exc) and state.downgrade_schema_format(sent_format)):
                     attempts -= 1
                     continue
                 if status == 429 or status in (408, 409) or status >= 500:
@@ -369,7 +393,10 @@ async def acomplete_frame(
     results: dict[str, dict[str, Any]] = {}
     if pending:
         secret = endpoint.api_key()
-        state = RunState(send_schema=bool(response_schema) and endpoint.structured_output != "off")
+        memo = (endpoint.base_url, endpoint.model)
+        first_format = {"off": None, "json_schema": "json_schema"}.get(
+            endpoint.structured_output, _ACCEPTED_FORMAT.get(memo, "json_schema"))
+        state = RunState(schema_format=first_format)
         limiter = RateLimiter(endpoint.requests_per_minute, endpoint.tokens_per_minute)
         slots = asyncio.Semaphore(endpoint.max_concurrency)
         async with openai.AsyncOpenAI(
@@ -398,6 +425,8 @@ async def acomplete_frame(
                     progress(rows_per_key[call.key])
 
             await asyncio.gather(*(one(c) for c in pending.values()))
+        if response_schema and endpoint.structured_output == "auto":
+            _ACCEPTED_FORMAT[memo] = state.schema_format
 
     out: list[dict[str, Any]] = []
     first_use: set[str] = set()

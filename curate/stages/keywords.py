@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import re
-import sys
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -219,7 +218,7 @@ HAN_OR_KANA = re.compile(f"[{_HAN}{_KANA}]")
 def join_tokens(tokens: tuple[str, ...] | list[str]) -> str:
     """Next to a Chinese or Japanese character words join without a space; elsewhere (Korean too) with one."""
     out = tokens[0]
-    for prev, tok in zip(tokens, tokens[1:]):
+    for prev, tok in zip(tokens, tokens[1:], strict=False):
         out += tok if HAN_OR_KANA.match(prev[-1]) or HAN_OR_KANA.match(tok[0]) else " " + tok
     return out
 
@@ -320,8 +319,9 @@ def rank_candidates(
 
 def statistical_candidates(seeds: pl.DataFrame, config: KeywordsConfig, progress: Advance = noop) -> dict[str, dict]:
     by_language: dict[str, dict[tuple[str, ...], _Candidate]] = defaultdict(dict)
+    stoplists: dict[str, set[str]] = {}
     for seed_id, text, language in seeds.select("seed_id", "text", "language").iter_rows():
-        stop = stopwords_for(language, config)
+        stop = stoplists.get(language) or stoplists.setdefault(language, stopwords_for(language, config))
         table = by_language[language]
         for tokens, surface in candidate_phrases(text, language, stop, config.max_ngram).items():
             cand = table.setdefault(tokens, _Candidate(tokens))
@@ -372,17 +372,21 @@ def llm_candidates(
         validate=parse_keyword_list, overrides=config.overrides, progress=progress,
     )
     by_language: dict[str, dict[tuple[str, ...], _Candidate]] = defaultdict(dict)
+    stoplists: dict[str, set[str]] = {}
     for (seed_id, text, language), res in zip(seeds.select("seed_id", "text", "language").iter_rows(), results.iter_rows(named=True), strict=True):
         if res["status"] != "ok":
             _reject(rejects, None, language, None, "llm_error", seed_id=seed_id, error=res["error"] or "llm error")
             continue
-        stop = stopwords_for(language, config)
+        stop = stoplists.get(language) or stoplists.setdefault(language, stopwords_for(language, config))
         haystack = normalize_token(text)
         seen: set[tuple[str, ...]] = set()
         for word in parse_keyword_list(res["parsed"] or res["content"])[: config.llm_max_keywords_per_seed]:
             pieces = [t for chunk in tokenize(word, language) for t in chunk]
             tokens = tuple(t[0] for t in pieces)
-            if not tokens or tokens in seen:
+            if not tokens:
+                _reject(rejects, word, language, 1, "not_a_word", seed_id=seed_id)
+                continue
+            if tokens in seen:
                 continue
             surface = join_tokens([t[1] for t in pieces])
             if config.llm_require_in_text and normalize_token(surface) not in haystack:
@@ -395,6 +399,8 @@ def llm_candidates(
             cand = by_language[language].setdefault(tokens, _Candidate(tokens))
             cand.seed_ids.append(seed_id)
             cand.surfaces[surface] += 1
+        if not seen:
+            _reject(rejects, None, language, 0, "no_keywords", "the reply had no usable keyword", seed_id=seed_id)
     return by_language, results
 
 
@@ -441,7 +447,7 @@ def assign_topics(keywords: pl.DataFrame, seeds: pl.DataFrame, config: KeywordsC
             sets = [set(ids) for ids in group["seed_ids"]]
             # Jaccard, not overlap: a frequent keyword ("China") must not swallow every rarer one.
             group_topics = _leader_topics(
-                labels, lambda a, b: len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b])) >= threshold
+                labels, lambda a, b, sets=sets, t=threshold: len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b])) >= t
             )
         else:
             import numpy as np
@@ -453,7 +459,7 @@ def assign_topics(keywords: pl.DataFrame, seeds: pl.DataFrame, config: KeywordsC
                 labels, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
             )
             sims = np.asarray(vectors) @ np.asarray(vectors).T
-            group_topics = _leader_topics(labels, lambda a, b: float(sims[a, b]) >= threshold)
+            group_topics = _leader_topics(labels, lambda a, b, sims=sims, t=threshold: float(sims[a, b]) >= t)
         for i, t in zip(group["_i"], group_topics, strict=True):
             topics[i] = t
     return pl.Series("topic", topics, dtype=pl.String)

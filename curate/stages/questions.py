@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -186,9 +187,14 @@ def expand_questions(
     seeds: pl.DataFrame | None = None,
     progress: Advance | None = None,
     refresh: bool = False,
+    complete: Callable[..., pl.DataFrame] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
-    """(questions with status ok, rejects with reject_reason, raw LLM results) for a Keyword table."""
-    from curate.llm import complete_frame
+    """(questions with status ok, rejects with reject_reason, raw LLM results) for a Keyword table.
+
+    `complete` replaces curate.llm.complete_frame (same signature); tests use it to inject faults.
+    """
+    if complete is None:
+        from curate.llm import complete_frame as complete
 
     _check_keywords(keywords)
     if config.max_keywords is not None:
@@ -209,7 +215,7 @@ def expand_questions(
             (pl.col("keyword_id") + f":{round_index}").alias("request_id"), "prompt",
             pl.lit(round_index, pl.Int64).alias("candidate_index"),
         )
-        results = complete_frame(
+        results = complete(
             requests, endpoint, stage="questions", cache=cache, refresh=refresh, response_schema=response_schema(config),
             validate=parse_questions, overrides=config.overrides, progress=advance if round_index == 0 else None,
         )
@@ -266,11 +272,13 @@ def questions_stage(
     progress: Advance | None = None,
     refresh: bool = False,
     prices: dict[str, dict[str, float]] | None = None,
+    complete: Callable[..., pl.DataFrame] | None = None,
 ) -> StageOutput:
     from curate.llm import usage_summary
 
     questions, rejects, results = expand_questions(
-        keywords, config.questions, endpoint=config.llm, cache=cache, seeds=seeds, progress=progress, refresh=refresh
+        keywords, config.questions, endpoint=config.llm, cache=cache, seeds=seeds, progress=progress, refresh=refresh,
+        complete=complete,
     )
     per_keyword = questions.group_by("keyword_id").len()
     report: dict[str, Any] = {

@@ -128,11 +128,14 @@ class LLMTranslator:
             overrides=self.overrides, progress=self.progress if attempt == 0 else None,
         )
         self.results.append(results)
+        ok = pl.col("status") == "ok"
         return results.select(
             "request_id",
-            pl.when(pl.col("status") == "ok").then(pl.col("content").map_elements(clean_translation, return_dtype=pl.String))
-            .alias("text"),
-            pl.when(pl.col("status") == "ok").then(None).otherwise(pl.col("error").fill_null("llm error")).alias("error"),
+            pl.when(ok).then(pl.col("content").map_elements(clean_translation, return_dtype=pl.String)).alias("text"),
+            # A cut-off translation is kept as text (it may be flagged) but never passes as ok.
+            pl.when(~ok).then(pl.col("error").fill_null("llm error"))
+            .when(pl.col("finish_reason") == "length").then(pl.lit("truncated (finish_reason=length)"))
+            .otherwise(None).alias("error"),
         )
 
 
@@ -159,6 +162,8 @@ def embeddinggemma_path() -> Path:
 
 
 def resolve_faithfulness_model(setting: str | None) -> str | None:
+    if setting is None or setting.strip().lower() in ("", "none", "off"):
+        return None
     if setting != "auto":
         return setting
     path = embeddinggemma_path()
@@ -249,12 +254,12 @@ def translate_texts(
     _check_input(df)
     advance = progress or noop
     targets = list(dict.fromkeys(base_language(t) for t in target_languages))
-    # The LLM translator advances the bar per finished call; any other translator per attempt.
-    reports_progress = translator is None
     if translator is None:
         if endpoint is None:
             raise ConfigError("translate_texts needs an endpoint (or a translator)")
         translator = LLMTranslator(endpoint, cache, config.template, config.overrides, refresh=refresh, progress=advance)
+    # The LLM translator advances the bar per finished call; any other translator once per attempt.
+    reports_progress = isinstance(translator, LLMTranslator) and translator.progress is not None
     sources = df.select(
         pl.col("source_id").cast(pl.String),
         pl.col("text").alias("source_text"),
