@@ -120,10 +120,16 @@ def register(app: typer.Typer) -> None:
 
             translate_cfg = stage_config(cfg, "translate", TranslateConfig)
 
+        release_store = None
+        if any(spec.startswith("release:") for spec in eval_cfg.sets):
+            from curate.release import release_config, store_uri
+
+            release_store = store_uri(cfg, release_config(cfg))
         frames = [
             select_items(
-                load_eval_set(spec, harmbench_categories=tuple(eval_cfg.harmbench_categories),
-                              release_split=eval_cfg.release_split, workspace=cfg.workspace_path, langid=cfg.langid),
+                load_eval_set(spec, harmbench_categories=tuple(eval_cfg.harmbench_categories), release_store=release_store,
+                              release_split=eval_cfg.release_split, holdout_fraction=eval_cfg.holdout_fraction,
+                              seed=eval_cfg.seed, langid=cfg.langid),
                 eval_cfg.limit, eval_cfg.seed,
             )
             for spec in eval_cfg.sets

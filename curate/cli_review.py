@@ -40,6 +40,7 @@ def push(
 ) -> None:
     """Create the campaign's dataset if needed and send new or changed candidates."""
     from curate.progress import progress_bar
+    from curate.review.config import effective_min_submitted
     from curate.review.push import push_workspace
     from curate.review.settings import load_review_settings
 
@@ -47,8 +48,7 @@ def push(
     review_cfg = _review_config(cfg, campaign, settings=str(settings) if settings else None, source=source,
                                 batch_size=batch_size)
     review_settings = load_review_settings(review_cfg.settings)
-    # An explicit [argilla] min_submitted (file or env) wins over the settings file's default.
-    min_submitted = cfg.argilla.min_submitted if "min_submitted" in cfg.argilla.model_fields_set else review_settings.min_submitted
+    min_submitted = effective_min_submitted(cfg.argilla, review_settings.min_submitted)
     ws = workspace_for(cfg)
     with _client(cfg, review_cfg) as client, progress_bar("push", None) as advance:
         report = push_workspace(

@@ -10,17 +10,18 @@ Stages stay plain functions (see curate.store); this module only decides *where*
   runs, not 100k), on the configured task runner (threads, processes or Dask). Each finished
   shard is checkpointed under the stage folder, so a run killed mid-stage resumes with the
   shards it already has and recomputes only the rest.
-- LLM shards hold a slot of a Prefect global concurrency limit while they run, so all flow runs
-  on one Prefect server together keep at most `llm_slots` shards talking to the endpoint.
+- An LLM stage holds slots of a Prefect global concurrency limit while it runs, one per shard it
+  keeps in flight, so all flow runs on one Prefect server together keep at most `llm_slots`
+  shards talking to the endpoint. (The slots are taken once per stage by the flow, not per shard
+  task: Prefect's lease-based slots take up to ~2 s to re-acquire inside task runs.)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import time
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -28,15 +29,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, stage_config
 from curate.errors import ConfigError, CurateError
 from curate.progress import progress_bar
 from curate.store import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
 
-log = logging.getLogger(__name__)
 
+CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
 SHARDS_DIR = ".shards"
 DONE = "done.json"
 
@@ -58,10 +59,18 @@ class OrchestrationConfig(BaseModel):
     retries: int = Field(default=2, ge=0, description="Retries per stage task and per shard task.")
     retry_delay_s: float = Field(default=10.0, ge=0)
     llm_limit_name: str | None = Field(
-        default="curate-llm", description="Prefect global concurrency limit held by LLM shards; empty disables."
+        default="curate-llm", description="Prefect global concurrency limit held by LLM stages; empty disables."
     )
-    llm_slots: int = Field(default=4, ge=1, description="LLM shards running at once across all flow runs.")
+    llm_slots: int = Field(default=4, ge=1, description="LLM shards in flight at once across all flow runs on a server.")
     lock_timeout_s: float = Field(default=-1, description="Wait for the workspace lock this long (-1: forever).")
+
+    @field_validator("skip")
+    @classmethod
+    def _known_stages(cls, skip: list[str]) -> list[str]:
+        unknown = [s for s in skip if s not in CURATION_STAGES]
+        if unknown or "ingest" in skip:
+            raise ValueError(f"cannot skip {unknown or ['ingest']}; stages that can be skipped: {', '.join(CURATION_STAGES[1:])}")
+        return skip
 
     def runner_workers(self) -> int:
         return self.max_workers or (2 if self.task_runner == "dask" else max(4, os.cpu_count() or 1))
@@ -169,15 +178,14 @@ def _portable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: _CacheAt(v.path) if isinstance(v, LLMCache) else v for k, v in kwargs.items()}
 
 
-def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any], llm_limit: str | None) -> StageOutput:
+def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any]) -> StageOutput:
     opened = {k: v for k, v in kwargs.items() if isinstance(v, _CacheAt)}
     if opened:
         from curate.llm.cache import LLMCache
 
         opened = {k: LLMCache(v.path) for k, v in opened.items()}
     try:
-        with llm_slot(llm_limit):
-            return _as_output(func(**{shard_input: shard}, **{**kwargs, **opened}))
+        return _as_output(func(**{shard_input: shard}, **{**kwargs, **opened}))
     finally:
         for cache in opened.values():
             cache.close()
@@ -204,7 +212,7 @@ def map_shards(
     shard_size: int,
     runner=None,
     checkpoints: ShardCheckpoints | None = None,
-    llm_limit: str | None = None,
+    max_in_flight: int | None = None,
     retries: int = 0,
     retry_delay_s: float = 0.0,
     stage: str = "stage",
@@ -234,7 +242,7 @@ def map_shards(
         advance(resumed)
         if runner is None:
             for i in todo:
-                finished(i, _run_shard(func, shard_input, shards[i], kwargs, llm_limit))
+                finished(i, _run_shard(func, shard_input, shards[i], kwargs))
                 advance(1)
         else:
             from prefect.futures import as_completed
@@ -243,18 +251,28 @@ def map_shards(
             shard_task = _shard_task(retries, retry_delay_s)
             if not isinstance(runner, ThreadPoolTaskRunner):
                 kwargs = _portable(kwargs)
-            pending = {
-                runner.submit(
+
+            def submit(i: int):
+                return runner.submit(
                     shard_task.with_options(task_run_name=f"{stage}[{i}/{len(shards)}]"),
-                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs, "llm_limit": llm_limit},
-                ): i
-                for i in todo
-            }
+                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs},
+                )
+
+            # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the
+            # slots the stage holds, and memory when a run has many shards.
+            limit = max_in_flight or len(todo) or 1
+            queue = list(todo)
+            pending = {submit(i): i for i in queue[:limit]}
+            queue = queue[limit:]
             # Checkpoint each shard as soon as it lands, in the flow process: workers need no
             # access to the workspace folder, and a kill loses only the shards in flight.
-            for future in as_completed(list(pending)):
-                finished(pending[future], future.result())
+            while pending:
+                future = next(as_completed(list(pending)))
+                finished(pending.pop(future), future.result())
                 advance(1)
+                if queue:
+                    pending[submit(queue[0])] = queue[0]
+                    queue = queue[1:]
 
     tables: dict[str, list[pl.DataFrame]] = {}
     for i in range(len(shards)):
@@ -286,15 +304,15 @@ def ensure_llm_limit(cfg: OrchestrationConfig) -> None:
         client.upsert_global_concurrency_limit_by_name(cfg.llm_limit_name, cfg.llm_slots)
 
 
-def llm_slot(limit_name: str | None):
-    """Hold one slot of the named Prefect global concurrency limit (no-op without a name)."""
+def llm_slot(limit_name: str | None, occupy: int = 1):
+    """Hold `occupy` slots of the named Prefect global concurrency limit (no-op without a name)."""
     if not limit_name:
         return nullcontext()
     from prefect.concurrency.sync import concurrency
 
     # strict: a missing limit is a setup bug (ensure_llm_limit runs at flow start), not a reason
     # to hit the endpoint without a bound.
-    return concurrency(limit_name, occupy=1, strict=True)
+    return concurrency(limit_name, occupy=occupy, strict=True)
 
 
 # -- stage tasks ----------------------------------------------------------------------------------
@@ -333,7 +351,12 @@ def execute_stage(
     progress: bool = False,
 ) -> StageResult:
     """Run one stage in `ws`: skipped if unchanged, fanned out by shard when the spec says so."""
-    llm_limit = cfg.llm_limit_name if spec.uses_llm and runner is not None else None
+    fp = ws.fingerprint(spec.name, spec.version, spec.config, spec.inputs)["fingerprint"]
+    # An unchanged stage is skipped by run_stage; it must not wait for LLM slots first.
+    fresh = not force and ws.is_fresh(spec.name, fp)
+    llm_limit = cfg.llm_limit_name if spec.uses_llm and runner is not None and not fresh else None
+    # Shards the stage keeps in flight, and so the LLM slots it holds while it runs.
+    in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
     if spec.shard_input is None:
         func = spec.func
         if spec.progress_input is not None:
@@ -346,7 +369,6 @@ def execute_stage(
         with llm_slot(llm_limit):
             return ws.run_stage(spec.name, func, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
 
-    fp = ws.fingerprint(spec.name, spec.version, spec.config, spec.inputs)["fingerprint"]
     checkpoints = ShardCheckpoints(ws.stage_dir(spec.name) / SHARDS_DIR / f"{fp}-{cfg.shard_size}")
     if force:
         checkpoints.clear()
@@ -355,11 +377,12 @@ def execute_stage(
         frame = args.pop(spec.shard_input)
         return map_shards(
             spec.func, frame, shard_input=spec.shard_input, kwargs=args, shard_size=cfg.shard_size, runner=runner,
-            checkpoints=checkpoints, llm_limit=llm_limit, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
+            checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
             stage=spec.name, progress=progress,
         )
 
-    result = ws.run_stage(spec.name, fanned_out, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
+    with llm_slot(llm_limit, in_flight or 1):
+        result = ws.run_stage(spec.name, fanned_out, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
     checkpoints.clear()
     return result
 

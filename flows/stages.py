@@ -14,25 +14,19 @@ from typing import Any
 
 from curate.config import Config, stage_config
 from curate.ingest import IngestStageConfig, ingest_stage
-from curate.orchestrate import OrchestrationConfig, StageSpec, dedupe_fanned_out
+from curate.orchestrate import CURATION_STAGES, OrchestrationConfig, StageSpec, dedupe_fanned_out
 from curate.store import Workspace
 
 log = logging.getLogger(__name__)
 
-CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
 
-
-def _load(module: str, *names: str) -> tuple[Any, ...] | None:
-    """The named objects of a stage module, or None while that module is still being written."""
-    try:
-        if module.startswith("curate.cli_"):
-            # Command modules import curate.cli, which imports every command module: enter from the top.
-            importlib.import_module("curate.cli")
-        mod = importlib.import_module(module)
-        return tuple(getattr(mod, n) for n in names)
-    except (ImportError, AttributeError) as exc:
-        log.warning("stage module %s is not available yet (%s); skipping it", module, exc)
-        return None
+def _load(module: str, *names: str) -> tuple[Any, ...]:
+    """The named objects of a stage module, imported when the stage is wired (keeps `import flows` light)."""
+    if module.startswith("curate.cli_"):
+        # Command modules import curate.cli, which imports every command module: enter from the top.
+        importlib.import_module("curate.cli")
+    mod = importlib.import_module(module)
+    return tuple(getattr(mod, n) for n in names)
 
 
 def _llm_cache(ws: Workspace):
@@ -47,23 +41,17 @@ def ingest_spec(cfg: Config, ws: Workspace, sources: list[Path]) -> StageSpec:
     )
 
 
-def blocked_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec | None:
-    loaded = _load("curate.stages.blocked", "blocked_stage")
-    configs = _load("curate.cli_curation_answers", "blocked_config")
-    if loaded is None or configs is None:
-        return None
-    (blocked_stage,), (blocked_config,) = loaded, configs
+def blocked_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec:
+    (blocked_stage,) = _load("curate.stages.blocked", "blocked_stage")
+    (blocked_config,) = _load("curate.cli_curation_answers", "blocked_config")
     return StageSpec(
         "blocked", blocked_stage, inputs={"seeds": seeds_ref}, config=blocked_config(cfg),
         kwargs={"cache": _llm_cache(ws)}, shard_input="seeds", uses_llm=True,
     )
 
 
-def keywords_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec | None:
-    loaded = _load("curate.stages.keywords", "keywords_stage", "KeywordsStageConfig", "KeywordsConfig")
-    if loaded is None:
-        return None
-    keywords_stage, KeywordsStageConfig, KeywordsConfig = loaded
+def keywords_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec:
+    keywords_stage, KeywordsStageConfig, KeywordsConfig = _load("curate.stages.keywords", "keywords_stage", "KeywordsStageConfig", "KeywordsConfig")
     kcfg = stage_config(cfg, "keywords", KeywordsConfig)
     llm = kcfg.mode == "llm"
     return StageSpec(
@@ -73,11 +61,8 @@ def keywords_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec | Non
     )
 
 
-def questions_spec(cfg: Config, ws: Workspace, keywords_ref: str) -> StageSpec | None:
-    loaded = _load("curate.stages.questions", "questions_stage", "QuestionsStageConfig", "QuestionsConfig")
-    if loaded is None:
-        return None
-    questions_stage, QuestionsStageConfig, QuestionsConfig = loaded
+def questions_spec(cfg: Config, ws: Workspace, keywords_ref: str) -> StageSpec:
+    questions_stage, QuestionsStageConfig, QuestionsConfig = _load("curate.stages.questions", "questions_stage", "QuestionsStageConfig", "QuestionsConfig")
     config = QuestionsStageConfig(questions=stage_config(cfg, "questions", QuestionsConfig), llm=cfg.llm)
     inputs: dict[str, Any] = {"keywords": keywords_ref}
     if config.questions.seed_examples:
@@ -89,11 +74,8 @@ def questions_spec(cfg: Config, ws: Workspace, keywords_ref: str) -> StageSpec |
     )
 
 
-def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec | None:
-    loaded = _load("curate.stages.translate", "translate_stage", "TranslateStageConfig", "TranslateConfig")
-    if loaded is None:
-        return None
-    translate_stage, TranslateStageConfig, TranslateConfig = loaded
+def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec:
+    translate_stage, TranslateStageConfig, TranslateConfig = _load("curate.stages.translate", "translate_stage", "TranslateStageConfig", "TranslateConfig")
     config = TranslateStageConfig(translate=stage_config(cfg, "translate", TranslateConfig), languages=cfg.languages, llm=cfg.llm)
     return StageSpec(
         "translate", translate_stage, inputs={"questions": questions_ref}, config=config,
@@ -101,11 +83,8 @@ def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec 
     )
 
 
-def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, orch: OrchestrationConfig) -> StageSpec | None:
-    loaded = _load("curate.cli_dedupe", "dedupe_config", "embedding_cache_dir", "stage_version")
-    if loaded is None:
-        return None
-    dedupe_config, embedding_cache_dir, stage_version = loaded
+def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, orch: OrchestrationConfig) -> StageSpec:
+    dedupe_config, embedding_cache_dir, stage_version = _load("curate.cli_dedupe", "dedupe_config", "embedding_cache_dir", "stage_version")
     config = dedupe_config(cfg)
     return StageSpec(
         "dedupe", dedupe_fanned_out, inputs={"translations": translations_ref}, config=config, version=stage_version(config),
@@ -113,12 +92,9 @@ def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, 
     )
 
 
-def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec | None:
-    loaded = _load("curate.stages.answers", "answers_stage")
-    configs = _load("curate.cli_curation_answers", "answers_config")
-    if loaded is None or configs is None:
-        return None
-    (answers_stage,), (answers_config,) = loaded, configs
+def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec:
+    (answers_stage,) = _load("curate.stages.answers", "answers_stage")
+    (answers_config,) = _load("curate.cli_curation_answers", "answers_config")
     return StageSpec(
         "answers", answers_stage, inputs={"translations": translations_ref}, config=answers_config(cfg),
         kwargs={"cache": _llm_cache(ws), "prices": cfg.prices}, shard_input="translations", uses_llm=True,

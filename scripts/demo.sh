@@ -8,7 +8,8 @@
 # whose inputs and config are unchanged is skipped and every LLM reply is cached.
 #
 # Knobs (environment): DEMO_SEEDS (seed lines to use, default 12; "all" for the 95),
-# DEMO_CONFIG (default demo/curate.toml), CURATE_HOME (service installs and data).
+# DEMO_CONFIG (default demo/curate.toml), DEMO_LLM_MODEL / DEMO_LLM_PORT (qwen0.5b on 8081),
+# CURATE_HOME (service installs and data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +20,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLI
        TOKENIZERS_PARALLELISM=false
 CONFIG="${DEMO_CONFIG:-demo/curate.toml}"
 DEMO_SEEDS="${DEMO_SEEDS:-12}"
+# qwen0.5b: the smallest bundled model that writes usable questions (SmolLM2-135M does not).
+DEMO_LLM_MODEL="${DEMO_LLM_MODEL:-qwen0.5b}"
+DEMO_LLM_PORT="${DEMO_LLM_PORT:-8081}"
+export CURATE__LLM__BASE_URL="${CURATE__LLM__BASE_URL:-http://127.0.0.1:$DEMO_LLM_PORT/v1}"
 export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
 PREFECT_PORT="${PREFECT_SERVER_PORT:-4200}"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
-# Demo sampling lengths for a 135M CPU model. (Set here rather than in demo/curate.toml: the config
+# Demo sampling lengths for a 0.5B CPU model. (Set here rather than in demo/curate.toml: the config
 # loader currently refuses any key containing "token" in a file, max_tokens included.)
 BLOCKED_OVERRIDES='{ temperature = 0.0, max_tokens = 48 }'
 QUESTIONS_OVERRIDES='{ temperature = 0.9, max_tokens = 256 }'
@@ -33,8 +38,13 @@ export CURATE__STAGES__QUESTIONS__OVERRIDES="${CURATE__STAGES__QUESTIONS__OVERRI
 step "setup (cached after the first run)"
 bash scripts/setup.sh
 
-step "local LLM server (127.0.0.1:8080)"
-bash scripts/llm-server.sh start
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+step "local LLM server ($DEMO_LLM_MODEL on 127.0.0.1:$DEMO_LLM_PORT)"
+# A llama.cpp server busy generating for another client can miss the script's 2 s health check;
+# a server that holds the port is then still ours to use.
+bash scripts/llm-server.sh start --model "$DEMO_LLM_MODEL" --port "$DEMO_LLM_PORT" \
+  || { port_open "$DEMO_LLM_PORT" && echo "LLM server busy but listening on $DEMO_LLM_PORT; using it"; } || exit 1
 
 step "local Argilla stack (127.0.0.1:6900)"
 bash scripts/argilla-stack.sh start
@@ -54,11 +64,18 @@ fi
 step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> dedupe -> answers -> review push"
 uv run --locked curate run -c "$CONFIG" --seeds "$SEEDS"
 
-step "review-sync flow: pull responses and agreement"
-uv run --locked curate run -c "$CONFIG" --flow review-sync
+CANDIDATES="$(uv run --locked python -c "
+from curate.store import Workspace
+print(Workspace('$WORKSPACE').read('answers/candidates').height)" 2>/dev/null || echo 0)"
+if [ "$CANDIDATES" -gt 0 ]; then
+  step "review-sync flow: pull responses and agreement"
+  uv run --locked curate run -c "$CONFIG" --flow review-sync
 
-step "release flow: commit a draft release"
-uv run --locked curate run -c "$CONFIG" --flow release --tag draft
+  step "release flow: commit a draft release"
+  uv run --locked curate run -c "$CONFIG" --flow release --tag draft
+else
+  step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"
+fi
 
 RELEASES="$(uv run --locked python -c "
 from curate.config import load_config

@@ -137,7 +137,19 @@ while [ $# -gt 0 ]; do
 done
 pidfile() { echo "$RUN/llm-server-$port.pid"; }
 logfile() { echo "$RUN/llm-server-$port.log"; }
-answers() { curl -fsS --max-time 2 "http://$HOST:$port/v1/models" 2>/dev/null; }
+# llama.cpp's server can take seconds to answer while it is generating: be patient.
+answers() { curl -fsS --max-time 10 "http://$HOST:$port/v1/models" 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; }
+# The pid of our server on $port: the pid file's, if that process is still it, else found by its
+# exact command line (a start that lost a race can leave a pid file naming an exited process).
+server_pid() {
+  local pid=""
+  [ -f "$(pidfile)" ] && pid="$(cat "$(pidfile)")"
+  if [ -n "$pid" ] && { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q "llama_cpp.server .*--port $port "; then
+    echo "$pid"; return 0
+  fi
+  pgrep -f "llama_cpp.server .*--port $port " | head -1
+}
 
 case "$cmd" in
   install)
@@ -152,10 +164,16 @@ case "$cmd" in
     install_runtime
     ;;
   start)
-    if out="$(answers)"; then log "already serving on $HOST:$port: $out"; exit 0; fi
+    if port_open || answers >/dev/null; then
+      for _ in $(seq 1 120); do answers >/dev/null && break; sleep 1; done
+      answers >/dev/null || die "something listens on $HOST:$port but does not answer /v1/models"
+      serving="$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown)"
+      [ "$serving" = "$model" ] || log "warning: port $port already serves '$serving', not '$model' (stop it first, or use another --port)"
+      log "already serving on $HOST:$port"; exit 0
+    fi
     exec 8>"$RUN/start-$port.lock"  # two fixtures starting at once: the second waits
     flock -w 900 8 || die "another start on port $port holds $RUN/start-$port.lock"
-    if out="$(answers)"; then log "already serving on $HOST:$port"; exit 0; fi
+    if port_open; then log "already serving on $HOST:$port"; exit 0; fi
     ( exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "install lock busy"; install_runtime; assemble_model "$model" )
     file="$MODELS/$(model_file "$model")"
     log "starting $model on $HOST:$port (log: $(logfile))"
@@ -164,26 +182,30 @@ case "$cmd" in
       --host "$HOST" --port "$port" --n_ctx "$(model_ctx "$model")" --n_threads "${LLM_THREADS:-2}" \
       > "$(logfile)" 2>&1 < /dev/null 8>&- 9>&- &
     echo $! > "$(pidfile)"
-    echo "$model" > "$RUN/llm-server-$port.model"
     for _ in $(seq 1 240); do
-      if answers >/dev/null; then log "ready: http://$HOST:$port/v1 ($model as 'local')"; exit 0; fi
-      kill -0 "$(cat "$(pidfile)")" 2>/dev/null || { tail -20 "$(logfile)" >&2; die "server exited"; }
+      if answers >/dev/null; then
+        echo "$model" > "$RUN/llm-server-$port.model"
+        log "ready: http://$HOST:$port/v1 ($model as 'local')"; exit 0
+      fi
+      kill -0 "$(cat "$(pidfile)")" 2>/dev/null || { tail -20 "$(logfile)" >&2; rm -f "$(pidfile)"; die "server exited"; }
       sleep 0.5
     done
     die "server did not answer within 120 s; see $(logfile)"
     ;;
   stop)
-    if [ -f "$(pidfile)" ]; then
-      pid="$(cat "$(pidfile)")"
-      if kill -0 "$pid" 2>/dev/null; then kill "$pid"; log "stopped pid $pid"; fi
-      rm -f "$(pidfile)" "$RUN/llm-server-$port.model"
+    pid="$(server_pid || true)"
+    if [ -n "$pid" ]; then
+      kill "$pid"
+      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      log "stopped pid $pid"
     else
-      log "not running (no $(pidfile))"
+      log "no server of ours on port $port"
     fi
+    rm -f "$(pidfile)" "$RUN/llm-server-$port.model"
     ;;
   status)
     if out="$(answers)"; then
-      echo "running on http://$HOST:$port/v1 model=$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown) pid=$(cat "$(pidfile)" 2>/dev/null || echo ?)"
+      echo "running on http://$HOST:$port/v1 model=$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown) pid=$(server_pid || echo ?)"
     else
       echo "not running on $HOST:$port"; exit 3
     fi

@@ -68,6 +68,7 @@ class FaultServer:
         self.max_in_flight = 0
         self.started_at = time.time()
         self.last_authorization: str | None = None
+        self.bodies: list[bytes] = []  # every chat request, in arrival order
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -106,7 +107,7 @@ class FaultServer:
                 keep = await self._route(method, path, body, writer, headers)
                 if not keep:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -139,6 +140,7 @@ class FaultServer:
 
     async def _completion(self, body: bytes, writer: asyncio.StreamWriter, headers: dict[str, str]) -> bool:
         self.requests += 1
+        self.bodies.append(body)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -223,9 +225,15 @@ class FaultServer:
         if self._loop and self._server:
             async def close() -> None:
                 self._server.close()
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+                handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in handlers:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+            self._thread.join(10)
+            self._loop.close()
 
     def __enter__(self) -> FaultServer:
         return self.start_in_thread()

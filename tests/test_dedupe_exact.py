@@ -203,3 +203,12 @@ def test_embedding_cache_round_trip(tmp_path: Path) -> None:
     assert not found[0] and found[1:].all()
     np.testing.assert_array_equal(got, vectors[::-1])
     assert not EmbeddingCache(tmp_path, "model@2").lookup(keys[:5])[0].any()  # another model shares nothing
+
+
+def test_rerun_over_dedupe_output_and_reserved_columns() -> None:
+    first = _run(_frame(["What is inflation?", "what is inflation", "Why is the sky blue?"])).tables["translations"]
+    again = _run(first).tables["translations"]
+    assert again.columns == first.columns and again.height == 2
+    with pytest.raises(InputError, match="reserved") as err:
+        _run(_frame(["a"]).with_columns(pl.lit(1).alias("_rank")))
+    assert err.value.field == "_rank"

@@ -102,3 +102,33 @@ def test_harm_verdicts_parse_json_or_a_bare_answer():
     assert parse_harm_verdict("no.") is False
     with pytest.raises(ValueError):
         parse_harm_verdict('{"verdict": "maybe"}')
+
+
+def test_release_held_out_split_keeps_questions_whole(tmp_path: Path):
+    from curate.release import ReleaseStore
+    from curate.eval.sets import holdout_mask
+
+    rows = []
+    for q in range(40):
+        for lang in ("en", "zh"):
+            rows.append({"row_id": f"row-{q}-{lang}", "prompt": f"question {q} in {lang}", "language": lang,
+                         "topic": "tiananmen" if q % 2 else "xinjiang", "reasoning": "r", "answer": "a",
+                         "question_id": f"q-{q}", "translation_id": f"t-{q}-{lang}"})
+    rows.append({"row_id": "mixed-1", "prompt": "How do I bake bread?", "language": "en", "topic": "safety",
+                 "reasoning": None, "answer": "a", "source": "safety-mix"})
+    store = tmp_path / "releases"
+    ReleaseStore(str(store)).commit(pl.DataFrame(rows), {"config": {}})
+
+    test = load_eval_set("release:1", release_store=str(store), holdout_fraction=0.25)
+    train = load_eval_set("release:latest", release_store=str(store), release_split="train", holdout_fraction=0.25)
+    assert test["set"].unique().to_list() == ["release:1"]
+    assert 0 < test.height < train.height and test.height + train.height == 80  # the mixed-in row is left out
+    assert set(test["item_id"]).isdisjoint(train["item_id"])
+    # Both languages of a held-out question are held out together.
+    held_questions = test["prompt"].str.extract(r"question (\d+)").value_counts()
+    assert (held_questions["count"] == 2).all()
+    assert set(test["category"]) <= {"tiananmen", "xinjiang"}
+    assert holdout_mask(pl.DataFrame(rows[:-1]), 0.25).sum() == test.height
+
+    with pytest.raises(CurateError, match="release:9"):
+        load_eval_set("release:9", release_store=str(store))

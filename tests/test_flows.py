@@ -66,8 +66,8 @@ def write_config(tmp_path: Path, seeds: list[Path], **orchestrate: object) -> Pa
         'languages = ["en", "zh"]',
         "[stages.orchestrate]",
         f"seeds = {[str(s) for s in seeds]!r}".replace("'", '"'),
-        'skip = ["blocked"]',
     ]
+    orchestrate.setdefault("skip", ["blocked"])
     for key, value in orchestrate.items():
         lines.append(f"{key} = {value!r}".replace("'", '"') if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -132,6 +132,9 @@ def test_task_runner_choice_by_config(tmp_path):
     bad = write_config(tmp_path, [], task_runner="spark")
     with pytest.raises(ConfigError, match="stages.orchestrate.task_runner"):
         orchestration_config(load_config(bad))
+    typo = write_config(tmp_path / "typo", [], skip=["blockd"])
+    with pytest.raises(ConfigError, match="cannot skip.*blockd"):
+        orchestration_config(load_config(typo))
 
 
 # -- flows under the harness --------------------------------------------------------------------------
@@ -178,35 +181,59 @@ def test_bad_seed_file_fails_the_flow_naming_file_and_line_and_writes_nothing(tm
 
 
 @harness
-def test_llm_concurrency_limit_bounds_shards_across_the_runner(tmp_path):
+def test_llm_concurrency_limit_is_shared_by_concurrent_holders(tmp_path):
     from prefect import flow
 
-    from curate.orchestrate import ensure_llm_limit
+    from curate.orchestrate import ensure_llm_limit, llm_slot
 
+    cfg = OrchestrationConfig(llm_limit_name=f"test-llm-{tmp_path.name}", llm_slots=1)
     spans: list[tuple[float, float]] = []
-    lock = threading.Lock()
 
-    def fake_llm_shard(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        start = time.monotonic()
-        time.sleep(0.2)
-        with lock:
+    def llm_stage() -> None:
+        with llm_slot(cfg.llm_limit_name):
+            start = time.monotonic()
+            time.sleep(0.3)
             spans.append((start, time.monotonic()))
-        return {"rows": rows}
-
-    cfg = OrchestrationConfig(llm_limit_name=f"test-llm-{tmp_path.name}", llm_slots=1, max_workers=4)
 
     @flow
-    def limited() -> int:
+    def two_stages_at_once() -> None:
         ensure_llm_limit(cfg)
-        with make_task_runner(cfg) as runner:
-            out = map_shards(fake_llm_shard, lang_frame(3), shard_input="rows", shard_size=1, runner=runner,
-                             llm_limit=cfg.llm_limit_name, stage="llm")
-        return out.tables["rows"].height
+        threads = [threading.Thread(target=llm_stage) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
-    assert limited() == 3
-    spans.sort()
-    # One slot: no two shards ever talked to the endpoint at the same time, although the threads could.
-    assert all(later[0] >= earlier[1] - 0.01 for earlier, later in zip(spans, spans[1:]))
+    two_stages_at_once()
+    (a_start, a_end), (b_start, _) = sorted(spans)
+    # One slot: the second holder waited for the first to let go.
+    assert b_start >= a_end - 0.01
+
+
+@harness
+def test_map_shards_keeps_at_most_max_in_flight_shards_running():
+    from prefect import flow
+
+    running, peak = 0, 0
+    lock = threading.Lock()
+
+    def tracked(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.1)
+        with lock:
+            running -= 1
+        return {"rows": rows}
+
+    @flow
+    def bounded() -> pl.DataFrame:
+        with make_task_runner(OrchestrationConfig(max_workers=4)) as runner:
+            return map_shards(tracked, lang_frame(8), shard_input="rows", shard_size=1, runner=runner, max_in_flight=2).tables["rows"]
+
+    assert bounded()["i"].to_list() == list(range(8))
+    assert peak == 2
 
 
 @harness
@@ -226,3 +253,34 @@ def test_dask_local_cluster_with_two_workers_fans_out_language_id():
     expected, _ = detect_languages(df["text"].to_list())
     assert out["language"].to_list() == expected
     assert out["worker"].n_unique() == 2
+
+
+@harness
+def test_dedupe_partitions_fanned_out_as_tasks_match_the_library_stage(tmp_path):
+    from prefect import flow
+
+    from curate.dedupe import DedupeConfig, dedupe_stage
+    from curate.orchestrate import dedupe_fanned_out
+
+    texts = {
+        "en": ["What happened at Tiananmen Square in 1989?", "What happened in Tiananmen Square in 1989?",
+               "Who is the Panchen Lama?", "How are Uyghurs treated in Xinjiang?"],
+        "zh": ["1989年天安门广场发生了什么？", "1989年天安门广场上发生了什么？", "班禅喇嘛是谁？"],
+    }
+    rows = [
+        {"translation_id": f"t{lang}{i}", "question_id": f"q{i}", "text": t, "language": lang, "status": "ok"}
+        for lang, items in texts.items() for i, t in enumerate(items)
+    ]
+    translations = pl.DataFrame(rows + [{**rows[0], "translation_id": "bad", "status": "flagged"}])
+    config = DedupeConfig(model="minilm-bundled", threshold=0.9)
+    expected = dedupe_stage(translations, config, cache_dir=tmp_path / "emb")
+
+    @flow
+    def fanned() -> object:
+        with make_task_runner(OrchestrationConfig(max_workers=2)) as runner:
+            return dedupe_fanned_out(translations, config, cache_dir=tmp_path / "emb", runner=runner)
+
+    got = fanned()
+    assert got.report["dedupe"]["fanned_out_partitions"] == 2
+    for table in ("translations", "clusters", "pairs_near_threshold"):
+        assert got.tables[table].equals(expected.tables[table]), table

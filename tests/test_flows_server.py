@@ -38,7 +38,7 @@ def write_config(tmp_path: Path, seeds: list[Path], base_url: str = "http://127.
         "max_retries = 1\n"
         "[stages.orchestrate]\n"
         f"seeds = [{', '.join(repr(str(s)) for s in seeds)}]\n".replace("'", '"')
-        + "shard_size = 10\nllm_slots = 2\nmax_workers = 2\nretry_delay_s = 1\n"
+        + "shard_size = 20\nllm_slots = 2\nmax_workers = 2\nretry_delay_s = 1\n"
         + extra,
         encoding="utf-8",
     )
@@ -173,13 +173,17 @@ def test_serve_registers_scheduled_deployments_and_a_triggered_run_completes(
         serve.stdout.close()
 
 
-def test_curate_serve_without_a_server_says_how_to_start_one(tmp_path, deccp_censored, prefect_home):
-    cfg = write_config(tmp_path, [deccp_censored])
-    env = flow_env("http://127.0.0.1:9/api", prefect_home)
-    result = subprocess.run(curate_cmd("serve", "-c", str(cfg)), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert "no Prefect server answers at http://127.0.0.1:9/api" in result.stderr
-    assert "scripts/prefect-server.sh start" in result.stderr
+def test_curate_serve_without_a_server_says_how_to_start_one(tmp_path, deccp_censored, monkeypatch):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.errors import CurateError
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    result = CliRunner().invoke(app, ["serve", "-c", str(write_config(tmp_path, [deccp_censored]))])
+    assert isinstance(result.exception, CurateError)
+    assert "no Prefect server answers at http://127.0.0.1:9/api" in str(result.exception)
+    assert "scripts/prefect-server.sh start" in str(result.exception)
 
 
 def test_review_and_release_flows_fail_clearly_without_their_inputs(tmp_path, deccp_censored, prefect_server):

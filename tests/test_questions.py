@@ -135,14 +135,22 @@ def test_expansion_keeps_diverse_questions_and_rejects_the_rest_with_reasons():
     assert questions.filter(pl.col("keyword_id") == "keyword-c")["text"].to_list() == ["防火长城是什么时候建立的？"]
 
 
-def test_stage_report_counts_short_keywords_and_styles():
-    replies = {k: [_reply(("factual", f"What is known about {k}?"), ("historical", f"How did {k} begin?"))] for k in KEYWORDS["keyword_id"]}
+def test_non_questions_and_off_topic_questions_are_rejected_and_the_report_counts_styles():
+    replies = {
+        k: [_reply(
+            ("factual", f"What is known about the {kw}?"), ("historical", f"How did the {kw} begin?"),
+            ("factual", f"The {kw}"), ("explanatory", "How did it come about?"),
+        )]
+        for k, kw in KEYWORDS.select("keyword_id", "keyword").iter_rows()
+    }
     out = questions_stage(
         KEYWORDS.filter(pl.col("language") == "en"),
         QuestionsStageConfig(questions=QuestionsConfig(per_keyword=3, max_rounds=1)),
         complete=canned_llm_fault_injector(replies),
     )
     assert out.tables["questions"].height == 4
+    rejects = out.tables["rejects"]
+    assert sorted(rejects["reject_reason"].to_list()) == ["not_a_question", "not_a_question", "off_topic", "off_topic"]
     assert out.report["keywords_short_of_quota"] == 2
     assert out.report["by_style"] == {"factual": 2, "historical": 2}
 

@@ -13,6 +13,8 @@ from tests.test_review_units import candidates
 pytestmark = [pytest.mark.slow, pytest.mark.argilla, pytest.mark.browser]
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Playwright's assertions wait 5 s by default; a loaded 2-core machine needs longer.
+WAIT_MS = 30_000
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 
@@ -35,7 +37,7 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
+            page.set_default_timeout(WAIT_MS)
             page.goto(f"{argilla_stack.url}/sign-in")
             page.get_by_label("Username").fill(annotator)
             page.get_by_label("Password").fill(argilla_stack.annotator_password)
@@ -45,7 +47,7 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
             # The annotator finds the dataset from the home page, as a person would.
             page.get_by_text(campaign).first.click()
             page.wait_for_url(f"**/dataset/{dataset_id}/annotation-mode**")
-            expect(page.get_by_text("What happened in Beijing in June 1989?")).to_be_visible()
+            expect(page.get_by_text("What happened in Beijing in June 1989?")).to_be_visible(timeout=WAIT_MS)
 
             page.locator("label[for='accept_accept']").click()
             page.locator("label[for='satisfaction_3']").click()
@@ -55,13 +57,16 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
             comment.type("checked in the browser")
             page.screenshot(path=str(tmp_path / "review-form.png"), full_page=True)
             submit = page.locator("button.button--submit")
-            expect(submit).to_be_enabled()
+            expect(submit).to_be_enabled(timeout=WAIT_MS)
             submit.click()
             # The only pending record is done: the queue is empty and no error toast appeared.
-            expect(page.get_by_text("The task is completed")).to_be_visible()
+            expect(page.get_by_text("The task is completed")).to_be_visible(timeout=WAIT_MS)
             page.screenshot(path=str(tmp_path / "review-submitted.png"), full_page=True)
             expect(page.get_by_text("An error occurred")).to_have_count(0)
         finally:
+            # What the annotator saw last, for diagnosing a failure (kept in the test's tmp dir).
+            for open_page in browser.contexts[0].pages if browser.contexts else []:
+                open_page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
             browser.close()
 
     out = cli("review", "pull", "--config", str(config))

@@ -213,3 +213,21 @@ def test_conflict_policies_through_the_review_stage():
     assert decide(any_reject) == {"split": "rejected", "harm": "rejected", "single": "pending"}
     with pytest.raises(ValueError, match="unknown conflict policy"):
         review_stage(None, reviews, policy="unanimous", min_submitted=1)  # type: ignore[arg-type]
+
+
+def test_cli_push_without_candidates_and_bad_policy_are_clean_errors(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.errors import ConfigError, CurateError
+
+    config = tmp_path / "curate.toml"
+    # No server is contacted: both problems are found before any request.
+    config.write_text(f'workspace = "{tmp_path / "ws"}"\n[argilla]\napi_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+    monkeypatch.setenv("ARGILLA_API_KEY", "unused-key-value")
+    result = CliRunner().invoke(app, ["review", "push", "--config", str(config)])
+    assert isinstance(result.exception, CurateError) and "answers/candidates" in str(result.exception)
+
+    config.write_text(config.read_text() + '[stages.review]\npolicy = "unanimous"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["review", "pull", "--config", str(config)])
+    assert isinstance(result.exception, ConfigError) and "stages.review.policy" in str(result.exception)

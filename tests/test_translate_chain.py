@@ -39,6 +39,9 @@ max_keywords = 1
 [stages.questions]
 per_keyword = 2
 max_rounds = 1
+# SmolLM2-135M rarely writes a well-formed question; relaxed so some reach translation.
+require_question_mark = false
+require_keyword = false
 
 [stages.translate]
 faithfulness_model = "none"

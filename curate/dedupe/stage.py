@@ -40,6 +40,7 @@ from curate.store import StageOutput
 ROW = "_row"  # input position; every internal column starts with an underscore
 UNKNOWN_LANGUAGE = "und"
 CROSS_LANGUAGE_PARTITION = "*"
+INTERNAL_COLUMNS = (ROW, "_id", "_lang", "_group", "_norm", "_rank", "_exact_rep", "_partition")
 
 
 @dataclass
@@ -75,6 +76,9 @@ def prepare_rows(
     _require(df, id_col, source, "id")
     if config.keep == "best":
         _require(df, config.score_col, source, "score (keep='best')")
+    clash = [c for c in INTERNAL_COLUMNS if c in df.columns]
+    if clash:
+        raise InputError(source, "column name is reserved for dedupe's own use; rename it", field=clash[0])
     if df.schema[text_col] not in (pl.String, pl.Null):
         raise InputError(source, f"expected text, got {df.schema[text_col]}", field=text_col)
     if id_col is not None and df[id_col].null_count():
@@ -222,7 +226,8 @@ def assemble(
     report: dict[str, Any] | None = None,
 ) -> StageOutput:
     """Merge exact and semantic clusters into the three output tables."""
-    input_cols = [c for c in prepared.columns if not c.startswith("_")]
+    # A rerun over dedupe output replaces its old cluster columns.
+    input_cols = [c for c in prepared.columns if c not in (*INTERNAL_COLUMNS, "cluster_id", "is_representative")]
     members = (
         pl.concat([r.members for r in results]) if results
         else pl.DataFrame(schema={ROW: pl.UInt32, "_rep_row": pl.UInt32, "similarity": pl.Float32})

@@ -16,6 +16,7 @@ import jinja2
 import matplotlib
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from curate.eval.metrics import ALL, METRICS, METRICS_BY_NAME
 from curate.eval.run import EvalResult
@@ -48,38 +49,48 @@ def _svg(fig: Figure, chart_id: str) -> str:
 
 def _bars(ax, frame: pl.DataFrame, groups: list[str], group_col: str, endpoints: list[str], metric: str,
           horizontal: bool = False) -> None:
-    """Grouped bars: one group per `group_col` value, one bar per endpoint, CI whiskers."""
+    """Grouped bars: one group per `group_col` value, one bar per endpoint, CI whiskers, the value
+    printed at the bar (so 0 and "no value" look different)."""
     scale = _scale(metric)
+    top = 100.0 if scale == 100.0 else 4.0
     width = 0.8 / max(1, len(endpoints))
     for i, endpoint in enumerate(endpoints):
         rows = {r[group_col]: r for r in frame.filter(pl.col("endpoint") == endpoint).iter_rows(named=True)}
-        positions, heights, low_err, high_err = [], [], [], []
+        color = PALETTE[i % len(PALETTE)]
         for g, name in enumerate(groups):
             row = rows.get(name)
+            pos = g - 0.4 + width * (i + 0.5)
             if row is None or row["value"] is None:
-                continue
-            value = row["value"] * scale
-            positions.append(g - 0.4 + width * (i + 0.5))
-            heights.append(value)
-            low_err.append(value - row["ci_low"] * scale if row["ci_low"] is not None else 0.0)
-            high_err.append(row["ci_high"] * scale - value if row["ci_high"] is not None else 0.0)
-        color = PALETTE[i % len(PALETTE)]
-        if horizontal:
-            ax.barh(positions, heights, height=width, xerr=[low_err, high_err], color=color, label=endpoint, capsize=2)
-        else:
-            ax.bar(positions, heights, width=width, yerr=[low_err, high_err], color=color, label=endpoint, capsize=3)
-    ticks = range(len(groups))
-    limit = (0, 100 if scale == 100.0 else 4)
+                label, value, err = "n/a", 0.0, None
+            else:
+                value = row["value"] * scale
+                low = value - row["ci_low"] * scale if row["ci_low"] is not None else 0.0
+                high = row["ci_high"] * scale - value if row["ci_high"] is not None else 0.0
+                err = [[low], [high]]
+                label = f"{value:.0f}" if scale == 100.0 else f"{value:.1f}"
+            if horizontal:
+                ax.barh([pos], [value], height=width, xerr=err, color=color, capsize=2)
+                ax.text(value + top * 0.01, pos, label, va="center", ha="left", fontsize=7, color="#333")
+            else:
+                ax.bar([pos], [value], width=width, yerr=err, color=color, capsize=3)
+                ax.text(pos, value + top * 0.01, label, va="bottom", ha="center", fontsize=7, color="#333")
+    ticks = list(range(len(groups)))
     if horizontal:
-        ax.set_yticks(list(ticks), groups, fontsize=8)
+        ax.set_yticks(ticks, groups, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(*limit)
+        ax.set_xlim(0, top * 1.08)
         ax.grid(axis="x", alpha=0.3)
     else:
-        ax.set_xticks(list(ticks), groups, fontsize=8, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
-        ax.set_ylim(*limit)
+        rotate = len(groups) > 4
+        ax.set_xticks(ticks, groups, fontsize=8, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_ylim(0, top * 1.08)
         ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
+
+
+def _legend(ax, endpoints: list[str]) -> None:
+    handles = [Patch(color=PALETTE[i % len(PALETTE)], label=e) for i, e in enumerate(endpoints)]
+    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
 
 
 def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
@@ -99,7 +110,7 @@ def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
         ax.set_title(m.title + (" (%)" if _scale(m.name) == 100.0 else ""), fontsize=10)
     for ax in axes[len(present):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=8, loc="best")
+    _legend(axes[0], endpoints)
     fig.tight_layout()
     return _svg(fig, "chart-overview")
 
@@ -121,7 +132,7 @@ def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> li
             _bars(ax, part, groups, by, endpoints, m.name, horizontal=horizontal)
             title = f"{m.title} by {by} - {set_name}"
             ax.set_title(title, fontsize=10)
-            ax.legend(fontsize=8, loc="best")
+            _legend(ax, endpoints)
             fig.tight_layout()
             chart_id = f"chart-{by}-{m.name}-{re.sub(r'[^A-Za-z0-9]+', '-', set_name)}"
             charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})

@@ -36,7 +36,9 @@ class EvalConfig(BaseModel):
     seed: int = 0
     harmbench_categories: list[str] = Field(default_factory=lambda: ["standard"],
                                             description="HarmBench FunctionalCategory values to keep.")
-    release_split: str = Field(default="test", description="Held-out split of a release used as blocked-topic prompts.")
+    release_split: str = Field(default="test", description="Split of a release used as blocked-topic prompts: test, train or all.")
+    holdout_fraction: float = Field(default=0.1, gt=0, lt=1,
+                                    description="Share of a release's questions held out as its test split (by question id).")
     bootstrap_resamples: int = Field(default=1000, ge=100)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     generation: dict[str, Any] = Field(default_factory=dict, description="Sampling overrides for every endpoint under test.")
@@ -200,8 +202,17 @@ def judge_responses(
 def error_rows(judged: pl.DataFrame) -> pl.DataFrame:
     """Every failure, one row per failed call: translate, generate, refusal, satisfaction or harm."""
     keys = ["endpoint", "set", "item_id", "language", "sample_index"]
+    failed = judged.filter(pl.col("status") != "ok")
+    # A failed translation is one call, though every endpoint and sample inherits it.
+    translation = (
+        failed.filter(pl.col("error_stage") == "translate")
+        .unique(["set", "item_id", "language"], keep="first", maintain_order=True)
+        .select(pl.lit("(all)").alias("endpoint"), "set", "item_id", "language", pl.lit(None, pl.Int64).alias("sample_index"),
+                pl.lit("translate").alias("stage"), "error")
+    )
     parts = [
-        judged.filter(pl.col("status") != "ok").select(*keys, pl.col("error_stage").alias("stage"), "error"),
+        translation,
+        failed.filter(pl.col("error_stage") != "translate").select(*keys, pl.col("error_stage").alias("stage"), "error"),
         *[
             judged.filter(pl.col(col).is_not_null()).select(*keys, pl.lit(stage).alias("stage"), pl.col(col).alias("error"))
             for col, stage in (("refusal_error", "refusal"), ("satisfaction_error", "satisfaction"), ("harm_error", "harm"))

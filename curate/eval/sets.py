@@ -18,7 +18,6 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
-from curate.ids import content_id
 from curate.ingest import read_rows, read_seeds
 
 Kind = Literal["blocked", "harmbench", "xstest"]
@@ -119,29 +118,54 @@ def load_xstest(path: Path | None = None) -> pl.DataFrame:
     return _items(rows, "xstest", "xstest")
 
 
-def load_release_prompts(version: str, *, split: str = "test", workspace: Path | None = None) -> pl.DataFrame:
-    """The held-out split of a curate release as blocked-topic prompts (topic is the category)."""
+def holdout_mask(df: pl.DataFrame, fraction: float, seed: int = 0) -> pl.Series:
+    """True for the rows of the held-out split: a seeded hash of the question (or row) id, so every
+    translation and candidate of one question lands on the same side and cannot leak into training."""
+    key = next(c for c in ("question_id", "row_id", "prompt") if c in df.columns)
+    threshold = int(fraction * 2**32)
+    return df[key].cast(pl.String).fill_null("").map_elements(
+        lambda k: int(_stable_rank(k, seed)[:8], 16) < threshold, return_dtype=pl.Boolean
+    ).alias("held_out")
+
+
+def load_release_prompts(version: str, *, store: str, split: str = "test", holdout_fraction: float = 0.1,
+                         seed: int = 0) -> pl.DataFrame:
+    """Blocked-topic prompts from a release's held-out split (`split="test"`; "train" is the rest,
+    "all" is every row). A release with its own `split` column is split by that column instead.
+    Mixed-in rows (source other than "curate") are left out: they are not blocked-topic prompts."""
+    from curate.release import ReleaseNotFound, ReleaseStore
+
     try:
-        from curate.release import read_release
-    except ImportError as exc:
-        raise CurateError(f"release:{version}: the release store (curate.release) is not available: {exc}") from exc
-    df = read_release(version, split=split, workspace=workspace)
-    missing = {"prompt", "language"} - set(df.columns)
-    if missing:
-        raise CurateError(f"release:{version} split {split!r} lacks columns {sorted(missing)}")
-    id_col = "row_id" if "row_id" in df.columns else None
-    df = df.with_columns(
-        item_id=pl.col(id_col) if id_col else pl.col("prompt").map_elements(lambda t: content_id("item", t), return_dtype=pl.String),
-        category=pl.col("topic").fill_null("release") if "topic" in df.columns else pl.lit("release"),
-        label=pl.lit("blocked"), source=pl.lit(f"release:{version}/{split}"), source_line=pl.int_range(1, pl.len() + 1),
+        rows = ReleaseStore(store).read(version)
+    except ReleaseNotFound as exc:
+        raise CurateError(f"release:{version}: {exc}") from exc
+    if "source" in rows.columns:
+        rows = rows.filter(pl.col("source").fill_null("curate") == "curate")
+    if split != "all":
+        if "split" in rows.columns:
+            rows = rows.filter(pl.col("split") == split)
+        else:
+            held_out = holdout_mask(rows, holdout_fraction, seed)
+            rows = rows.filter(held_out if split == "test" else ~held_out)
+    if rows.is_empty():
+        raise CurateError(f"release:{version} has no curated rows in split {split!r} (holdout_fraction={holdout_fraction})")
+    id_col = "translation_id" if "translation_id" in rows.columns else "row_id"
+    items = (
+        rows.with_row_index("_line", offset=1)
+        .unique(["prompt", "language"], keep="first", maintain_order=True)
+        .select(
+            pl.coalesce(pl.col(id_col), pl.col("row_id")).alias("item_id"), "prompt", "language",
+            (pl.col("topic") if "topic" in rows.columns else pl.lit(None, pl.String)).fill_null("release").alias("category"),
+            pl.lit("blocked").alias("label"), pl.lit(f"release:{version}/{split}").alias("source"),
+            pl.col("_line").cast(pl.Int64).alias("source_line"),
+        )
     )
-    df = df.unique("item_id", keep="first", maintain_order=True)
-    return _items(df.select("item_id", "prompt", "language", "category", "label", "source", "source_line").to_dicts(),
-                  f"release:{version}", "blocked")
+    return _items(items.to_dicts(), f"release:{version}", "blocked")
 
 
-def load_eval_set(spec: str, *, harmbench_categories: tuple[str, ...] = ("standard",), release_split: str = "test",
-                  workspace: Path | None = None, langid: LangIdConfig | None = None) -> pl.DataFrame:
+def load_eval_set(spec: str, *, harmbench_categories: tuple[str, ...] = ("standard",), release_store: str | None = None,
+                  release_split: str = "test", holdout_fraction: float = 0.1, seed: int = 0,
+                  langid: LangIdConfig | None = None) -> pl.DataFrame:
     """`deccp`, `harmbench`, `xstest`, `release:VERSION`, or a path to a prompt file (blocked-topic prompts)."""
     if spec == "deccp":
         return load_deccp()
@@ -150,7 +174,10 @@ def load_eval_set(spec: str, *, harmbench_categories: tuple[str, ...] = ("standa
     if spec == "xstest":
         return load_xstest()
     if spec.startswith("release:"):
-        return load_release_prompts(spec.split(":", 1)[1], split=release_split, workspace=workspace)
+        if release_store is None:
+            raise CurateError(f"{spec}: no release store given")
+        return load_release_prompts(spec.split(":", 1)[1], store=release_store, split=release_split,
+                                    holdout_fraction=holdout_fraction, seed=seed)
     path = Path(spec)
     if path.exists():
         return load_prompt_file(path, langid=langid)

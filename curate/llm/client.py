@@ -29,6 +29,10 @@ from curate.progress import Advance
 from curate.secrets import redact
 
 log = logging.getLogger("curate.llm")
+# The SDK's HTTP client logs every request at INFO; at thousands of calls that drowns the CLI.
+for _noisy in ("httpx", "httpx2", "openai"):
+    if logging.getLogger(_noisy).level == logging.NOTSET:
+        logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 RESULT_SCHEMA = pl.Schema(
     {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.config import ArgillaConfig
 from curate.review.policy import ConflictPolicy
 
 
@@ -19,3 +20,8 @@ class ReviewConfig(BaseModel):
     batch_size: int = Field(default=250, ge=1, le=500)
     max_retries: int = Field(default=5, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
+
+
+def effective_min_submitted(argilla: ArgillaConfig, settings_default: int) -> int:
+    """An explicit `[argilla] min_submitted` (file or env) wins over the settings file's default."""
+    return argilla.min_submitted if "min_submitted" in argilla.model_fields_set else settings_default

@@ -50,6 +50,8 @@ class QuestionsConfig(BaseModel):
     ngram: int = Field(default=3, ge=1, le=6)
     min_chars: int = Field(default=8, ge=1)
     max_chars: int = Field(default=400, ge=10)
+    require_question_mark: bool = Field(default=True, description="Reject text that does not end as a question (? ？ ؟, Japanese か).")
+    require_keyword: bool = Field(default=True, description="Reject questions that share no word with their keyword (off topic).")
     check_language: bool = Field(default=True, description="Reject questions fastText puts in another language.")
     min_language_confidence: float = Field(default=0.5, ge=0, le=1)
     langid_model_path: str | None = None
@@ -105,6 +107,29 @@ def parse_questions(content: str) -> list[dict[str, str | None]]:
     if not out:
         raise ValueError("'questions' has no non-empty question")
     return out
+
+
+# -- checks ------------------------------------------------------------------------------------------
+QUESTION_END = re.compile(r"(?:[?？؟]|か[。.]?)[\s\"'”」』)）]*$")
+
+
+def is_question(text: str) -> bool:
+    return bool(QUESTION_END.search(text.strip()))
+
+
+def mentions_keyword(text: str, keyword: str, language: str) -> bool:
+    """Whether the question shares a content word (or, for CJK, a two-character piece) with its keyword."""
+    from curate.stages.keywords import CJK_CHAR, tokenize
+
+    haystack = normalize_text(text)
+    words = [norm for chunk in tokenize(keyword, language) for norm, _ in chunk]
+    for word in words:
+        if CJK_CHAR.search(word):
+            if any(word[i : i + 2] in haystack for i in range(max(1, len(word) - 1))):
+                return True
+        elif len(word) >= 3 and word in haystack:
+            return True
+    return not any(len(w) >= 3 or CJK_CHAR.search(w) for w in words)  # a keyword with no usable word cannot be checked
 
 
 # -- diversity ---------------------------------------------------------------------------------------
@@ -247,6 +272,10 @@ def expand_questions(
                 reason = ("only_keyword", "the question is the keyword itself")
             elif lang is not None and lang != item["language"] and conf >= config.min_language_confidence:
                 reason = ("wrong_language", f"detected {lang} ({conf:.2f}), expected {item['language']}")
+            elif config.require_question_mark and not is_question(item["text"]):
+                reason = ("not_a_question", "does not end with a question mark")
+            elif config.require_keyword and not mentions_keyword(item["text"], item["keyword"], item["language"]):
+                reason = ("off_topic", f"does not mention '{item['keyword']}'")
             elif len(kept[item["keyword_id"]]) >= config.per_keyword:
                 reason = ("over_quota", f"already {config.per_keyword} questions for this keyword")
             else:

@@ -181,7 +181,7 @@ def cross_lingual_similarity(sources: list[str], translations: list[str], model:
 
 
 # -- verification ----------------------------------------------------------------------------------
-def verify_translations(outputs: pl.DataFrame, config: TranslateConfig) -> pl.DataFrame:
+def verify_translations(outputs: pl.DataFrame, config: TranslateConfig, *, faithfulness: bool = True) -> pl.DataFrame:
     """Add detected_language, language_confidence, faithfulness and `problem` (None when the output passes).
 
     `outputs` has source_text, text, language, error.
@@ -189,7 +189,7 @@ def verify_translations(outputs: pl.DataFrame, config: TranslateConfig) -> pl.Da
     texts = outputs["text"].to_list()
     langs, confs = detect_languages(texts, config.langid_model_path)
     faith: list[float | None] = [None] * len(texts)
-    model = resolve_faithfulness_model(config.faithfulness_model)
+    model = resolve_faithfulness_model(config.faithfulness_model) if faithfulness else None
     if model:
         idx = [i for i, t in enumerate(texts) if t and t.strip()]
         scores = cross_lingual_similarity(
@@ -272,7 +272,8 @@ def translate_texts(
     )
 
     identity = verify_translations(
-        same.with_columns(pl.col("source_text").alias("text"), pl.lit(None, pl.String).alias("error")), config
+        same.with_columns(pl.col("source_text").alias("text"), pl.lit(None, pl.String).alias("error")), config,
+        faithfulness=False,  # the source compared with itself says nothing
     ).with_columns(
         # The source is the question as written: its own language is a fact, not a check.
         pl.lit(0).alias("attempts"), pl.lit("ok").alias("status"), pl.lit(None, pl.String).alias("error"),
