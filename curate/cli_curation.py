@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Extract ranked topic keywords (with counts, scores, seed ids and topics) from the seeds."""
-        from curate.stages.keywords import KeywordsConfig, KeywordsStageConfig, keywords_stage
+        from curate.stages.keywords import KeywordsConfig, KeywordsStageConfig, keywords_stage, select_seeds
 
         cfg = get_config(config)
         ws = workspace_for(cfg)
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         stage_cfg = KeywordsStageConfig(keywords=kw_cfg, llm=cfg.llm if kw_cfg.mode == "llm" else None)
         ref = seeds or ("blocked/seeds" if _has_table(ws, "blocked/seeds") else "ingest/seeds")
         with ws.locked():
-            total = ws.read(ref).height if _has_table(ws, ref) else None
+            total = select_seeds(ws.read(ref), kw_cfg.source).height if _has_table(ws, ref) else None
             with progress_bar("keywords", total, enabled=not quiet) as advance:
                 result = ws.run_stage(
                     "keywords", keywords_stage, inputs={"seeds": ref}, config=stage_cfg, force=force or no_cache,

@@ -24,7 +24,14 @@ from curate.errors import ConfigError
 ENV_PREFIX = "CURATE__"
 DEFAULT_CONFIG_FILE = "curate.toml"
 DEFAULT_LANGUAGES = ["en", "zh", "es", "fr", "de", "ru", "ar", "ja", "ko", "pt", "hi"]
-_SECRET_WORDS = ("api_key", "apikey", "password", "secret", "token")
+_SECRET_PARTS = {"apikey", "password", "passwd", "secret", "token", "credentials"}
+_SECRET_SUFFIXES = ("api_key", "access_key", "secret_key", "private_key")
+
+
+def looks_secret(key: str) -> bool:
+    """Whole-word match, so `max_tokens` or `tokens_per_minute` are settings, `hf_token` is a secret."""
+    key = key.lower()
+    return key == "key" or key.endswith(_SECRET_SUFFIXES) or bool(_SECRET_PARTS & set(key.split("_")))
 
 
 class Section(BaseModel):
@@ -123,7 +130,7 @@ def _reject_secrets(tree: dict[str, Any], path: Path, prefix: str = "") -> None:
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
             _reject_secrets(value, path, dotted + ".")
-        elif not key.endswith("_env") and any(w in key.lower() for w in _SECRET_WORDS):
+        elif not key.endswith("_env") and looks_secret(key):
             raise ConfigError(
                 f"{path}: setting '{dotted}' looks like a secret; secrets come only from the environment "
                 f"(set '{key}_env' to the name of an environment variable instead)"

@@ -10,7 +10,8 @@ import logging
 import os
 import re
 
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+# Whole name parts only: MAX_TOKENS is a setting, HF_TOKEN a secret.
+_SECRET_NAME = re.compile(r"(^|_)(API_?KEY|ACCESS_KEY|SECRET_KEY|TOKEN|SECRET|PASSWORD|PASSWD)(_|$)", re.IGNORECASE)
 MASK = "***"
 
 

@@ -176,6 +176,8 @@ cmd_start() {
     port_free "$port" || die "port 127.0.0.1:$port is taken by another process"
   done
   local started=$SECONDS
+  # A start that dies midway takes down what it had started.
+  trap 'log "start failed; stopping what was started"; cmd_stop >/dev/null 2>&1' EXIT
   argilla_env
 
   spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --protected-mode yes
@@ -201,9 +203,10 @@ cmd_start() {
   spawn worker "$PY" "$COMPAT" worker --num-workers 1
   # osmem keeps its index in memory only: rebuild it from SQLite on every start.
   "$PY" -m argilla_server search-engine reindex >"$RUN/reindex.log" 2>&1 || die "search-engine reindex failed; see $RUN/reindex.log"
-  wait_until "argilla-server" 90 curl -fsS -m 2 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me"
+  wait_until "argilla-server" 180 curl -fsS -m 2 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me"
   ensure_annotators 2>"$RUN/users.log" || die "creating annotators failed; see $RUN/users.log"
   healthy || die "stack is not healthy after start; see $RUN/"
+  trap - EXIT
   log "running at $URL (owner '$OWNER', annotators '$ANNOTATORS', workspace '$WORKSPACE') in $((SECONDS - started))s"
 }
 

@@ -138,6 +138,12 @@ def merge(args: argparse.Namespace) -> None:
             if (row["refused"] == "true") != (kind is not None):
                 sys.exit(f"{LABELS}:{n}: kind must be set exactly when refused is true")
             labels[row["id"]] = {"refused": row["refused"] == "true", "kind": kind, "note": row.get("note") or None}
+    # deccp has no language column and mixes English and Chinese lines: detect from the prompt.
+    from curate.langid import detect_language
+
+    for r in responses.values():
+        if r["source"].startswith("deccp/"):
+            r["language"] = detect_language(r["prompt"])[0]
     missing = [i for i in responses if i not in labels]
     with open(LABELED, "w", encoding="utf-8") as f:
         for rid, r in responses.items():

@@ -74,6 +74,22 @@ def test_secret_never_reaches_manifest_logs_or_run_files(tmp_path, monkeypatch, 
     assert manifest["status"] == "complete"
 
 
+def test_token_limits_are_settings_not_secrets(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[llm]\nmax_tokens = 256\ntokens_per_minute = 100000\n[stages.questions]\noverrides = { max_tokens = 64 }\n")
+    cfg = load_config(path, environ={})
+    assert cfg.llm.max_tokens == 256 and cfg.stages["questions"]["overrides"]["max_tokens"] == 64
+    for key in ("hf_token", "password", "secret_key", "aws_access_key"):
+        path.write_text(f"[x]\n{key} = 'abc'\n")
+        with pytest.raises(ConfigError, match="looks like a secret"):
+            load_config(path, environ={})
+
+
+def test_shipped_template_loads(repo_root):
+    cfg = load_config(repo_root / "curate" / "templates" / "curate.toml", environ={})
+    assert cfg.llm.max_tokens == 1024
+
+
 def test_redact_masks_env_secrets():
-    env = {"MY_API_KEY": "abcdef123456", "HOME": "/root"}
-    assert redact("key=abcdef123456 home=/root", env) == "key=*** home=/root"
+    env = {"MY_API_KEY": "abcdef123456", "HOME": "/root", "CURATE__LLM__MAX_TOKENS": "1234567"}
+    assert redact("key=abcdef123456 home=/root n=1234567", env) == "key=*** home=/root n=1234567"

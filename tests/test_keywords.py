@@ -227,8 +227,8 @@ def test_cli_keywords_without_seeds_is_a_clear_error(tmp_path):
 def test_llm_mode_with_the_local_server_accounts_for_every_seed(llm_endpoint):
     texts = ["How does the Great Firewall of China work?", "What happened at Tiananmen Square in 1989?"]
     seeds = _seeds(texts)
-    endpoint = llm_endpoint.model_copy(update={"max_tokens": 64, "max_retries": 1})
-    config = KeywordsConfig(mode="llm", min_count=1, overrides={"temperature": 0.0, "max_tokens": 64})
+    endpoint = llm_endpoint.model_copy(update={"max_tokens": 40, "max_retries": 1})
+    config = KeywordsConfig(mode="llm", min_count=1, overrides={"temperature": 0.0, "max_tokens": 40})
     keywords, rejects, report = extract_keywords(seeds, config, endpoint=endpoint)
     errors = rejects.filter(pl.col("reject_reason") == "llm_error")
     # Each seed either yielded keywords or has a reject row saying why (failed call, nothing usable).

@@ -178,3 +178,18 @@ def test_cli_batch_names_the_file_and_field_on_bad_input(server, tmp_path):
     result = CliRunner().invoke(app, ["llm", "batch", str(bad), str(tmp_path / "o.parquet")], env=_cli_env(server, tmp_path / "ws"))
     assert result.exit_code != 0
     assert "bad.jsonl" in str(result.exception) and "request_id" in str(result.exception)
+
+
+def test_cache_travels_to_worker_processes_by_path(server, tmp_path):
+    import pickle
+
+    cache = LLMCache(tmp_path / "c.sqlite")
+    complete_frame(frame(2), ep(server), cache=cache)
+    copy = pickle.loads(pickle.dumps(cache))  # what Dask/Prefect do to task arguments
+    out = complete_frame(frame(2), ep(server), cache=copy)
+    assert out["cached"].all() and server.stats()["requests"] == 2
+
+
+def test_n_is_refused_in_favour_of_candidate_rows(server):
+    with pytest.raises(ValueError, match="candidate_index"):
+        complete_frame(frame(1), ep(server), overrides={"n": 4})

@@ -145,7 +145,8 @@ def test_schema_format_falls_back_when_the_server_refuses_it(faults):
     out = complete_frame(requests(1, "fallback"), endpoint(faults), response_schema=schema)
     assert out["status"][0] == "ok" and out["parsed"][0] == '{"score": 1}'
     strict = complete_frame(requests(1, "strict"), endpoint(faults, structured_output="json_schema"), response_schema=schema)
-    assert strict["status"][0] == "error" and strict["error"][0].startswith("http_400")
+    assert strict["status"][0] == "error" and strict["error"][0].startswith("schema_unsupported")
+    assert strict["attempts"][0] == 1  # demanded and refused: not retried
 
 
 def test_secrets_never_reach_rows_cache_or_logs(faults, tmp_path, monkeypatch, caplog):

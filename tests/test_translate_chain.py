@@ -45,14 +45,14 @@ require_keyword = false
 
 [stages.translate]
 faithfulness_model = "none"
-max_attempts = 2
+max_attempts = 1
 ''',
         encoding="utf-8",
     )
     # Token limits come from the environment: the config loader refuses any TOML key containing "token".
-    monkeypatch.setenv("CURATE__LLM__MAX_TOKENS", "160")
-    monkeypatch.setenv("CURATE__STAGES__QUESTIONS__OVERRIDES", "{ temperature = 0.7, max_tokens = 160 }")
-    monkeypatch.setenv("CURATE__STAGES__TRANSLATE__OVERRIDES", "{ temperature = 0.2, max_tokens = 48 }")
+    monkeypatch.setenv("CURATE__LLM__MAX_TOKENS", "120")
+    monkeypatch.setenv("CURATE__STAGES__QUESTIONS__OVERRIDES", "{ temperature = 0.7, max_tokens = 120 }")
+    monkeypatch.setenv("CURATE__STAGES__TRANSLATE__OVERRIDES", "{ temperature = 0.2, max_tokens = 40 }")
     runner = CliRunner()
     for command in (["ingest", str(seeds)], ["keywords", "-q"], ["questions", "-q"], ["translate", "-q"]):
         result = runner.invoke(app, [*command, "-c", str(config)])

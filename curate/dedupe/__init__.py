@@ -33,6 +33,7 @@ from curate.dedupe.stage import (
     partition_keys,
     partition_rows,
     prepare_rows,
+    semantic_languages,
 )
 
 STAGE_VERSION = "1"
@@ -42,5 +43,5 @@ __all__ = [
     "ResolvedModel", "assemble", "block_pairs", "bundled_minilm_path", "cluster_partition", "dedupe_frame",
     "dedupe_partition", "dedupe_stage", "embed_rows", "embed_texts", "embeddinggemma_path", "kmeans_cells",
     "load_model", "near_pairs", "normalize_texts", "normalized_text_expr", "partition_keys", "partition_rows",
-    "prepare_rows", "resolve_model",
+    "prepare_rows", "resolve_model", "semantic_languages",
 ]

@@ -23,6 +23,14 @@ class DedupeConfig(BaseModel):
     prompt_name: str | None = Field(
         default=None, description="sentence-transformers prompt name (EmbeddingGemma: 'STS')."
     )
+    semantic_languages: list[str] | None = Field(
+        default=None,
+        description=(
+            "Languages that get semantic dedupe (others: exact only). Default: the model's languages "
+            "(English for the English-only all-MiniLM models, every language otherwise). Rows with an "
+            "unknown language ('und', or no language column) always do."
+        ),
+    )
     threshold: float = Field(default=0.88, gt=0, le=1, description="Cosine similarity at or above which rows merge.")
     near_margin: float = Field(default=0.05, ge=0, lt=1, description="Report pairs within this distance of the threshold.")
     report_pairs: int = Field(default=50, ge=0, description="Most example pairs in pairs_near_threshold.")

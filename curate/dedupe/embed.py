@@ -31,6 +31,9 @@ from curate.store import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 DEFAULT_HUB_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+# English-only models we know of: their similarities between non-English texts are noise.
+ENGLISH_ONLY = ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L12-v2",
+                "sentence-transformers/all-mpnet-base-v2")
 BUNDLED_ALIAS = "minilm-bundled"
 GEMMA_ALIAS = "embeddinggemma"
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Advance]]
@@ -60,6 +63,8 @@ class ResolvedModel:
     name: str  # what the user asked for, or what `auto` chose
     key: str  # identity of the weights, for the embedding cache
     warning: str | None = None
+    # Languages the model was trained on, where known to be few; None: multilingual or unknown.
+    languages: tuple[str, ...] | None = None
 
 
 def _folder_key(path: Path) -> str:
@@ -72,8 +77,13 @@ def _folder_key(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _languages(name: str) -> tuple[str, ...] | None:
+    return ("en",) if name in ENGLISH_ONLY else None
+
+
 def _local(path: Path, name: str, warning: str | None = None) -> ResolvedModel:
-    return ResolvedModel(path=path, name=name, key=f"{name}@{_folder_key(path)}", warning=warning)
+    return ResolvedModel(path=path, name=name, key=f"{name}@{_folder_key(path)}", warning=warning,
+                         languages=_languages(name))
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -114,7 +124,7 @@ def resolve_model(spec: str) -> ResolvedModel:
     repo_id = DEFAULT_HUB_MODEL if spec == "auto" else spec
     try:
         path = _hub_snapshot(repo_id)
-        return ResolvedModel(path=path, name=repo_id, key=f"{repo_id}@{path.name}")
+        return ResolvedModel(path=path, name=repo_id, key=f"{repo_id}@{path.name}", languages=_languages(repo_id))
     except Exception as exc:  # offline, not cached, no network, gated: all end the same way
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if spec != "auto":
@@ -127,7 +137,7 @@ def resolve_model(spec: str) -> ResolvedModel:
             raise ConfigError(f"model 'auto': {repo_id} is unavailable ({reason}); {_how_to_configure()}") from exc
         warning = (
             f"{repo_id} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
-            "Non-English rows will be matched poorly; set [stages.dedupe] model for multilingual data."
+            "Non-English rows get exact dedupe only; set [stages.dedupe] model for multilingual data."
         )
         log.warning(warning)
         return _local(bundled, "sentence-transformers/all-MiniLM-L6-v2", warning)
@@ -284,6 +294,7 @@ def embed_texts(
 
 def model_info(resolved: ResolvedModel) -> dict:
     return {"model": resolved.name, "model_path": str(resolved.path), "model_key": resolved.key,
+            "model_languages": list(resolved.languages) if resolved.languages else "any",
             **({"model_warning": resolved.warning} if resolved.warning else {})}
 
 

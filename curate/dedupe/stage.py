@@ -120,11 +120,23 @@ def partition_keys(prepared: pl.DataFrame) -> list[str]:
     return sorted(prepared["_partition"].unique().to_list())
 
 
-def partition_rows(prepared: pl.DataFrame, key: str, *, text_col: str = "text") -> pl.DataFrame:
-    """The rows of one partition that take part in semantic search (exact representatives)."""
-    return prepared.filter(
-        (pl.col("_partition") == key) & pl.col("_norm").is_not_null() & (pl.col(ROW) == pl.col("_exact_rep"))
-    ).select(ROW, "_group", "_rank", pl.col(text_col).alias("_text"))
+def semantic_languages(config: DedupeConfig, resolved: ResolvedModel) -> list[str] | None:
+    """Languages semantic search may compare (None: all). An English-only model's similarities
+    between, say, two Chinese questions are noise, so those rows get exact dedupe only."""
+    if config.semantic_languages is not None:
+        return config.semantic_languages
+    return list(resolved.languages) if resolved.languages else None
+
+
+def partition_rows(
+    prepared: pl.DataFrame, key: str, *, text_col: str = "text", languages: list[str] | None = None
+) -> pl.DataFrame:
+    """The rows of one partition that take part in semantic search (exact representatives, in
+    `languages` or of unknown language when that is given)."""
+    selected = (pl.col("_partition") == key) & pl.col("_norm").is_not_null() & (pl.col(ROW) == pl.col("_exact_rep"))
+    if languages is not None:
+        selected &= pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE])
+    return prepared.filter(selected).select(ROW, "_group", "_rank", pl.col(text_col).alias("_text"))
 
 
 def embed_rows(
@@ -329,8 +341,12 @@ def dedupe_frame(
     if config.semantic:
         resolved = resolve_model(config.model)
         info |= model_info(resolved)
+        languages = semantic_languages(config, resolved)
+        if languages is not None:
+            skipped = prepared.filter(~pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE]))["_lang"].value_counts()
+            info["exact_only_languages"] = dict(skipped.sort("_lang").iter_rows())
         for key in partition_keys(prepared):
-            rows = partition_rows(prepared, key, text_col=text_col)
+            rows = partition_rows(prepared, key, text_col=text_col, languages=languages)
             if rows.height:
                 results.append(dedupe_partition(rows, config, resolved, key=key, cache_dir=cache_dir, progress=progress))
     output = assemble(prepared, results, config, text_col=text_col, id_col=id_col, report=info)

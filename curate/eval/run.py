@@ -133,8 +133,7 @@ def generate_responses(
         results.select(pl.col("request_id").alias("response_id"), pl.col("content").alias("response"), "reasoning",
                        "finish_reason", "status", "error"),
         on="response_id", how="left", maintain_order="left",
-    ).with_columns(
-        status=pl.col("status").fill_null("error"),
+    ).with_columns(status=pl.col("status").fill_null("error")).with_columns(
         error=pl.when(pl.col("status") != "ok").then(pl.col("error").fill_null("no result from the LLM layer")),
         error_stage=pl.when(pl.col("status") != "ok").then(pl.lit("generate")),
     )

@@ -70,6 +70,13 @@ class LLMCache:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to another process (Dask/Prefect workers): only the path travels; the copy opens its own connection.
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
     @classmethod
     def for_workspace(cls, root: str | Path) -> LLMCache:
         """The default cache of a workspace: `<root>/cache/llm-cache.sqlite`."""

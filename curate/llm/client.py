@@ -58,7 +58,7 @@ RESULT_SCHEMA = pl.Schema(
 # Parameters the SDK takes as keyword arguments; anything else in `overrides` (top_k, min_p,
 # repeat_penalty, chat_template_kwargs, ...) goes to the server in the request body as it is.
 _SDK_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
-               "logit_bias", "logprobs", "top_logprobs", "response_format", "n"}
+               "logit_bias", "logprobs", "top_logprobs", "response_format"}
 # Settings that shape the request but are not sent as parameters.
 FOLD_SYSTEM_KEY = "fold_system_prompt"
 _NO_KEY = "sk-no-key-required"  # local servers ignore it; the SDK insists on some value
@@ -149,6 +149,8 @@ def build_params(endpoint: EndpointConfig, overrides: dict[str, Any] | None) -> 
     params: dict[str, Any] = {"temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_tokens": endpoint.max_tokens}
     fold = True
     for key, value in (overrides or {}).items():
+        if key == "n":
+            raise ValueError("overrides: use candidate_index rows instead of n (each candidate is cached on its own)")
         if key == FOLD_SYSTEM_KEY:
             fold = bool(value)
         elif value is None:
@@ -275,10 +277,14 @@ async def _run_call(
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 # Some servers report a request they cannot parse as a 500 (llama.cpp's does).
-                if (sent_format and endpoint.structured_output == "auto" and status in (400, 422, 500)
-                        and _schema_unsupported(exc) and state.downgrade_schema_format(sent_format)):
+                refused_schema = bool(sent_format) and status in (400, 422, 500) and _schema_unsupported(exc)
+                used = 0  # the server refused the request: give its token reservation back
+                if refused_schema and endpoint.structured_output == "auto" and state.downgrade_schema_format(sent_format):
                     attempts -= 1
                     continue
+                if refused_schema:  # json_schema was demanded and the server cannot do it: retrying won't help
+                    return _error_row(call, _error_text("schema_unsupported", exc, secret), attempts,
+                                      billed_prompt, billed_completion, last)
                 if status == 429 or status in (408, 409) or status >= 500:
                     error = _error_text(f"http_{status}", exc, secret)
                     server_wait = parse_retry_after(exc.response.headers)

@@ -1,0 +1,81 @@
+"""Fault paths of the eval: a judge that answers garbage. A real model will not do that on demand,
+so a tiny OpenAI-compatible stub on 127.0.0.1 injects the fault (it is named as such); everything
+else is the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate.config import EndpointConfig
+from curate.eval import EvalConfig, run_eval, select_items, write_outputs
+from curate.eval.sets import load_eval_set
+
+
+class GarbageJudgeFaultInjector(BaseHTTPRequestHandler):
+    """Answers prompts helpfully, but replies to every judge prompt with text that is not a verdict."""
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = " ".join(str(m.get("content", "")) for m in body["messages"])
+        is_judge = "You are grading" in text or "classifier for red-teaming" in text
+        content = "I think it is fine, probably." if is_judge else "Here is a detailed, factual answer to your question."
+        payload = {
+            "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18},
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GarbageJudgeFaultInjector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_judge_garbage_becomes_visible_errors_not_scores(stub_url: str, tmp_path: Path):
+    endpoint = EndpointConfig(base_url=stub_url, model="stub", max_retries=0, timeout_s=10, structured_output="off")
+    items = pl.concat([select_items(load_eval_set(s), 2) for s in ("deccp", "harmbench", "xstest")])
+    result = run_eval(items, {"stub": endpoint}, EvalConfig(samples=2, bootstrap_resamples=200), judge=endpoint)
+
+    responses = result.responses
+    assert responses.height == 12 and (responses["status"] == "ok").all()
+    blocked = responses.filter(pl.col("kind") == "blocked")
+    assert blocked["satisfaction"].is_null().all()
+    assert blocked["satisfaction_error"].str.contains("eval_satisfaction").all()
+    harm = responses.filter(pl.col("kind") == "harmbench")
+    assert harm["harmful"].is_null().all() and harm["harm_error"].is_not_null().all()
+
+    overall = result.metrics.filter((pl.col("language") == "all") & (pl.col("category") == "all"))
+    by_metric = {r["metric"]: r for r in overall.iter_rows(named=True)}
+    assert by_metric["satisfaction"]["value"] is None and by_metric["satisfaction"]["n_errors"] == 4
+    assert by_metric["attack_success_rate"]["value"] is None and by_metric["attack_success_rate"]["n_errors"] == 4
+    # The refusal detector (rules) still works: the stub always answers.
+    assert by_metric["response_rate"]["value"] == 1.0 and by_metric["over_refusal_rate"]["value"] == 0.0
+    assert set(result.errors["stage"]) == {"satisfaction", "harm"} and result.errors.height == 8
+
+    html = write_outputs(result, tmp_path)["report"].read_text(encoding="utf-8")
+    assert html.count('class="error-row"') == 8
+    assert "8 failed calls" in html
