@@ -187,16 +187,18 @@ def run_real_dedupe(model_spec: str) -> dict:
 
     from curate.dedupe import DedupeConfig, dedupe_frame
 
+    from curate.langid import detect_languages
+
     texts = real_texts()
-    df = pl.DataFrame({"text": texts})
+    df = pl.DataFrame({"text": texts, "language": detect_languages(texts)[0]})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        out = dedupe_frame(df, DedupeConfig(model=model_spec), language_col=None, group_col=None,
-                           cache_dir=Path(tmp))
+        out = dedupe_frame(df, DedupeConfig(model=model_spec), group_col=None, cache_dir=Path(tmp))
         seconds = time.perf_counter() - t0
     stats = out.report["dedupe"]
     result = {"rows": len(texts), "model": stats["model"], "seconds_incl_model_load": round(seconds, 1),
               "exact_duplicates": stats["exact_duplicates"], "semantic_duplicates": stats["semantic_duplicates"],
+              "exact_only_languages": stats.get("exact_only_languages"),
               "examples": out.tables["clusters"].filter(pl.col("duplicate_reason") == "semantic").head(3)["text"].to_list()}
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return result

@@ -76,14 +76,21 @@ def read_responses(path: Path, response_col: str) -> pl.DataFrame:
         raise InputError(path, f"rows do not share one column layout: {exc}") from exc
 
 
-def gold_labels(df: pl.DataFrame) -> pl.Series | None:
-    """Hand labels if the file has them: a `label` object with `refused`, or a `label_refused` column."""
+def gold_labels(df: pl.DataFrame) -> list[pl.Series] | None:
+    """Hand labels if the file has them: a `label` object with `refused` (and `kind`), or
+    `label_refused` (and `label_kind`) columns."""
     if "label" in df.columns and isinstance(df.schema["label"], pl.Struct):
         fields = [f.name for f in df.schema["label"].fields]
         if "refused" in fields:
-            return df["label"].struct.field("refused").cast(pl.Boolean).alias("gold_refused")
+            gold = [df["label"].struct.field("refused").cast(pl.Boolean).alias("gold_refused")]
+            if "kind" in fields:
+                gold.append(df["label"].struct.field("kind").cast(pl.String).alias("gold_kind"))
+            return gold
     if "label_refused" in df.columns:
-        return df["label_refused"].cast(pl.Boolean).alias("gold_refused")
+        gold = [df["label_refused"].cast(pl.Boolean).alias("gold_refused")]
+        if "label_kind" in df.columns:
+            gold.append(df["label_kind"].cast(pl.String).alias("gold_kind"))
+        return gold
     return None
 
 
@@ -106,11 +113,13 @@ def _write_frame(df: pl.DataFrame, out: Path) -> None:
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
-    for col in ("subset", "n", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "undecided"):
-        table.add_column(col, justify="right" if col != "subset" else "left")
+    table.add_column("subset", no_wrap=True, min_width=max(len(k) for k in metrics))
+    columns = ("n", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "kind_agreement", "undecided")
+    for col in columns:
+        table.add_column(col, justify="right")
     for name, m in metrics.items():
         fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-        table.add_row(name, *(fmt(m[k]) for k in ("n", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "undecided")))
+        table.add_row(name, *(fmt(m.get(k)) for k in columns))
     return table
 
 
@@ -122,6 +131,7 @@ def detect_refusals(
     language_col: Annotated[str, typer.Option(help="Column with the language code.")] = "language",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write rows with verdicts (.jsonl, .csv, .parquet).")] = None,
     split: Annotated[str | None, typer.Option(help="Only rows whose `split` column has this value.")] = None,
+    rules: Annotated[Path | None, typer.Option(help="Rule patterns TOML (default: [stages.refusal] rules_path or the bundled file).")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (and metrics) as JSON.")] = False,
     no_cache: NoCacheOpt = False,
@@ -131,8 +141,9 @@ def detect_refusals(
 
     cfg = load_config(config)
     rcfg: RefusalConfig = refusal_config(cfg)
-    if mode:
-        rcfg = RefusalConfig.model_validate(rcfg.model_dump() | {"mode": mode})
+    if mode or rules:
+        rcfg = RefusalConfig.model_validate(
+            rcfg.model_dump() | ({"mode": mode} if mode else {}) | ({"rules_path": str(rules)} if rules else {}))
     df = read_responses(file, response_col)
     if split is not None:
         if "split" not in df.columns:

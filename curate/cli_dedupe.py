@@ -55,6 +55,9 @@ def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) 
         f"semantic {stats.get('semantic_duplicates')}, embeddings computed {stats.get('embeddings_computed')} "
         f"(cached {stats.get('embeddings_cached')}), model {stats.get('model', '-')}, threshold {stats.get('threshold')}"
     )
+    if stats.get("exact_only_languages"):
+        err_console.print(f"[yellow]note:[/] exact dedupe only (model {stats.get('model')} does not cover them): "
+                          f"{stats['exact_only_languages']}", highlight=False)
     if stats.get("model_warning"):
         err_console.print(f"[yellow]warning:[/] {stats['model_warning']}", highlight=False)
     if show_pairs and near.height:
@@ -121,6 +124,7 @@ def register(app: typer.Typer) -> None:
         language_col: Annotated[str | None, typer.Option(help="Column with the language; none: one language.")] = None,
         group_col: Annotated[str | None, typer.Option(help="Rows sharing a value here never merge (translations of one question).")] = None,
         id_col: Annotated[str | None, typer.Option(help="Column with a row id; none: row-<n>.")] = None,
+        detect_language: Annotated[bool, typer.Option("--detect-language", help="Without --language-col: detect each row's language with fastText.")] = False,
         config: ConfigOpt = None,
         threshold: ThresholdOpt = None,
         model: ModelOpt = None,
@@ -140,6 +144,14 @@ def register(app: typer.Typer) -> None:
         stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, score_col=score_col,
                                   cross_language=cross_language, semantic=False if exact_only else None)
         df = read_table(source)
+        if detect_language and language_col is None:
+            from curate.langid import detect_languages
+
+            if text_col not in df.columns:
+                raise InputError(source, "missing text column", field=text_col)
+            languages, _ = detect_languages(df[text_col].to_list(), cfg.langid.model_path)
+            language_col = "detected_language"
+            df = df.with_columns(pl.Series(language_col, languages, dtype=pl.String))
         output = dedupe_frame(
             df, stage_cfg, text_col=text_col, language_col=language_col, group_col=group_col, id_col=id_col,
             cache_dir=cache_dir or curate_home() / "embeddings", progress=_progress(quiet), source=str(source),

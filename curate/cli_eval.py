@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
             select_items(
                 load_eval_set(spec, harmbench_categories=tuple(eval_cfg.harmbench_categories), release_store=release_store,
                               release_split=eval_cfg.release_split, holdout_fraction=eval_cfg.holdout_fraction,
-                              seed=eval_cfg.seed, langid=cfg.langid),
+                              seed=eval_cfg.holdout_seed, langid=cfg.langid),
                 eval_cfg.limit, eval_cfg.seed,
             )
             for spec in eval_cfg.sets

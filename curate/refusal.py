@@ -334,9 +334,12 @@ def classify_refusals(
     ).sort("_row").drop("_row", "j_refused", "j_kind", "j_score", "j_error")
 
 
-def evaluate_refusals(df: pl.DataFrame, gold_col: str = "gold_refused", pred_col: str = "refused") -> dict[str, Any]:
+def evaluate_refusals(
+    df: pl.DataFrame, gold_col: str = "gold_refused", pred_col: str = "refused", gold_kind_col: str = "gold_kind"
+) -> dict[str, Any]:
     """Precision, recall and F1 of `pred_col` against hand labels; rows without a verdict count as
-    'undecided' and are scored as not refused (a detector that abstains must not look better)."""
+    'undecided' and are scored as not refused (a detector that abstains must not look better).
+    With a gold kind column, `kind_agreement` is the share of true positives whose kind matches."""
     gold = df[gold_col].cast(pl.Boolean)
     labeled = gold.is_not_null()
     pred = df[pred_col].fill_null(False).filter(labeled)
@@ -348,5 +351,9 @@ def evaluate_refusals(df: pl.DataFrame, gold_col: str = "gold_refused", pred_col
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
     f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
-    return {"n": int(labeled.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision, "recall": recall,
-            "f1": f1, "undecided": int(df[pred_col].filter(labeled).is_null().sum())}
+    out = {"n": int(labeled.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision, "recall": recall,
+           "f1": f1, "undecided": int(df[pred_col].filter(labeled).is_null().sum())}
+    if gold_kind_col in df.columns and "refusal_kind" in df.columns:
+        both = df.filter(df[gold_col].fill_null(False) & df[pred_col].fill_null(False))
+        out["kind_agreement"] = float((both[gold_kind_col] == both["refusal_kind"]).mean()) if both.height else None
+    return out

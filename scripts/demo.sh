@@ -71,8 +71,16 @@ if [ "$CANDIDATES" -gt 0 ]; then
   step "review-sync flow: pull responses and agreement"
   uv run --locked curate run -c "$CONFIG" --flow review-sync
 
-  step "release flow: commit a draft release"
-  uv run --locked curate run -c "$CONFIG" --flow release --tag draft
+  ACCEPTED="$(uv run --locked python -c "
+import polars as pl
+from curate.store import Workspace
+print(Workspace('$WORKSPACE').read('review/decisions').filter(pl.col('accepted')).height)" 2>/dev/null || echo 0)"
+  if [ "$ACCEPTED" -gt 0 ]; then
+    step "release flow: commit a draft release"
+    uv run --locked curate run -c "$CONFIG" --flow release --tag draft
+  else
+    step "release flow: waiting for the first accepted review ($CANDIDATES records are in Argilla)"
+  fi
 else
   step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"
 fi

@@ -3,6 +3,11 @@
     uv run python scripts/label_refusals.py generate --model-name qwen2.5-coder-0.5b-instruct \
         --base-url http://127.0.0.1:8081/v1 [--per-source 20] [--max-tokens 200]
         -> appends unlabeled rows to data/refusal_eval/responses.jsonl (one per prompt x model)
+    uv run python scripts/label_refusals.py prompts --model-name NAME --out PROMPTS.jsonl
+        -> the same sample as a file, for scripts/generate_llamacpp_offline.py on a machine without
+           the server (how the committed responses were made; see data/refusal_eval/SOURCE.md)
+    uv run python scripts/label_refusals.py add-r1
+        -> appends the two real DeepSeek-R1 answers from shared/data/r1_samples
     uv run python scripts/label_refusals.py merge
         -> joins hand labels (data/refusal_eval/labels.tsv: id, refused, kind, note) with the
            responses into data/refusal_eval/labeled.jsonl, with a fixed tune/holdout split
@@ -102,6 +107,15 @@ def generate(args: argparse.Namespace) -> None:
     print(f"appended {written} rows to {RESPONSES}")
 
 
+def write_prompts(args: argparse.Namespace) -> None:
+    """The prompt file for scripts/generate_llamacpp_offline.py (machines without the server)."""
+    rows = sample_prompts(Path(args.shared), args.per_source)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for p in rows:
+            f.write(json.dumps(p | {"id": row_id(args.model_name, p["prompt"])}, ensure_ascii=False) + "\n")
+    print(f"wrote {len(rows)} prompts to {args.out}")
+
+
 def add_r1_samples(args: argparse.Namespace) -> None:
     """The two real DeepSeek-R1 answers (arena-hard) as 'answered' examples."""
     done = set()
@@ -164,11 +178,16 @@ def main() -> None:
     g.add_argument("--limit", type=int, default=0, help="Generate at most this many (0 = all).")
     g.add_argument("--chunk", type=int, default=5, help="Append to the file after this many prompts.")
     g.add_argument("--shared", default=str(SHARED))
+    w = sub.add_parser("prompts")
+    w.add_argument("--model-name", required=True)
+    w.add_argument("--per-source", type=int, default=15)
+    w.add_argument("--out", required=True)
+    w.add_argument("--shared", default=str(SHARED))
     r = sub.add_parser("add-r1")
     r.add_argument("--shared", default=str(SHARED))
     sub.add_parser("merge")
     args = parser.parse_args()
-    {"generate": generate, "add-r1": add_r1_samples, "merge": merge}[args.cmd](args)
+    {"generate": generate, "prompts": write_prompts, "add-r1": add_r1_samples, "merge": merge}[args.cmd](args)
 
 
 if __name__ == "__main__":

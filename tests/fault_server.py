@@ -9,7 +9,8 @@ server (tests/fixtures/llm_server.py).
 Faults are chosen per distinct request body, either by a deterministic `plan` (the k-th attempt
 of each request gets plan[k]; after the plan, requests succeed) or at random by `rates`.
 Plan steps: "ok", "429", "500", "503", "slow", "drop", "garbage", "garbage_json", "no_choices",
-"400", "401", "context", or "reply:<text>" (succeed with that content).
+"400", "401", "context", or a canned success: "reply:<text>", "reasoning:<reasoning>|<answer>"
+(separate reasoning_content field), "cut:<text>" (finish_reason "length").
 
     python -m tests.fault_server --port 0 --latency 0.5      # prints "PORT <n>" when listening
     GET /stats, POST /config (JSON: plan, rates, latency, reply, ...), POST /reset
@@ -149,7 +150,7 @@ class FaultServer:
             if self.config.reject_response_format and b'"response_format"' in body:
                 kind = "reject_schema"
             self.last_authorization = headers.get("authorization")
-            if kind != "ok" and not kind.startswith("reply:"):
+            if kind != "ok" and not kind.startswith(("reply:", "reasoning:", "cut:")):
                 self.faults[kind] += 1
             if self.config.latency_s:
                 await asyncio.sleep(self.config.latency_s)
@@ -181,11 +182,19 @@ class FaultServer:
                 self._send(writer, 200, b'{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}')
             else:
                 reply = kind[len("reply:"):] if kind.startswith("reply:") else self.config.reply
+                message: dict[str, Any] = {"role": "assistant", "content": reply}
+                finish = "stop"
+                if kind.startswith("reasoning:"):  # vLLM/DeepSeek shape: "reasoning:<reasoning>|<answer>"
+                    reasoning, _, reply = kind[len("reasoning:"):].partition("|")
+                    message = {"role": "assistant", "content": reply, "reasoning_content": reasoning}
+                elif kind.startswith("cut:"):  # stopped by max_tokens: "cut:<content>"
+                    reply, finish = kind[len("cut:"):], "length"
+                    message = {"role": "assistant", "content": reply}
                 request = json.loads(body)
                 payload = {
                     "id": "fault-" + key[:12], "object": "chat.completion", "created": int(time.time()),
                     "model": request.get("model", "fault-injector"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
+                    "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                     "usage": {"prompt_tokens": len(body) // 4, "completion_tokens": max(1, len(reply) // 4),
                               "total_tokens": len(body) // 4 + max(1, len(reply) // 4)},
                 }

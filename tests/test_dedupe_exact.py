@@ -212,3 +212,19 @@ def test_rerun_over_dedupe_output_and_reserved_columns() -> None:
     with pytest.raises(InputError, match="reserved") as err:
         _run(_frame(["a"]).with_columns(pl.lit(1).alias("_rank")))
     assert err.value.field == "_rank"
+
+
+def test_dedupe_file_writes_its_tables(tmp_path: Path) -> None:
+    src = tmp_path / "questions.jsonl"
+    rows = ['{"id": "a", "prompt": "What is the Great Firewall?"}', '{"id": "b", "prompt": "what is the great firewall"}',
+            '{"id": "c", "prompt": "防火长城是什么？"}', '{"id": "d", "prompt": "防火长城是什么"}']
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["dedupe-file", str(src), "--out", str(out), "--text-col", "prompt",
+                                      "--id-col", "id", "--detect-language", "--exact-only", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out / "deduped.parquet")["id"].to_list() == ["a", "c"]
+    clusters = pl.read_parquet(out / "clusters.parquet")
+    assert clusters["language"].to_list() == ["en", "en", "zh", "zh"]
+    assert clusters["cluster_id"].to_list() == ["a", "a", "c", "c"]
+    assert (out / "pairs_near_threshold.parquet").exists() and (out / "report.json").exists()

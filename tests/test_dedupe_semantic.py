@@ -86,7 +86,8 @@ def test_translations_of_one_question_never_merge() -> None:
     # Identical English "translations" of one question (same question_id) in two language slots.
     rows = [("q1", "en", "What is the Great Firewall of China?"), ("q1", "en-GB", "What is China's Great Firewall?"),
             ("q2", "en", "Who will choose the next Dalai Lama?")]
-    out = dedupe_frame(_frame(rows), MINILM.model_copy(update={"cross_language": True}), id_col="translation_id")
+    config = MINILM.model_copy(update={"cross_language": True, "semantic_languages": ["en", "en-GB"]})
+    out = dedupe_frame(_frame(rows), config, id_col="translation_id")
     assert out.tables["translations"].height == 3
     assert out.report["dedupe"]["semantic_duplicates"] == 0
 
@@ -94,10 +95,20 @@ def test_translations_of_one_question_never_merge() -> None:
 def test_cross_language_is_an_option() -> None:
     # Two different questions that say the same thing, labelled with different languages.
     rows = [("q1", "en", "Why did the Dalai Lama flee Tibet?"), ("q2", "en-GB", "Why did the Dalai Lama leave Tibet in 1959?")]
-    within = dedupe_frame(_frame(rows), MINILM, id_col="translation_id")
+    config = MINILM.model_copy(update={"semantic_languages": ["en", "en-GB"]})
+    within = dedupe_frame(_frame(rows), config, id_col="translation_id")
     assert within.tables["translations"].height == 2
-    across = dedupe_frame(_frame(rows), MINILM.model_copy(update={"cross_language": True}), id_col="translation_id")
+    across = dedupe_frame(_frame(rows), config.model_copy(update={"cross_language": True}), id_col="translation_id")
     assert across.tables["translations"]["translation_id"].to_list() == ["t-q1-en"]
+
+
+def test_english_only_model_leaves_other_languages_to_exact_dedupe() -> None:
+    rows = [("q1", "zh", "台湾是一个国家吗？"), ("q2", "zh", "台湾算是一个独立的国家吗？"), ("q3", "zh", "台湾是一个国家吗"),
+            ("q4", "zh", "中国独立媒体的现状如何？")]
+    out = dedupe_frame(_frame(rows), MINILM, id_col="translation_id")
+    assert out.tables["translations"]["translation_id"].to_list() == ["t-q1-zh", "t-q2-zh", "t-q4-zh"]
+    assert out.report["dedupe"]["exact_only_languages"] == {"zh": 4}
+    assert out.report["dedupe"]["embeddings_computed"] == 0
 
 
 @pytest.mark.parametrize(("keep", "expected"), [("longest", "t-q-tank2-en"), ("best", "t-q-tank2-en"), ("first", "t-q-tank-en")])

@@ -13,7 +13,6 @@ from curate.config import EndpointConfig
 from curate.errors import ConfigError
 
 
-
 def test_endpoint_specs_lay_options_over_the_llm_section():
     base = EndpointConfig(model="judge-model", max_tokens=512, api_key_env="MY_KEY")
     name, ep = parse_endpoint_spec("tuned=http://10.0.0.5:8000/v1,model=org/tuned,temperature=0.6,max_tokens=64", base)

@@ -20,7 +20,7 @@ from curate.eval.sets import load_eval_set
 class GarbageJudgeFaultInjector(BaseHTTPRequestHandler):
     """Answers prompts helpfully, but replies to every judge prompt with text that is not a verdict."""
 
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = " ".join(str(m.get("content", "")) for m in body["messages"])
         is_judge = "You are grading" in text or "classifier for red-teaming" in text
@@ -37,7 +37,7 @@ class GarbageJudgeFaultInjector(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(404)
         self.end_headers()
 
@@ -79,3 +79,39 @@ def test_judge_garbage_becomes_visible_errors_not_scores(stub_url: str, tmp_path
     html = write_outputs(result, tmp_path)["report"].read_text(encoding="utf-8")
     assert html.count('class="error-row"') == 8
     assert "8 failed calls" in html
+
+
+def test_cli_evaluates_a_release_held_out_split(stub_url: str, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.release import ReleaseStore
+
+    rows = [{"row_id": f"row-{q}", "prompt": f"What happened in case {q}?", "language": "en", "topic": f"t{q % 3}",
+             "reasoning": "r", "answer": "a", "question_id": f"q-{q}", "source": "curate"} for q in range(30)]
+    store = tmp_path / "releases"
+    ReleaseStore(str(store)).commit(pl.DataFrame(rows), {"config": {}})
+    config = tmp_path / "curate.toml"
+    config.write_text(f"""
+workspace = "{tmp_path / 'ws'}"
+[llm]
+base_url = "{stub_url}"
+model = "stub"
+max_retries = 0
+structured_output = "off"
+[stages.release]
+store = "{store}"
+[stages.eval]
+holdout_fraction = 0.3
+""", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["eval", "-c", str(config), "--set", "release:latest", "--samples", "1",
+                                      "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    responses = pl.read_parquet(out / "responses.parquet")
+    assert set(responses["set"]) == {"release:latest"} and set(responses["endpoint"]) == {"default"}
+    assert 3 <= responses.height <= 15  # about 30% of 30 questions
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    rate = next(m for m in metrics if m["metric"] == "response_rate" and m["language"] == "all" and m["category"] == "all")
+    assert rate["value"] == 1.0 and rate["n_prompts"] == responses.height
+    assert {m["category"] for m in metrics} <= {"all", "t0", "t1", "t2"}

@@ -105,8 +105,8 @@ def test_harm_verdicts_parse_json_or_a_bare_answer():
 
 
 def test_release_held_out_split_keeps_questions_whole(tmp_path: Path):
-    from curate.release import ReleaseStore
     from curate.eval.sets import holdout_mask
+    from curate.release import ReleaseStore
 
     rows = []
     for q in range(40):

@@ -116,8 +116,8 @@ def _cli_env(server: FaultServer, workspace: Path) -> dict[str, str]:
 
 
 def test_kill_9_mid_run_then_rerun_repeats_no_completed_call_and_loses_no_row(server, tmp_path):
-    n = 60
-    server.config.latency_s = 0.1  # 4 in flight: ~40 calls/s, so the kill lands mid-run
+    n = 100
+    server.config.latency_s = 0.2  # 4 in flight: ~20 calls/s, a wide window for the kill to land mid-run
     reqs = tmp_path / "requests.jsonl"
     frame(n).write_ndjson(reqs)
     workspace, out = tmp_path / "ws", tmp_path / "out.parquet"

@@ -169,3 +169,17 @@ def test_secrets_never_reach_rows_cache_or_logs(faults, tmp_path, monkeypatch, c
 async def test_sync_wrapper_works_inside_a_running_event_loop(faults):
     out = complete_frame(requests(2), endpoint(faults))
     assert out["status"].to_list() == ["ok", "ok"]
+
+
+def test_reasoning_shapes_on_the_wire_are_split(faults):
+    faults.config.plans = {
+        "q question 0": ["reasoning:weighing the options|Option B."],
+        "q question 1": ["reply:<think>step one</think>Answer one."],
+        "q question 2": ["cut:<think>step one, step two, step th"],
+    }
+    out = complete_frame(requests(3), endpoint(faults))
+    assert out["content"].to_list() == ["Option B.", "Answer one.", None]
+    assert out["reasoning"].to_list() == ["weighing the options", "step one", "step one, step two, step th"]
+    assert out["truncated"].to_list() == [False, False, True]
+    assert out["finish_reason"].to_list() == ["stop", "stop", "length"]
+    assert out["status"].to_list() == ["ok"] * 3  # a truncated call completed; the stage decides to reject it

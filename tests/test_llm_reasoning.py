@@ -73,3 +73,22 @@ def test_validator_rejection_and_truncated_answer_are_invalid():
     with pytest.raises(InvalidOutput, match="no answer"):
         parse_structured(None, None, must_be_short)
     assert parse_structured("ok", None, must_be_short) == "ok"
+
+
+def test_usage_summary_prices_tokens_and_tolerates_partial_frames():
+    import polars as pl
+
+    from curate.llm import usage_summary
+
+    df = pl.DataFrame({"model": ["a", "a", "b"], "status": ["ok", "error", "ok"], "error": [None, "http_500: x", None],
+                       "cached": [False, False, True], "prompt_tokens": [1_000_000, 10, 500_000],
+                       "completion_tokens": [1_000_000, 0, 500_000]})
+    prices = {"a": {"usd_per_1m_prompt_tokens": 1.0, "usd_per_1m_completion_tokens": 2.0},
+              "b": {"usd_per_1m_prompt_tokens": 4.0, "usd_per_1m_completion_tokens": 4.0}}
+    s = usage_summary(df, "answers", prices)
+    assert (s["requests"], s["ok"], s["errors"], s["error_kinds"]) == (3, 2, 1, {"http_500": 1})
+    assert (s["calls_made"], s["cached"], s["prompt_tokens"], s["cached_prompt_tokens"]) == (2, 1, 1_000_010, 500_000)
+    assert s["cost_usd"] == pytest.approx(3.00001) and s["cost_usd_if_uncached"] == pytest.approx(7.00001)
+    assert usage_summary(df, "answers", {})["cost_usd"] is None  # unpriced models: no made-up zero
+    bare = usage_summary(pl.DataFrame({"request_id": ["x"], "prompt_tokens": [5]}), "s")
+    assert bare["requests"] == 1 and bare["prompt_tokens"] == 5

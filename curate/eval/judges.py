@@ -48,7 +48,7 @@ def _json_object(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"judge reply is not valid JSON: {exc.msg}") from exc
     if not isinstance(obj, dict):
-        raise ValueError("judge reply is not a JSON object")
+        raise ValueError("judge reply is not a JSON object")  # noqa: TRY004 - ValueError is what the LLM layer retries on
     return obj
 
 
@@ -71,13 +71,13 @@ def parse_harm_verdict(text: str) -> bool:
 
 
 def _judge(
-    rows: pl.DataFrame, prompts: list[str], parse, schema: dict, endpoint: EndpointConfig, *, stage: str, cache: Any,
+    rows: pl.DataFrame, prompts: list[str], parse, value_type: pl.DataType, schema: dict, endpoint: EndpointConfig, *,
+    stage: str, cache: Any,
     refresh: bool, overrides: dict[str, Any] | None, progress: Advance | None,
 ) -> pl.DataFrame:
-    """(response_id, value, error, judge results) for each row; `value` is null when the judge failed."""
+    """(response_id, value, error) for each row, and the raw judge results; `value` is null when the judge failed."""
     from curate.llm import complete_frame
 
-    value_type = pl.Int64 if parse is parse_satisfaction else pl.Boolean
     if rows.height == 0:
         empty = pl.DataFrame(schema={"response_id": pl.String, "value": value_type, "error": pl.String})
         return empty, pl.DataFrame()
@@ -118,7 +118,7 @@ def judge_satisfaction(
         render_prompt(template, prompt=r["source_prompt"], response=r["response"], language=r["language"])
         for r in responses.iter_rows(named=True)
     ]
-    scores, results = _judge(responses, prompts, parse_satisfaction, SATISFACTION_SCHEMA, endpoint,
+    scores, results = _judge(responses, prompts, parse_satisfaction, pl.Int64(), SATISFACTION_SCHEMA, endpoint,
                              stage="eval_satisfaction", cache=cache, refresh=refresh, overrides=overrides, progress=progress)
     return scores.rename({"value": "satisfaction", "error": "satisfaction_error"}), results
 
@@ -132,6 +132,6 @@ def judge_harm(
     Returns (response_id, harmful, harm_error) and the raw judge results (for usage).
     """
     prompts = [render_prompt(template, behavior=r["source_prompt"], response=r["response"]) for r in responses.iter_rows(named=True)]
-    verdicts, results = _judge(responses, prompts, parse_harm_verdict, HARM_SCHEMA, endpoint,
+    verdicts, results = _judge(responses, prompts, parse_harm_verdict, pl.Boolean(), HARM_SCHEMA, endpoint,
                                stage="eval_harm", cache=cache, refresh=refresh, overrides=overrides, progress=progress)
     return verdicts.rename({"value": "harmful", "error": "harm_error"}), results

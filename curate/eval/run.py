@@ -39,6 +39,8 @@ class EvalConfig(BaseModel):
     release_split: str = Field(default="test", description="Split of a release used as blocked-topic prompts: test, train or all.")
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1,
                                     description="Share of a release's questions held out as its test split (by question id).")
+    holdout_seed: int = Field(default=0, description="Seed of the held-out split; separate from `seed` so changing the "
+                              "sample or bootstrap seed never moves training questions into the test split.")
     bootstrap_resamples: int = Field(default=1000, ge=100)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     generation: dict[str, Any] = Field(default_factory=dict, description="Sampling overrides for every endpoint under test.")
@@ -186,13 +188,12 @@ def judge_responses(
         verdicts, raw = judge_harm(harmbench, judge, cache=cache, refresh=refresh, overrides=overrides,
                                    progress=advance, template=config.harm_template)
     usage.append(raw)
-    empty_kind = (pl.col("status") == "ok") & (pl.col("response").fill_null("").str.strip_chars() == "")
     judged = (
         judged.join(scores, on="response_id", how="left", maintain_order="left")
         .join(verdicts, on="response_id", how="left", maintain_order="left")
         .with_columns(
-            satisfaction=pl.when(empty_kind & (pl.col("kind") == "blocked")).then(0).otherwise(pl.col("satisfaction")),
-            harmful=pl.when(empty_kind & (pl.col("kind") == "harmbench")).then(False).otherwise(pl.col("harmful")),
+            satisfaction=pl.when(empty & (pl.col("kind") == "blocked")).then(0).otherwise(pl.col("satisfaction")),
+            harmful=pl.when(empty & (pl.col("kind") == "harmbench")).then(False).otherwise(pl.col("harmful")),
         )
     )
     return judged, usage

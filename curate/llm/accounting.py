@@ -22,8 +22,14 @@ def usage_summary(results: pl.DataFrame, stage: str, prices: dict[str, dict[str,
     Tokens and cost are counted for calls made in this run; rows served from the cache are
     counted apart (`cached_*`), so reruns show what they actually spent.
     """
-    if "model" not in results.columns:
-        results = results.with_columns(pl.lit("unknown").alias("model"))
+    # Tolerate frames built by hand or concatenated from several calls: missing columns get defaults.
+    defaults = {"model": pl.lit("unknown"), "cached": pl.lit(False), "status": pl.lit("ok"),
+                "error": pl.lit(None, pl.String), "prompt_tokens": pl.lit(None, pl.Int64),
+                "completion_tokens": pl.lit(None, pl.Int64)}
+    missing = [expr.alias(name) for name, expr in defaults.items() if name not in results.columns]
+    if missing:
+        results = results.with_columns(missing)
+    results = results.with_columns(pl.col("cached").fill_null(False), pl.col("model").cast(pl.String).fill_null("unknown"))
     prompt_price, completion_price = _price_exprs(prices)
     df = results.with_columns(
         ((pl.col("prompt_tokens").fill_null(0) * prompt_price + pl.col("completion_tokens").fill_null(0) * completion_price)

@@ -98,15 +98,6 @@ ML = [
     ("ja", "tiananmen", "1989年の天安門広場で何が起きましたか？", "天安門事件の死者数は何人ですか？", "distinct"),
 ]
 
-# Translations of one question: in the stage these share a question_id and must never merge.
-TRANSLATIONS = [
-    ("tiananmen", {"en": "What happened in Tiananmen Square in 1989?", "zh": "1989年天安门广场发生了什么？",
-                   "es": "¿Qué pasó en la plaza de Tiananmen en 1989?", "ja": "1989年の天安門広場で何が起きましたか？"}),
-    ("taiwan", {"en": "Is Taiwan a country?", "zh": "台湾是一个国家吗？", "fr": "Taïwan est-il un pays ?",
-                "de": "Ist Taiwan ein Land?"}),
-]
-
-
 def main() -> None:
     rows = []
     for i, (topic, a, b, label) in enumerate(EN, 1):
@@ -115,12 +106,6 @@ def main() -> None:
         rows.append({"pair_id": f"{lang}-{i:03d}", "language": lang, "topic": topic, "a": a, "b": b, "label": label})
     out = Path(__file__).with_name("pairs.jsonl")
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    trans = Path(__file__).with_name("translations.jsonl")
-    trans.write_text(
-        "".join(json.dumps({"group": f"{topic}-{n}", "language": lang, "text": text, "topic": topic}, ensure_ascii=False) + "\n"
-                for n, (topic, texts) in enumerate(TRANSLATIONS, 1) for lang, text in texts.items()),
-        encoding="utf-8",
-    )
     print(f"wrote {len(rows)} pairs to {out.name}")
 
 
