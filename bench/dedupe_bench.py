@@ -186,7 +186,6 @@ def run_real_dedupe(model_spec: str) -> dict:
     import polars as pl
 
     from curate.dedupe import DedupeConfig, dedupe_frame
-
     from curate.langid import detect_languages
 
     texts = real_texts()
@@ -207,7 +206,8 @@ def run_real_dedupe(model_spec: str) -> dict:
 def run_quality(model_spec: str, prompt_name: str | None, thresholds: list[float]) -> dict:
     from curate.dedupe import DedupeConfig, load_model, resolve_model
 
-    rows = [json.loads(line) for line in (REPO / "data" / "paraphrase_eval" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+    pairs_file = REPO / "data" / "paraphrase_eval" / "pairs.jsonl"
+    rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines()]
     resolved = resolve_model(model_spec)
     model = load_model(str(resolved.path))
     kw = {"normalize_embeddings": True, "prompt_name": prompt_name, "batch_size": 64}
@@ -244,8 +244,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write all results here")
     args = parser.parse_args()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                 "python": platform.python_version()}, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if args.what in ("search", "all"):
         results["search"] = run_search(args.rows or [100_000, 1_000_000], not args.no_baseline)
     if args.what in ("encode", "all"):

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from curate.cli import ConfigOpt, ForceOpt, console, err_console, get_config, print_result, workspace_for
 from curate.config import Config, stage_config
 from curate.dedupe.config import DedupeConfig
-from curate.errors import InputError
+from curate.errors import ConfigError, InputError
 from curate.store import Workspace, atomic_write_json, atomic_write_parquet
 
 INPUT_TABLE = "translate/translations"
@@ -28,7 +29,14 @@ def dedupe_config(cfg: Config, **overrides: Any) -> DedupeConfig:
     """`[stages.dedupe]` from the config, with command-line overrides that are set."""
     base = stage_config(cfg, "dedupe", DedupeConfig)
     update = {k: v for k, v in overrides.items() if v is not None}
-    return DedupeConfig.model_validate(base.model_dump() | update) if update else base
+    if not update:
+        return base
+    try:
+        return DedupeConfig.model_validate(base.model_dump() | update)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ConfigError(f"dedupe options: {problems}") from exc
 
 
 def embedding_cache_dir(ws: Workspace) -> Path:
@@ -122,9 +130,13 @@ def register(app: typer.Typer) -> None:
                                           "pairs_near_threshold.parquet and report.json.")],
         text_col: Annotated[str, typer.Option(help="Column with the text.")] = "text",
         language_col: Annotated[str | None, typer.Option(help="Column with the language; none: one language.")] = None,
-        group_col: Annotated[str | None, typer.Option(help="Rows sharing a value here never merge (translations of one question).")] = None,
+        group_col: Annotated[
+            str | None, typer.Option(help="Rows sharing a value here never merge (translations of one question).")
+        ] = None,
         id_col: Annotated[str | None, typer.Option(help="Column with a row id; none: row-<n>.")] = None,
-        detect_language: Annotated[bool, typer.Option("--detect-language", help="Without --language-col: detect each row's language with fastText.")] = False,
+        detect_language: Annotated[
+            bool, typer.Option("--detect-language", help="Without --language-col: detect each row's language with fastText.")
+        ] = False,
         config: ConfigOpt = None,
         threshold: ThresholdOpt = None,
         model: ModelOpt = None,

