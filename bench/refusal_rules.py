@@ -27,16 +27,16 @@ REPO = Path(__file__).resolve().parent.parent
 def raw_re(texts: list[str], lead: int) -> list[tuple[bool, bool, int]]:
     rules = load_rules(None)
     # polars' (?i) prefix is re.I here; the Rust-only syntax in the file (\p{...}) is not used by the rules.
-    hard = re.compile("|".join(f"(?:{p[4:]})" for p in rules["hard"]), re.I)
-    defl = re.compile("|".join(f"(?:{p[4:]})" for p in rules["deflection"]), re.I)
+    hard = [re.compile(p[4:], re.I) for p in rules["hard"]]
+    defl = [re.compile(p[4:], re.I) for p in rules["deflection"]]
     official = [re.compile(p[4:], re.I) for p in rules["official_line"]]
     balance = [re.compile(p[4:], re.I) for p in rules["balance"]]
     out = []
     for text in texts:
         t = (text or "").strip()
         head = t[:lead]
-        hard_hit = bool(hard.search(head) or hard.search(t))
-        defl_hit = bool(defl.search(head) or defl.search(t))
+        hard_hit = any(p.search(head) for p in hard) or any(p.search(t) for p in hard)
+        defl_hit = any(p.search(head) for p in defl) or any(p.search(t) for p in defl)
         hits = sum(1 for p in official if p.search(t)) - min(3, sum(1 for p in balance if p.search(t)))
         out.append((hard_hit, defl_hit, hits))
     return out

@@ -13,15 +13,17 @@ from rich.table import Table
 
 from curate.cli import ConfigOpt, console, get_config, workspace_for
 from curate.errors import CurateError, InputError
-from curate.llm import LLMCache, complete_frame, usage_summary
-from curate.llm.client import cost_of
+# curate.llm pulls in the openai SDK (~0.5 s); import it in the commands that call it, so
+# every other `curate` command starts fast.
 from curate.progress import progress_bar
 from curate.store import atomic_write_parquet
 
 llm_app = typer.Typer(no_args_is_help=True, help="The LLM endpoint and its request cache.")
 
 
-def _cache(config) -> LLMCache:
+def _cache(config):
+    from curate.llm import LLMCache
+
     return LLMCache.for_workspace(workspace_for(get_config(config)).root)
 
 
@@ -32,6 +34,8 @@ def ping(
     max_tokens: Annotated[int, typer.Option(help="Cap on the reply length.")] = 32,
 ) -> None:
     """Send one uncached request to the configured endpoint and show the reply."""
+    from curate.llm import complete_frame
+
     cfg = get_config(config)
     started = time.perf_counter()
     out = complete_frame(pl.DataFrame({"request_id": ["ping"], "prompt": [prompt]}), cfg.llm, stage="ping",
@@ -73,6 +77,8 @@ def batch(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run a file of chat requests through the endpoint, with the workspace's cache (resumable)."""
+    from curate.llm import complete_frame, usage_summary
+
     cfg = get_config(config)
     df = _read_requests(requests)
     endpoint = cfg.llm if concurrency is None else cfg.llm.model_copy(update={"max_concurrency": concurrency})
@@ -98,6 +104,8 @@ def batch(
 @llm_app.command()
 def usage(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Calls, tokens and cost per stage, over every run of this workspace (from the request cache)."""
+    from curate.llm.client import cost_of
+
     cfg = get_config(config)
     with _cache(config) as cache:
         rows = cache.usage_by_stage()

@@ -111,8 +111,9 @@ def length_units(col: pl.Expr) -> pl.Expr:
 def _any_of(col: pl.Expr, patterns: tuple[str, ...]) -> pl.Expr:
     if not patterns:
         return pl.lit(False)
-    alternatives = "|".join(f"(?:{p.removeprefix('(?i)')})" for p in patterns)
-    return col.str.contains(f"(?i){alternatives}")
+    # One expression per pattern: a single case-insensitive Unicode alternation of all of them is
+    # about 10x slower in the regex engine (measured in bench/refusal_rules.py).
+    return pl.any_horizontal([col.str.contains(p) for p in patterns])
 
 
 def _distinct_hits(col: pl.Expr, patterns: tuple[str, ...]) -> pl.Expr:

@@ -33,19 +33,15 @@ workspace = "{root / 'workspace'}"
 base_url = "{llm_server.base_url}"
 model = "local"
 max_concurrency = 2
+max_tokens = 32
 timeout_s = 180
 max_retries = 2
+[stages.eval]
+judge_overrides = {{ temperature = 0.0, max_tokens = 96 }}
 [stages.translate]
 max_attempts = 1
+overrides = {{ temperature = 0.0, max_tokens = 40 }}
 """, encoding="utf-8")
-    # Token limits go through the environment: the config file loader refuses any key containing "token".
-    env = {
-        "CURATE__LLM__MAX_TOKENS": "32",
-        "CURATE__STAGES__EVAL__JUDGE_OVERRIDES__TEMPERATURE": "0.0",
-        "CURATE__STAGES__EVAL__JUDGE_OVERRIDES__MAX_TOKENS": "96",
-        "CURATE__STAGES__TRANSLATE__OVERRIDES__TEMPERATURE": "0.0",
-        "CURATE__STAGES__TRANSLATE__OVERRIDES__MAX_TOKENS": "40",
-    }
     out = root / "out"
     args = [
         "eval", "--config", str(config), "--no-progress", "--out", str(out),
@@ -56,10 +52,10 @@ max_attempts = 1
         "--languages", "en,zh", "--limit", "2", "--samples", "2", "--max-tokens", "32",
     ]
     started = time.perf_counter()
-    first = CliRunner().invoke(app, args, env=env)
+    first = CliRunner().invoke(app, args)
     first_s = time.perf_counter() - started
     started = time.perf_counter()
-    second = CliRunner().invoke(app, args, env=env)
+    second = CliRunner().invoke(app, args)
     second_s = time.perf_counter() - started
     return {"out": out, "first": first, "second": second, "first_s": first_s, "second_s": second_s}
 
