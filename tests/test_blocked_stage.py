@@ -13,7 +13,6 @@ from curate.config import EndpointConfig
 from curate.ingest import IngestStageConfig, ingest_stage
 from curate.llm import LLMCache
 from curate.records import BlockedProbe, Seed, polars_schema
-from curate.refusal import RefusalConfig
 from curate.stages.blocked import BlockedConfig, blocked_stage, mark_blocked
 from curate.store import Workspace
 

@@ -76,3 +76,19 @@ def test_bad_input_names_file_line_and_field(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-m", "curate", "detect-refusals", str(broken)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert "broken.jsonl:2" in proc.stderr and "malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hand_labeled_set_is_well_formed_and_rules_keep_their_reported_accuracy(repo_root, tmp_path, monkeypatch):
+    """Guards the figures in docs/refusal.md against silent regressions of the rules file."""
+    monkeypatch.chdir(tmp_path)
+    labeled = repo_root / "data" / "refusal_eval" / "labeled.jsonl"
+    rows = [json.loads(line) for line in labeled.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 161 and len({r["id"] for r in rows}) == 161
+    for r in rows:
+        assert set(r) >= {"id", "prompt", "response", "model", "language", "label", "source", "split"}
+        assert (r["label"]["kind"] is not None) == r["label"]["refused"]
+    result = CliRunner().invoke(app, ["detect-refusals", str(labeled), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)["metrics"]
+    assert metrics["all"]["precision"] >= 0.95 and metrics["all"]["recall"] >= 0.85
+    assert metrics["split=holdout"]["precision"] >= 0.95 and metrics["split=holdout"]["recall"] >= 0.8
