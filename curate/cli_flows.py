@@ -101,8 +101,8 @@ def run(
 
 def serve(
     config: ConfigOpt = None,
-    curation_cron: Annotated[str, typer.Option(help="Cron for the curation flow ('' to leave it out).")] = "0 2 * * *",
-    review_sync_cron: Annotated[str, typer.Option(help="Cron for the review-sync flow ('' to leave it out).")] = "0 * * * *",
+    curation_cron: Annotated[str, typer.Option(help="Cron for the curation flow ('' for on demand only).")] = "0 2 * * *",
+    review_sync_cron: Annotated[str, typer.Option(help="Cron for the review-sync flow ('' for on demand only).")] = "0 * * * *",
     release_cron: Annotated[str, typer.Option(help="Cron for the release flow (default: on demand only).")] = "",
     name: Annotated[str, typer.Option(help="Deployment name suffix.")] = "local",
 ) -> None:

@@ -62,6 +62,10 @@ class OrchestrationConfig(BaseModel):
         default="curate-llm", description="Prefect global concurrency limit held by LLM stages; empty disables."
     )
     llm_slots: int = Field(default=4, ge=1, description="LLM shards in flight at once across all flow runs on a server.")
+    llm_lease_s: float = Field(
+        default=60, ge=60, le=86400,
+        description="Lease on held slots, renewed while the stage runs; slots of a killed run free up after it.",
+    )
     lock_timeout_s: float = Field(default=-1, description="Wait for the workspace lock this long (-1: forever).")
 
     @field_validator("skip")
@@ -304,15 +308,19 @@ def ensure_llm_limit(cfg: OrchestrationConfig) -> None:
         client.upsert_global_concurrency_limit_by_name(cfg.llm_limit_name, cfg.llm_slots)
 
 
-def llm_slot(limit_name: str | None, occupy: int = 1):
-    """Hold `occupy` slots of the named Prefect global concurrency limit (no-op without a name)."""
+def llm_slot(limit_name: str | None, occupy: int = 1, lease_s: float = 60):
+    """Hold `occupy` slots of the named Prefect global concurrency limit (no-op without a name).
+
+    The slots are leased for `lease_s` and renewed in the background while held, so a process
+    killed with SIGKILL blocks them for at most `lease_s`.
+    """
     if not limit_name:
         return nullcontext()
     from prefect.concurrency.sync import concurrency
 
     # strict: a missing limit is a setup bug (ensure_llm_limit runs at flow start), not a reason
     # to hit the endpoint without a bound.
-    return concurrency(limit_name, occupy=occupy, strict=True)
+    return concurrency(limit_name, occupy=occupy, strict=True, lease_duration=lease_s)
 
 
 # -- stage tasks ----------------------------------------------------------------------------------
@@ -366,7 +374,7 @@ def execute_stage(
                 with progress_bar(spec.name, total, enabled=progress) as advance:
                     return spec.func(**args, progress=advance)
 
-        with llm_slot(llm_limit):
+        with llm_slot(llm_limit, 1, cfg.llm_lease_s):
             return ws.run_stage(spec.name, func, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
 
     checkpoints = ShardCheckpoints(ws.stage_dir(spec.name) / SHARDS_DIR / f"{fp}-{cfg.shard_size}")
@@ -381,7 +389,7 @@ def execute_stage(
             stage=spec.name, progress=progress,
         )
 
-    with llm_slot(llm_limit, in_flight or 1):
+    with llm_slot(llm_limit, in_flight or 1, cfg.llm_lease_s):
         result = ws.run_stage(spec.name, fanned_out, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
     checkpoints.clear()
     return result
@@ -430,9 +438,22 @@ def dedupe_fanned_out(
     retry_delay_s: float = 0.0,
 ) -> StageOutput:
     """`curate.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
-    across languages) embedded and clustered in its own task run on `runner`; same tables."""
-    from curate.dedupe import assemble, dedupe_partition, dedupe_stage, partition_keys, partition_rows, prepare_rows, resolve_model
+    across languages) embedded and clustered in its own task run on `runner`; same tables.
+
+    This follows `curate.dedupe.dedupe_frame` step by step through the dedupe module's partition
+    API (tests/test_flows.py checks that the tables stay identical)."""
+    from curate.dedupe import (
+        assemble,
+        dedupe_partition,
+        dedupe_stage,
+        partition_keys,
+        partition_rows,
+        prepare_rows,
+        resolve_model,
+        semantic_languages,
+    )
     from curate.dedupe.embed import model_info
+    from curate.dedupe.stage import UNKNOWN_LANGUAGE
 
     if runner is None:
         return dedupe_stage(translations, config, cache_dir=cache_dir, progress=progress)
@@ -451,13 +472,17 @@ def dedupe_fanned_out(
     if config.semantic:
         resolved = resolve_model(config.model)
         info |= model_info(resolved)
+        languages = semantic_languages(config, resolved)
+        if languages is not None:
+            skipped = prepared.filter(~pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE]))["_lang"].value_counts()
+            info["exact_only_languages"] = dict(skipped.sort("_lang").iter_rows())
         partition_task = task(
             dedupe_partition, name="dedupe-partition", cache_policy=NONE, persist_result=False, retries=retries,
             retry_delay_seconds=retry_delay_s, retry_condition_fn=retry_unless_user_error,
         )
         futures = []
         for key in partition_keys(prepared):
-            rows = partition_rows(prepared, key, text_col="text")
+            rows = partition_rows(prepared, key, text_col="text", languages=languages)
             if rows.height:
                 futures.append(runner.submit(
                     partition_task.with_options(task_run_name=f"dedupe[{key}]"),

@@ -3,7 +3,8 @@ dedupe -> answers -> review push.
 
 Each stage is a library function run through `Workspace.run_stage` (skipped when its inputs and
 config are unchanged) as a Prefect task with retries. Stages whose rows are independent fan out
-by shard on the configured task runner; LLM stages hold a slot of the `llm` concurrency limit.
+by shard on the configured task runner; LLM stages hold slots of a Prefect global concurrency
+limit. After the answers, new or changed candidates are pushed to Argilla for review.
 """
 
 from __future__ import annotations
@@ -68,13 +69,9 @@ def curation_flow(
                 push_for_review, name="review_push", cache_policy=NONE, persist_result=False, retries=orch.retries,
                 retry_delay_seconds=orch.retry_delay_s, retry_condition_fn=retry_unless_user_error,
             )
-            report = push(cfg.model_copy(update={"workspace": str(ws.root)}), ws)
-            logger.info("review push: %s", report)
-            summaries.append({"stage": "review_push", "skipped": report["pushed"] == 0, "rows": {"pushed": report["pushed"]},
-                              "duration_s": report["seconds"], "shards": None, "argilla_url": report["argilla_url"],
-                              "campaign": report["campaign"]})
+            summaries.append(push(cfg.model_copy(update={"workspace": str(ws.root)}), ws))
+            logger.info("review push: %s", summaries[-1]["report"])
     return summaries
-
 
 
 __all__ = ["curation_flow"]

@@ -146,7 +146,8 @@ def _review(cfg: Config):
 
 
 def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
-    """Send new or changed candidates to the campaign's Argilla dataset (what `curate review push` does)."""
+    """Send new or changed candidates to the campaign's Argilla dataset (what `curate review push` does);
+    returns a stage-like summary."""
     from curate.review.push import push_workspace
     from curate.review.settings import load_review_settings
 
@@ -159,7 +160,11 @@ def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
             ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
             min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run, batch_size=review_cfg.batch_size,
         )
-    return report.as_dict() | {"argilla_url": cfg.argilla.api_url}
+    # Shaped like a stage summary (curate.orchestrate.summarize_result) for the run's table.
+    return {
+        "stage": "review_push", "skipped": report.pushed == 0, "rows": {"pushed": report.pushed},
+        "duration_s": report.seconds, "shards": None, "report": report.as_dict() | {"argilla_url": cfg.argilla.api_url},
+    }
 
 
 def pull_reviews(cfg: Config, ws: Workspace) -> dict[str, Any]:

@@ -272,7 +272,9 @@ def test_dedupe_partitions_fanned_out_as_tasks_match_the_library_stage(tmp_path)
         for lang, items in texts.items() for i, t in enumerate(items)
     ]
     translations = pl.DataFrame(rows + [{**rows[0], "translation_id": "bad", "status": "flagged"}])
-    config = DedupeConfig(model="minilm-bundled", threshold=0.9)
+    # Both languages semantically, so both partitions fan out (the bundled model is English-only
+    # and would leave Chinese to exact matching by default).
+    config = DedupeConfig(model="minilm-bundled", threshold=0.9, semantic_languages=["en", "zh"])
     expected = dedupe_stage(translations, config, cache_dir=tmp_path / "emb")
 
     @flow
@@ -282,5 +284,19 @@ def test_dedupe_partitions_fanned_out_as_tasks_match_the_library_stage(tmp_path)
 
     got = fanned()
     assert got.report["dedupe"]["fanned_out_partitions"] == 2
+    for table in ("translations", "clusters", "pairs_near_threshold"):
+        assert got.tables[table].equals(expected.tables[table]), table
+    assert got.tables["translations"].height < translations.height - 1  # something was deduplicated
+
+    english_only = DedupeConfig(model="minilm-bundled", threshold=0.9)
+    expected = dedupe_stage(translations, english_only, cache_dir=tmp_path / "emb")
+
+    @flow
+    def fanned_english_only() -> object:
+        with make_task_runner(OrchestrationConfig(max_workers=2)) as runner:
+            return dedupe_fanned_out(translations, english_only, cache_dir=tmp_path / "emb", runner=runner)
+
+    got = fanned_english_only()
+    assert got.report["dedupe"]["exact_only_languages"] == expected.report["dedupe"]["exact_only_languages"]
     for table in ("translations", "clusters", "pairs_near_threshold"):
         assert got.tables[table].equals(expected.tables[table]), table

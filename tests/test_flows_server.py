@@ -69,7 +69,9 @@ def slow_llm():
 def test_killed_flow_resumes_without_lost_or_duplicated_rows_then_reruns_only_new_work(
     tmp_path, deccp_censored, slow_llm, prefect_server, prefect_home
 ):
-    cfg = write_config(tmp_path, [deccp_censored], slow_llm.base_url)
+    # No LLM concurrency limit here: the killed run's slots would stay leased for up to a minute
+    # (llm_lease_s) before the resumed run could take them. The limit has its own tests.
+    cfg = write_config(tmp_path, [deccp_censored], slow_llm.base_url, extra='llm_limit_name = ""\n')
     env = flow_env(prefect_server, prefect_home)
     ws_root = tmp_path / "ws"
     run = curate_cmd("run", "-c", str(cfg), "--until", "blocked")

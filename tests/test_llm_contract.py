@@ -1,5 +1,5 @@
-"""Contract tests against the real local model server (llama-cpp-python serving SmolLM2 as
-"local"), through the public API and the CLI. Outputs are kept to a few tokens: the model is
+"""Contract tests against the real local model server (llama-cpp-python serving SmolLM2 under
+its short name), through the public API and the CLI. Outputs are kept to a few tokens: the model is
 tiny and the machine is shared, so these check the wire contract, not answer quality."""
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ def test_completions_come_back_in_order_with_usage(llm_endpoint, tmp_path):
     })
     cache = LLMCache.for_workspace(tmp_path)
     out = complete_frame(reqs, llm_endpoint, stage="contract", cache=cache,
-                         prices={"local": {"usd_per_1m_prompt_tokens": 1.0, "usd_per_1m_completion_tokens": 2.0}})
+                         prices={llm_endpoint.model: {"usd_per_1m_prompt_tokens": 1.0, "usd_per_1m_completion_tokens": 2.0}})
     assert out["request_id"].to_list() == ["capital", "color"]
     assert out["status"].to_list() == ["ok", "ok"], out["error"].to_list()
     assert all(c for c in out["content"]) and set(out["finish_reason"]) <= {"stop", "length"}
     assert (out["prompt_tokens"] > 0).all() and (out["completion_tokens"] > 0).all()
     assert (out["completion_tokens"] <= llm_endpoint.max_tokens).all()
-    assert (out["cost_usd"] > 0).all()
+    assert out["cost_usd"].null_count() == 0 and (out["cost_usd"] > 0).all()
 
     again = complete_frame(reqs, llm_endpoint, stage="other-stage", cache=cache)
     assert again["cached"].all() and again["content"].to_list() == out["content"].to_list()
-    summary = usage_summary(again, "other-stage", {"local": {"usd_per_1m_prompt_tokens": 1.0}})
+    summary = usage_summary(again, "other-stage", {llm_endpoint.model: {"usd_per_1m_prompt_tokens": 1.0}})
     assert summary["calls_made"] == 0 and summary["cached"] == 2 and summary["cost_usd"] == 0
 
 
