@@ -78,6 +78,7 @@ def run(
     until: Annotated[str | None, typer.Option(help="Stop after this curation stage.")] = None,
     force: ForceOpt = False,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Release flow: tag the new release (repeatable).")] = None,
+    draft: Annotated[bool, typer.Option("--draft", help="Release flow: include candidates still pending review; tagged 'draft'.")] = False,
 ) -> None:
     """Run a flow here and now (Prefect's embedded server unless PREFECT_API_URL names one)."""
     config_path = str(config.resolve()) if config else None
@@ -92,10 +93,11 @@ def run(
         return
     if seeds or until:
         raise CurateError("--seeds and --until apply to the curation flow only")
-    if tag and flow != "release":
-        raise CurateError("--tag applies to the release flow only")
+    if (tag or draft) and flow != "release":
+        raise CurateError("--tag and --draft apply to the release flow only")
     _quiet_http_logs()
-    result = _flow(flow)(config_path=config_path, **({"tags": tag, "force": force} if flow == "release" else {}))
+    release_args = {"tags": tag, "force": force, "draft": draft or None}
+    result = _flow(flow)(config_path=config_path, **(release_args if flow == "release" else {}))
     console.print_json(data=result)
 
 

@@ -49,21 +49,35 @@ def release_create(
     ] = None,
     notes: Annotated[str | None, typer.Option(help="Free text kept in the manifest.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild the rows even if inputs are unchanged.")] = False,
+    draft: Annotated[
+        bool,
+        typer.Option("--draft", help="Also include candidates still pending review; the release is tagged 'draft'."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve reviews, build rows with lineage, mix in external sets and commit a new release."""
     from curate.release import create_release
 
     cfg = load_config(config)
-    result = create_release(cfg, tags=tag or [], flow_run_ids=flow_run_id or [], force=force, notes=notes)
+    result = create_release(cfg, tags=tag or [], flow_run_ids=flow_run_id or [], force=force, notes=notes, draft=draft or None)
     m = result.manifest
     if as_json:
         _print_json(
-            {"created": result.created, "version": m["version"], "content_hash": m["content_hash"], "rows": m["rows"]}
+            {
+                "created": result.created,
+                "version": m["version"],
+                "content_hash": m["content_hash"],
+                "rows": m["rows"],
+                "draft": m.get("draft", False),
+                "pending_rows": m.get("pending_rows", 0),
+                "unreviewed_rows": m.get("unreviewed_rows", 0),
+            }
         )
         return
     state = "[green]created[/]" if result.created else "[yellow]unchanged (same content as latest)[/]"
     console.print(f"release {m['version']}: {state} rows={m['rows']} content_hash={m['content_hash'][:16]}")
+    if m.get("draft"):
+        console.print(f"[yellow]draft[/]: {m['pending_rows']} rows pending review ({m['unreviewed_rows']} with no review yet)")
     console.print("by language: " + ", ".join(f"{k}={v}" for k, v in m["by_language"].items()))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -438,58 +437,26 @@ def dedupe_fanned_out(
     retry_delay_s: float = 0.0,
 ) -> StageOutput:
     """`curate.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
-    across languages) embedded and clustered in its own task run on `runner`; same tables.
-
-    This follows `curate.dedupe.dedupe_frame` step by step through the dedupe module's partition
-    API (tests/test_flows.py checks that the tables stay identical)."""
-    from curate.dedupe import (
-        assemble,
-        dedupe_partition,
-        dedupe_stage,
-        partition_keys,
-        partition_rows,
-        prepare_rows,
-        resolve_model,
-        semantic_languages,
-    )
-    from curate.dedupe.embed import model_info
-    from curate.dedupe.stage import UNKNOWN_LANGUAGE
+    across languages) embedded and clustered in its own task run on `runner`; same tables."""
+    from curate.dedupe import dedupe_stage
 
     if runner is None:
         return dedupe_stage(translations, config, cache_dir=cache_dir, progress=progress)
     from prefect import task
     from prefect.cache_policies import NONE
 
-    started = time.perf_counter()
-    if "status" in translations.columns:
-        translations = translations.filter(pl.col("status") == "ok")
-    prepared = prepare_rows(
-        translations, config, text_col="text", language_col="language", group_col="question_id",
-        id_col="translation_id", source="translate/translations",
-    )
-    info: dict[str, Any] = {"semantic": config.semantic}
-    results = []
-    if config.semantic:
-        resolved = resolve_model(config.model)
-        info |= model_info(resolved)
-        languages = semantic_languages(config, resolved)
-        if languages is not None:
-            skipped = prepared.filter(~pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE]))["_lang"].value_counts()
-            info["exact_only_languages"] = dict(skipped.sort("_lang").iter_rows())
+    def map_as_tasks(fn: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[Any]:
         partition_task = task(
-            dedupe_partition, name="dedupe-partition", cache_policy=NONE, persist_result=False, retries=retries,
+            fn, name="dedupe-partition", cache_policy=NONE, persist_result=False, retries=retries,
             retry_delay_seconds=retry_delay_s, retry_condition_fn=retry_unless_user_error,
         )
-        futures = []
-        for key in partition_keys(prepared):
-            rows = partition_rows(prepared, key, text_col="text", languages=languages)
-            if rows.height:
-                futures.append(runner.submit(
-                    partition_task.with_options(task_run_name=f"dedupe[{key}]"),
-                    parameters={"rows": rows, "config": config, "resolved": resolved, "key": key, "cache_dir": cache_dir},
-                ))
-        results = [f.result() for f in futures]
-    output = assemble(prepared, results, config, text_col="text", id_col="translation_id", report=info)
-    output.report["dedupe"]["seconds"] = round(time.perf_counter() - started, 3)
-    output.report["dedupe"]["fanned_out_partitions"] = len(results)
+        futures = [
+            runner.submit(partition_task.with_options(task_run_name=f"dedupe[{job['key']}]"), parameters=job)
+            for job in jobs
+        ]
+        return [f.result() for f in futures]
+
+    # No progress: a bar cannot follow a task into another process or Dask worker.
+    output = dedupe_stage(translations, config, cache_dir=cache_dir, map_partitions=map_as_tasks)
+    output.report["dedupe"]["fanned_out_partitions"] = len(output.report["dedupe"]["partitions"])
     return output

@@ -2,7 +2,8 @@
 # The README's main command: the whole job end to end, offline, on local services.
 #
 #   setup -> local LLM server -> local Argilla -> local Prefect server (UI) ->
-#   curation flow over the deccp seeds -> records in Argilla -> review sync -> draft release
+#   curation flow over the deccp seeds -> records in Argilla -> review sync -> draft release ->
+#   Hugging Face-format export of that draft
 #
 # Idempotent: services already running are reused, and a second run is fast because every stage
 # whose inputs and config are unchanged is skipped and every LLM reply is cached.
@@ -27,13 +28,6 @@ export CURATE__LLM__BASE_URL="${CURATE__LLM__BASE_URL:-http://127.0.0.1:$DEMO_LL
 export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
 PREFECT_PORT="${PREFECT_SERVER_PORT:-4200}"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
-# Demo sampling lengths for a 0.5B CPU model. (Set here rather than in demo/curate.toml: the config
-# loader currently refuses any key containing "token" in a file, max_tokens included.)
-BLOCKED_OVERRIDES='{ temperature = 0.0, max_tokens = 48 }'
-QUESTIONS_OVERRIDES='{ temperature = 0.9, max_tokens = 256 }'
-export CURATE__LLM__MAX_TOKENS="${CURATE__LLM__MAX_TOKENS:-160}"
-export CURATE__STAGES__BLOCKED__OVERRIDES="${CURATE__STAGES__BLOCKED__OVERRIDES:-$BLOCKED_OVERRIDES}"
-export CURATE__STAGES__QUESTIONS__OVERRIDES="${CURATE__STAGES__QUESTIONS__OVERRIDES:-$QUESTIONS_OVERRIDES}"
 
 step "setup (cached after the first run)"
 bash scripts/setup.sh
@@ -67,19 +61,27 @@ uv run --locked curate run -c "$CONFIG" --seeds "$SEEDS"
 CANDIDATES="$(uv run --locked python -c "
 from curate.store import Workspace
 print(Workspace('$WORKSPACE').read('answers/candidates').height)" 2>/dev/null || echo 0)"
+DRAFT_VERSION=""
+EXPORT=""
 if [ "$CANDIDATES" -gt 0 ]; then
   step "review-sync flow: pull responses and agreement"
   uv run --locked curate run -c "$CONFIG" --flow review-sync
 
-  ACCEPTED="$(uv run --locked python -c "
-import polars as pl
-from curate.store import Workspace
-print(Workspace('$WORKSPACE').read('review/decisions').filter(pl.col('accepted')).height)" 2>/dev/null || echo 0)"
-  if [ "$ACCEPTED" -gt 0 ]; then
-    step "release flow: commit a draft release"
-    uv run --locked curate run -c "$CONFIG" --flow release --tag draft
+  # A draft holds every candidate not rejected, reviewed or not, so the demo always ends with a
+  # release to look at; `--flow release` without --draft releases accepted rows only.
+  step "release flow: commit a draft release (pending candidates included, tagged \"draft\")"
+  uv run --locked curate run -c "$CONFIG" --flow release --draft
+
+  DRAFT_VERSION="$(uv run --locked python -c "
+from curate.config import load_config
+from curate.release import ReleaseStore, release_config, store_uri
+cfg = load_config('$CONFIG'); print(ReleaseStore(store_uri(cfg, release_config(cfg))).resolve('draft'))")"
+  EXPORT="$WORKSPACE/exports/draft-v$DRAFT_VERSION-hf"
+  if [ -d "$EXPORT" ]; then
+    step "export: draft release $DRAFT_VERSION already exported to $EXPORT"
   else
-    step "release flow: waiting for the first accepted review ($CANDIDATES records are in Argilla)"
+    step "export: draft release $DRAFT_VERSION as a Hugging Face dataset folder"
+    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" -c "$CONFIG"
   fi
 else
   step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"
@@ -89,6 +91,15 @@ RELEASES="$(uv run --locked python -c "
 from curate.config import load_config
 from curate.release.create import release_config, store_uri
 cfg = load_config('$CONFIG'); print(store_uri(cfg, release_config(cfg)))")"
+SUMMARY=""
+if [ -n "$DRAFT_VERSION" ]; then
+  SUMMARY="$(uv run --locked python -c "
+from curate.config import load_config
+from curate.release import ReleaseStore, release_config, store_uri
+cfg = load_config('$CONFIG'); m = ReleaseStore(store_uri(cfg, release_config(cfg))).manifest($DRAFT_VERSION)
+langs = ', '.join(f'{k}={v}' for k, v in m['by_language'].items())
+print(f\"release {m['version']} (draft): {m['rows']} rows ({langs}), {m['unreviewed_rows']} not yet reviewed\")")"
+fi
 step "done in $(( $(date +%s) - STARTED ))s"
 cat <<EOF
 
@@ -96,9 +107,12 @@ cat <<EOF
                                                  owner: argilla / 12345678), dataset "demo" in workspace "curate"
   Prefect UI            http://127.0.0.1:$PREFECT_PORT   (flow runs, task runs per stage and shard, schedules)
   Workspace             $WORKSPACE   (uv run curate status -c $CONFIG)
-  Draft release         $RELEASES   (uv run curate versions list -c $CONFIG)
+  Release store         $RELEASES   (uv run curate versions list -c $CONFIG)
+  Draft release         ${SUMMARY:-none (no candidates)}
+  Draft export (HF)     ${EXPORT:-none}   (datasets.load_dataset on this folder)
 
   After reviewing:      uv run curate run -c $CONFIG --flow review-sync && uv run curate run -c $CONFIG --flow release
+                        (accepted rows only; add --draft for another draft with the still-pending ones)
   On a schedule:        uv run curate serve -c $CONFIG      (nightly curation, hourly review sync)
   Stop the services:    bash scripts/prefect-server.sh stop; bash scripts/argilla-stack.sh stop; bash scripts/llm-server.sh stop
 EOF

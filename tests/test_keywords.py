@@ -190,6 +190,15 @@ def test_embedding_topics_with_bundled_minilm():
     assert topics[2] == "Falun Gong" and topics[3] == "Great Firewall"
 
 
+def test_an_unusable_embedding_model_fails_clearly_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    keywords = pl.DataFrame({"keyword": ["Falun Gong"], "language": ["en"], "seed_ids": [["a"]]})
+    for setting in ("no-such-org/no-such-model", str(tmp_path / "missing-model")):
+        config = KeywordsConfig(topics="embedding", embedding_model=setting)
+        with pytest.raises(ConfigError, match=r"embedding_model '.*stages.keywords\] embedding_model"):
+            assign_topics(keywords, _seeds(["x"]), config)
+
+
 def test_cli_keywords_stage_writes_table_report_and_skips_when_unchanged(tmp_path):
     cfg = tmp_path / "curate.toml"
     cfg.write_text(f'workspace = "{tmp_path / "ws"}"\n[stages.keywords]\nmin_count = 2\n', encoding="utf-8")

@@ -14,6 +14,7 @@ from curate.stages.translate import (
     TranslateConfig,
     TranslateStageConfig,
     clean_translation,
+    cross_lingual_similarity,
     resolve_faithfulness_model,
     translate_stage,
     translate_texts,
@@ -128,6 +129,13 @@ def test_faithfulness_model_auto_is_none_without_the_assembled_model(tmp_path, m
     assert resolve_faithfulness_model("auto") is None
     assert resolve_faithfulness_model(None) is None and resolve_faithfulness_model("none") is None
     assert resolve_faithfulness_model("some/model") == "some/model"
+
+
+def test_an_unusable_faithfulness_model_fails_clearly_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for setting in ("no-such-org/no-such-model", str(tmp_path / "missing-model")):
+        with pytest.raises(ConfigError, match=r"faithfulness_model '.*stages.translate\] faithfulness_model"):
+            cross_lingual_similarity([FR], [EN], setting)
 
 
 @pytest.mark.slow

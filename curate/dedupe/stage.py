@@ -15,6 +15,7 @@ of `partition_keys`: `partition_rows` -> `dedupe_partition`; finally `assemble`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ class PartitionResult:
     members: pl.DataFrame  # _row, _rep_row, similarity (cosine to the representative)
     pairs: pl.DataFrame  # a, b (input positions), similarity; pairs >= threshold - near_margin
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+# Runs `dedupe_partition` once per job (its keyword arguments) and returns the results in job order.
+PartitionMap = Callable[[Callable[..., PartitionResult], list[dict[str, Any]]], list[PartitionResult]]
+
+
+def map_in_process(fn: Callable[..., PartitionResult], jobs: list[dict[str, Any]]) -> list[PartitionResult]:
+    return [fn(**job) for job in jobs]
 
 
 def _require(df: pl.DataFrame, col: str | None, source: str, what: str) -> None:
@@ -326,8 +335,10 @@ def dedupe_frame(
     cache_dir: Path | None = None,
     progress: ProgressFactory | None = None,
     source: str = "input",
+    map_partitions: PartitionMap = map_in_process,
 ) -> StageOutput:
-    """Exact then semantic dedupe of `df` in one process.
+    """Exact then semantic dedupe of `df`; partitions run through `map_partitions` (by default
+    one after another in this process; curate.orchestrate passes one that fans them out as tasks).
 
     Returns tables `translations` (kept rows: input columns + cluster_id, is_representative),
     `clusters` (every row with its cluster, reason and similarity to the kept representative)
@@ -345,10 +356,13 @@ def dedupe_frame(
         if languages is not None:
             skipped = prepared.filter(~pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE]))["_lang"].value_counts()
             info["exact_only_languages"] = dict(skipped.sort("_lang").iter_rows())
+        jobs = []
         for key in partition_keys(prepared):
             rows = partition_rows(prepared, key, text_col=text_col, languages=languages)
             if rows.height:
-                results.append(dedupe_partition(rows, config, resolved, key=key, cache_dir=cache_dir, progress=progress))
+                jobs.append({"rows": rows, "config": config, "resolved": resolved, "key": key, "cache_dir": cache_dir,
+                             "progress": progress})
+        results = map_partitions(dedupe_partition, jobs)
     output = assemble(prepared, results, config, text_col=text_col, id_col=id_col, report=info)
     output.report["dedupe"]["seconds"] = round(time.perf_counter() - started, 3)
     return output
@@ -360,6 +374,7 @@ def dedupe_stage(
     *,
     cache_dir: Path | None = None,
     progress: ProgressFactory | None = None,
+    map_partitions: PartitionMap = map_in_process,
 ) -> StageOutput:
     """Workspace stage: dedupe the `ok` rows of translate/translations."""
     if "status" in translations.columns:
@@ -367,4 +382,5 @@ def dedupe_stage(
     return dedupe_frame(
         translations, config, text_col="text", language_col="language", group_col="question_id",
         id_col="translation_id", cache_dir=cache_dir, progress=progress, source="translate/translations",
+        map_partitions=map_partitions,
     )

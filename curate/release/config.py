@@ -56,6 +56,10 @@ class ReleaseConfig(_Section):
     )
     policy: Literal["majority", "any-reject"] = "majority"
     min_submitted: int | None = Field(default=None, ge=1, description="Default: argilla.min_submitted.")
+    include_pending: bool = Field(
+        default=False,
+        description="Draft mode: also release candidates still pending review (tagged 'draft', never 'published').",
+    )
     campaigns: list[str] = Field(
         default_factory=list, description="Only use reviews from these campaigns (default: all)."
     )

@@ -22,6 +22,9 @@ from curate.release.store import CommitResult, ReleaseStore
 from curate.store import StageOutput, Workspace
 
 STAGE = "release"
+DRAFT_TAG = "draft"
+# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
+FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": "review/reviews", "candidates": "answers/candidates"}
 LINEAGE_INPUTS = {"questions": "questions/questions", "keywords": "keywords/keywords"}
 
@@ -35,14 +38,20 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 
 
 def release_stage(
-    reviews: pl.DataFrame,
+    reviews: pl.DataFrame | None,
     candidates: pl.DataFrame,
     config: ReleaseConfig,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
 ) -> StageOutput:
+    if reviews is None:  # a draft made before any review sync: nothing submitted yet
+        reviews = pl.DataFrame(
+            schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
+        )
     curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords)
+    if curated.is_empty() and config.include_pending:
+        raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
         reasons = {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()}
         raise CurateError(
@@ -60,6 +69,10 @@ def release_stage(
         "answers_corrected": int(curated["answer_corrected"].sum()),
         "excluded_by_reason": {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()},
         "mixes": mixes,
+        "draft": config.include_pending,
+        # Released without an accepted decision: fewer than min_submitted responses so far.
+        "pending_rows": int(curated.filter(pl.col("n_reviews") < (config.min_submitted or 1)).height),
+        "unreviewed_rows": int(curated.filter(pl.col("n_reviews") == 0).height),
     }
     return StageOutput(tables={"rows": rows, "excluded": excluded}, report=report)
 
@@ -89,16 +102,32 @@ def create_release(
     flow_run_ids: list[str] | tuple[str, ...] = (),
     force: bool = False,
     notes: str | None = None,
+    draft: bool | None = None,
 ) -> CommitResult:
-    """Build the release rows in the workspace and commit them to the store as a new release."""
+    """Build the release rows in the workspace and commit them to the store as a new release.
+
+    `draft` (default: `[stages.release] include_pending`) also releases candidates still pending
+    review; such a release is always tagged 'draft' and may not be tagged 'published'.
+    """
     rcfg = release_config(cfg)
-    # Resolved here so the threshold enters the stage's config hash.
-    rcfg = rcfg.model_copy(update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted})
+    include_pending = rcfg.include_pending if draft is None else draft
+    # Resolved here so the threshold and the mode enter the stage's config hash.
+    rcfg = rcfg.model_copy(
+        update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted, "include_pending": include_pending}
+    )
+    tags = list(tags)
+    if include_pending:
+        bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
+        if bad:
+            raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
+        tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
     ws = Workspace(cfg.workspace_path)
     inputs: dict[str, Any] = {}
     for name, ref in REQUIRED_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
+        if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
+            continue  # a draft may come before the first review sync
         if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
             raise CurateError(
                 f"{ws.root}: table '{ref}' is missing; a release needs '{ref}' (run stage '{stage}' first)"
@@ -113,7 +142,8 @@ def create_release(
         inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force)
+        no_reviews = {} if "reviews" in inputs else {"reviews": None}
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, **no_reviews)
         rows = ws.read(f"{STAGE}/rows")
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
@@ -136,5 +166,8 @@ def create_release(
             "lineage_tables": sorted(v for k, v in inputs.items() if isinstance(v, str)),
             "mixes": report["mixes"],
             "notes": notes,
+            "draft": report.get("draft", False),
+            "pending_rows": report.get("pending_rows", 0),
+            "unreviewed_rows": report.get("unreviewed_rows", 0),
         }
         return store.commit(rows, metadata, tags=tags)

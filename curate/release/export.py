@@ -124,6 +124,9 @@ def render_card(
         "flow_run_ids": [],
         "mixes": [],
         "config_hash": None,
+        "draft": False,
+        "pending_rows": 0,
+        "unreviewed_rows": 0,
     } | manifest
     return env.get_template("dataset_card.md.j2").render(
         yaml_header=_yaml_header(manifest, card, languages),

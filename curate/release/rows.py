@@ -57,6 +57,10 @@ def build_release_rows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
 
+    With `config.include_pending` (a draft), candidates still pending review (fewer than
+    min_submitted submitted responses, none at all included) are released too, with their vote
+    counts as they stand; rejected candidates stay out either way.
+
     The answer is the reviewers' correction when there is one (answer_corrected=True). Topic comes
     from the question, else the keyword; seed IDs come from the keyword.
     """
@@ -66,12 +70,14 @@ def build_release_rows(
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
     decisions = resolve_reviews(reviews, config.policy, config.min_submitted or min_submitted)
+    ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
+    if config.include_pending:
+        decisions = _with_unreviewed(decisions, ok_candidates)
     campaigns = (
         reviews.filter(pl.col("status") == "submitted")
         .group_by("candidate_id")
         .agg(review_campaigns=pl.col("campaign").unique().sort())
     )
-    ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
     if "reasoning" not in ok_candidates.columns:
         ok_candidates = ok_candidates.with_columns(reasoning=pl.lit(None, dtype=pl.String))
     joined = decisions.join(
@@ -79,11 +85,12 @@ def build_release_rows(
     )
     joined = joined.join(campaigns, on="candidate_id", how="left")
 
+    released_decisions = ["accepted", "pending"] if config.include_pending else ["accepted"]
     final_answer = pl.coalesce("corrected_answer", "answer")
     reason = (
         pl.when(pl.col("prompt").is_null())
         .then(pl.lit("unknown_candidate"))
-        .when(pl.col("decision") != "accepted")
+        .when(~pl.col("decision").is_in(released_decisions))
         .then(pl.col("decision"))
         .when(final_answer.str.strip_chars().fill_null("") == "")
         .then(pl.lit("no_answer"))
@@ -101,6 +108,20 @@ def build_release_rows(
     accepted = _attach_lineage(accepted, questions, keywords)
     rows = conform(accepted, ReleaseRow).sort("row_id")
     return rows, excluded.sort("candidate_id")
+
+
+def _with_unreviewed(decisions: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """Decisions plus a `pending` one with zero votes for every candidate nobody has submitted yet."""
+    unreviewed = candidates.select("candidate_id").unique().join(decisions, on="candidate_id", how="anti")
+    unreviewed = unreviewed.with_columns(
+        n_reviews=pl.lit(0, pl.Int64),
+        accept_votes=pl.lit(0, pl.Int64),
+        reject_votes=pl.lit(0, pl.Int64),
+        harmful_votes=pl.lit(0, pl.Int64),
+        decision=pl.lit("pending"),
+        accepted=pl.lit(False),
+    )
+    return pl.concat([decisions, unreviewed], how="diagonal_relaxed")
 
 
 def _attach_lineage(rows: pl.DataFrame, questions: pl.DataFrame | None, keywords: pl.DataFrame | None) -> pl.DataFrame:

