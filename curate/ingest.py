@@ -45,7 +45,8 @@ def _decode(path: Path) -> str:
         raise InputError(path, f"not valid UTF-8 (byte {exc.start}: {exc.reason}); re-save the file as UTF-8", line=line) from exc
 
 
-def _rows_jsonl(path: Path) -> Iterator[Row]:
+def read_jsonl_rows(path: Path) -> Iterator[Row]:
+    """(line, object) for each non-blank line of a JSONL file; bad lines raise InputError naming the line."""
     for n, raw in enumerate(_decode(path).splitlines(), start=1):
         if not raw.strip():
             continue
@@ -113,7 +114,7 @@ def read_rows(path: Path) -> Iterator[Row]:
         return _rows_datasets_dir(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _rows_jsonl(path)
+        return read_jsonl_rows(path)
     if suffix == ".json":
         return _rows_json(path)
     if suffix in (".csv", ".tsv"):

@@ -79,7 +79,7 @@ def test_bad_mix_input_names_file_line_and_field(tmp_path: Path) -> None:
     assert err.value.line == 2 and err.value.field == "messages" and str(bad) in str(err.value)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"messages": []}\n{not json\n')
-    with pytest.raises(InputError, match=r"broken.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"broken.jsonl:2: malformed JSON"):
         load_mix_source(MixSource(name="s", path=str(broken), count=1))
     with pytest.raises(InputError, match="mix source not found"):
         load_mix_source(MixSource(name="s", path=str(tmp_path / "nope.jsonl"), count=1))

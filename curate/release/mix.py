@@ -8,13 +8,13 @@ on every machine, and growing the source keeps most earlier picks.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from curate.errors import InputError
+from curate.ingest import read_jsonl_rows, read_rows
 from curate.ids import content_id
 from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
@@ -37,27 +37,10 @@ def _files(path: Path) -> list[Path]:
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path).to_dicts()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON: {exc.msg}", line=exc.lineno) from exc
-        return data
-    records = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON: {exc.msg}", line=n) from exc
-        if not isinstance(record, dict):
-            raise InputError(path, "each line must be a JSON object", line=n)
-        records.append(record | {"__line": n})
-    return records
+    """Records with their 1-based line (or row) number under `__line`."""
+    is_array = path.suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("[")
+    rows = read_rows(path) if is_array or path.suffix == ".parquet" else read_jsonl_rows(path)
+    return [record | {"__line": n} for n, record in rows]
 
 
 def _split_think(content: str) -> tuple[str | None, str]:
