@@ -148,13 +148,13 @@ def _review(cfg: Config):
 def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Send new or changed candidates to the campaign's Argilla dataset (what `curate review push` does);
     returns a stage-like summary."""
+    from curate.review.config import effective_min_submitted
     from curate.review.push import push_workspace
     from curate.review.settings import load_review_settings
 
     review_cfg, client = _review(cfg)
     settings = load_review_settings(review_cfg.settings)
-    # An explicit [argilla] min_submitted wins over the settings file's default, as in the CLI.
-    min_submitted = cfg.argilla.min_submitted if "min_submitted" in cfg.argilla.model_fields_set else settings.min_submitted
+    min_submitted = effective_min_submitted(cfg.argilla, settings.min_submitted)
     with client:
         report = push_workspace(
             ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
