@@ -15,6 +15,7 @@ import polars as pl
 
 from curate.errors import InputError
 from curate.ingest import read_jsonl_rows, read_rows
+from curate.llm.reasoning import split_reasoning
 from curate.ids import content_id
 from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
@@ -41,15 +42,6 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     is_array = path.suffix == ".json" and path.read_text(encoding="utf-8").lstrip().startswith("[")
     rows = read_rows(path) if is_array or path.suffix == ".parquet" else read_jsonl_rows(path)
     return [record | {"__line": n} for n, record in rows]
-
-
-def _split_think(content: str) -> tuple[str | None, str]:
-    """Assistant turns that carry their own <think> block keep it as reasoning."""
-    stripped = content.lstrip()
-    if stripped.startswith("<think>") and "</think>" in stripped:
-        reasoning, answer = stripped[len("<think>") :].split("</think>", 1)
-        return reasoning.strip() or None, answer.strip()
-    return None, content
 
 
 def load_mix_source(source: MixSource) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -80,7 +72,10 @@ def load_mix_source(source: MixSource) -> tuple[pl.DataFrame, dict[str, Any]]:
                 skipped["not_single_turn"] += 1
                 continue
             prompt, reply = (str(m["content"] or "") for m in messages)
-            reasoning, answer = _split_think(reply)
+            # The same split as for our own generations: a <think> block is reasoning, and one
+            # left unclosed leaves no answer (the row is then skipped as empty).
+            split = split_reasoning(reply)
+            reasoning, answer = split.reasoning, split.answer or ""
             if not prompt.strip() or not answer.strip():
                 skipped["empty"] += 1
                 continue
