@@ -23,6 +23,8 @@ ModelOpt = Annotated[str | None, typer.Option(help="Embedding model: hub name, f
 KeepOpt = Annotated[str | None, typer.Option(help="Which row of a cluster to keep: first, longest, best.")]
 CrossOpt = Annotated[bool | None, typer.Option("--cross-language/--within-language", help="Also match across languages.")]
 ExactOpt = Annotated[bool, typer.Option("--exact-only", help="Only exact (normalized) duplicates; no model.")]
+VerifyOpt = Annotated[bool | None, typer.Option("--verify/--no-verify",
+                                                help="Ask the [llm] judge about pairs just below the threshold.")]
 
 
 def dedupe_config(cfg: Config, **overrides: Any) -> DedupeConfig:
@@ -46,8 +48,22 @@ def embedding_cache_dir(ws: Workspace) -> Path:
 def stage_version(config: DedupeConfig) -> str:
     """The stage version plus the resolved model, so `auto` resolving differently reruns the stage."""
     from curate.dedupe import STAGE_VERSION, resolve_model
+    from curate.dedupe.calibration import calibration_fingerprint
 
-    return f"{STAGE_VERSION}+{resolve_model(config.model).key}" if config.semantic else f"{STAGE_VERSION}+exact"
+    if not config.semantic:
+        return f"{STAGE_VERSION}+exact"
+    resolved = resolve_model(config.model)
+    # The calibrated thresholds are part of what the stage computed: a new table reruns it.
+    return f"{STAGE_VERSION}+{resolved.key}+cal-{calibration_fingerprint(resolved.name)}"
+
+
+def dedupe_verifier(cfg: Config, config: DedupeConfig, llm_cache: Path):
+    """The LLM judge for the verification band when `verify` is on ([llm] endpoint, LLM cache)."""
+    from curate.dedupe.verify import PairVerifier
+
+    if not (config.semantic and config.verify):
+        return None
+    return PairVerifier(cfg.llm, llm_cache)
 
 
 def _progress(quiet: bool):
@@ -61,8 +77,18 @@ def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) 
     console.print(
         f"  rows {stats.get('rows_in')} -> kept {stats.get('rows_kept')}: exact duplicates {stats.get('exact_duplicates')}, "
         f"semantic {stats.get('semantic_duplicates')}, embeddings computed {stats.get('embeddings_computed')} "
-        f"(cached {stats.get('embeddings_cached')}), model {stats.get('model', '-')}, threshold {stats.get('threshold')}"
+        f"(cached {stats.get('embeddings_cached')}), model {stats.get('model', '-')}"
     )
+    for lang, setting in sorted(stats.get("languages", {}).items()):
+        band = f", verify from {setting['verify_above']}" if setting.get("verify_above") is not None else ""
+        console.print(f"  {lang}: threshold {setting['threshold']}{band} ({setting['threshold_source']})"
+                      + ("" if setting.get("semantic", True) else ", exact only"), highlight=False)
+    if stats.get("verified_pairs"):
+        console.print(f"  verified pairs {stats['verified_pairs']}: same {stats.get('verified_same')}, "
+                      f"different {stats.get('verified_different')}, errors {stats.get('verify_errors')}")
+    if stats.get("empty_texts"):
+        err_console.print(f"[yellow]note:[/] {stats['empty_texts']} empty or whitespace-only texts, never merged: "
+                          f"{', '.join(stats.get('empty_text_ids', []))}", highlight=False)
     if stats.get("exact_only_languages"):
         err_console.print(f"[yellow]note:[/] exact dedupe only (model {stats.get('model')} does not cover them): "
                           f"{stats['exact_only_languages']}", highlight=False)
@@ -104,6 +130,7 @@ def register(app: typer.Typer) -> None:
         keep: KeepOpt = None,
         cross_language: CrossOpt = None,
         exact_only: ExactOpt = False,
+        verify: VerifyOpt = None,
         show_pairs: Annotated[int, typer.Option(help="Near-threshold pairs to print.")] = 5,
         quiet: QuietOpt = False,
     ) -> None:
@@ -113,12 +140,12 @@ def register(app: typer.Typer) -> None:
         cfg = get_config(config)
         ws = workspace_for(cfg)
         stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, cross_language=cross_language,
-                                  semantic=False if exact_only else None)
+                                  semantic=False if exact_only else None, verify=verify)
         with ws.locked():
             result = ws.run_stage(
                 "dedupe", dedupe_stage, inputs={"translations": INPUT_TABLE}, config=stage_cfg,
                 version=stage_version(stage_cfg), force=force, cache_dir=embedding_cache_dir(ws),
-                progress=_progress(quiet),
+                progress=_progress(quiet), verifier=dedupe_verifier(cfg, stage_cfg, ws.root / "cache" / "llm-cache.sqlite"),
             )
         print_result(result)
         _print_summary(result.manifest.get("report", {}), ws.read("dedupe/pairs_near_threshold"), show_pairs)
@@ -144,6 +171,7 @@ def register(app: typer.Typer) -> None:
         score_col: Annotated[str | None, typer.Option(help="Column ranked by --keep best.")] = None,
         cross_language: CrossOpt = None,
         exact_only: ExactOpt = False,
+        verify: VerifyOpt = None,
         cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: $CURATE_HOME/embeddings).")] = None,
         show_pairs: Annotated[int, typer.Option(help="Near-threshold pairs to print.")] = 5,
         quiet: QuietOpt = False,
@@ -154,7 +182,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = get_config(config)
         stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, score_col=score_col,
-                                  cross_language=cross_language, semantic=False if exact_only else None)
+                                  cross_language=cross_language, semantic=False if exact_only else None, verify=verify)
         df = read_table(source)
         if detect_language and language_col is None:
             from curate.langid import detect_languages
@@ -167,8 +195,10 @@ def register(app: typer.Typer) -> None:
         output = dedupe_frame(
             df, stage_cfg, text_col=text_col, language_col=language_col, group_col=group_col, id_col=id_col,
             cache_dir=cache_dir or curate_home() / "embeddings", progress=_progress(quiet), source=str(source),
+            verifier=dedupe_verifier(cfg, stage_cfg, curate_home() / "llm-cache.sqlite"),
         )
-        names = {"translations": "deduped", "clusters": "clusters", "pairs_near_threshold": "pairs_near_threshold"}
+        names = {"translations": "deduped", "clusters": "clusters", "pairs_near_threshold": "pairs_near_threshold",
+                 "verifications": "verifications"}
         for table, frame in output.tables.items():
             atomic_write_parquet(out / f"{names[table]}.parquet", frame)
         atomic_write_json(out / "report.json", output.report | {"config": stage_cfg.model_dump(mode="json")})

@@ -184,7 +184,7 @@ def test_workspace_stage_reads_ok_rows_and_skips_when_unchanged(tmp_path: Path) 
     )
     ws.run_stage("translate", lambda: {"translations": translations})
     first = ws.run_stage("dedupe", dedupe_stage, inputs={"translations": "translate/translations"}, config=EXACT)
-    assert first.rows == {"translations": 2, "clusters": 3, "pairs_near_threshold": 0}
+    assert first.rows == {"translations": 2, "clusters": 3, "pairs_near_threshold": 0, "verifications": 0}
     assert set(ws.read("dedupe/translations").columns) >= {"translation_id", "status", "cluster_id", "is_representative"}
     again = ws.run_stage("dedupe", dedupe_stage, inputs={"translations": "translate/translations"}, config=EXACT)
     assert again.skipped

@@ -16,12 +16,14 @@ class DedupeConfig(BaseModel):
     model: str = Field(
         default="auto",
         description=(
-            "Hub name, local folder, or an alias: 'auto' (paraphrase-multilingual-MiniLM-L12-v2 if it can be "
-            "loaded, else the bundled English all-MiniLM-L6-v2 with a warning), 'minilm-bundled', 'embeddinggemma'."
+            "Hub name, local folder, or an alias: 'auto' (the multilingual EmbeddingGemma-300M that "
+            "scripts/setup.sh assembles; else the bundled English all-MiniLM-L6-v2 with a warning), "
+            "'minilm-bundled' (fast, English only), 'embeddinggemma'."
         ),
     )
     prompt_name: str | None = Field(
-        default=None, description="sentence-transformers prompt name (EmbeddingGemma: 'STS')."
+        default=None,
+        description="sentence-transformers prompt name; default: the model's calibrated one (EmbeddingGemma: 'STS').",
     )
     semantic_languages: list[str] | None = Field(
         default=None,
@@ -31,7 +33,19 @@ class DedupeConfig(BaseModel):
             "unknown language ('und', or no language column) always do."
         ),
     )
-    threshold: float = Field(default=0.88, gt=0, le=1, description="Cosine similarity at or above which rows merge.")
+    threshold: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Cosine similarity at or above which rows merge; default: the model's calibrated "
+        "threshold per language (curate/dedupe/calibration.toml).",
+    )
+    verify: bool = Field(
+        default=False,
+        description="Send pairs between verify_above and the threshold to the LLM judge ([llm] endpoint).",
+    )
+    verify_above: float | None = Field(
+        default=None, gt=0, le=1, description="Lower bound of the verification band; default: the model's calibrated one.",
+    )
+    verify_max_pairs: int = Field(default=100_000, ge=0, description="Most band pairs sent to the verifier per run.")
     near_margin: float = Field(default=0.05, ge=0, lt=1, description="Report pairs within this distance of the threshold.")
     report_pairs: int = Field(default=50, ge=0, description="Most example pairs in pairs_near_threshold.")
     keep: KeepPolicy = Field(default="first", description="Which row of a cluster is kept: first, longest, best.")
@@ -40,6 +54,12 @@ class DedupeConfig(BaseModel):
     k_neighbors: int = Field(default=10, ge=1, description="Neighbours looked at per row (bounds memory and output).")
     batch_size: int = Field(default=64, ge=1)
     device: str | None = Field(default=None, description="torch device (cpu, cuda); default: sentence-transformers' choice.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="Model weights on the device; auto: float16 on CUDA, float32 on CPU.",
+    )
+    embed_chunk_rows: int = Field(
+        default=20_000, ge=100, description="Rows per embedding task when a language fans out over workers.",
+    )
     backend: Literal["torch", "onnx", "openvino"] = "torch"
     max_seq_length: int | None = Field(default=None, ge=8, description="Truncate texts to this many tokens.")
     split_above_rows: int = Field(
@@ -47,6 +67,9 @@ class DedupeConfig(BaseModel):
         description="Partitions above this size are split by k-means (SemDeDup) before exact search.",
     )
     kmeans_probe: int = Field(default=2, ge=1, le=8, description="Nearest k-means cells each row is compared in.")
+    search_jobs_per_partition: int = Field(
+        default=8, ge=1, description="Search tasks a split partition fans out into (when fanned out).",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -1,12 +1,7 @@
-"""Sentence embeddings for dedupe: the `auto` model policy, batched encoding and an on-disk cache.
+"""Sentence embeddings for dedupe: the `auto` model policy and batched, cached encoding.
 
-Model resolution and loading are shared with the other stages (curate.embeddings).
-
-The cache lives in one folder per model; each write adds a shard pair
-`<id>.emb.npy` (float32, one normalized row per text) and `<id>.keys.npy` (sha256 of model
-key, prompt and text). The keys file is written last, so a shard without one is ignored: a
-crashed run never leaves a half-read shard. Shards never change after they are written, so
-several processes (Dask workers) can add to one cache at once.
+Model resolution and loading are shared with the other stages (curate.embeddings); the on-disk
+cache is curate.dedupe.cache.
 """
 
 from __future__ import annotations
@@ -14,14 +9,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from curate import embeddings as shared
 from curate.embeddings import (
@@ -36,9 +29,9 @@ from curate.embeddings import (
     load_model,
     local_model,
 )
+from curate.dedupe.cache import EmbeddingCache
 from curate.errors import ConfigError
 from curate.progress import Advance, noop
-from curate.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +50,13 @@ def _how_to_configure() -> str:
 def resolve_model(spec: str) -> ResolvedModel:
     """Turn a [stages.dedupe] model setting into a local folder, or raise ConfigError saying how to fix it.
 
-    `auto`: the multilingual DEFAULT_HUB_MODEL, else (offline, not cached) the bundled English
-    model with a warning."""
+    `auto`: EmbeddingGemma-300M when assembled (scripts/setup.sh does), else the multilingual
+    DEFAULT_HUB_MODEL when cached or downloadable, else the bundled English model with a warning
+    that says how to assemble EmbeddingGemma."""
     if spec != "auto":
         return shared.resolve_model(spec, hint=_how_to_configure())
+    if (embeddinggemma_path() / "modules.json").is_file():
+        return shared.resolve_model(GEMMA_ALIAS, hint=_how_to_configure())
     try:
         return hub_model(DEFAULT_HUB_MODEL)
     except Exception as exc:  # offline, not cached, no network, gated: all end the same way
@@ -71,8 +67,9 @@ def resolve_model(spec: str) -> ResolvedModel:
                 f"model 'auto': {DEFAULT_HUB_MODEL} is unavailable ({reason}); {_how_to_configure()}"
             ) from exc
         warning = (
-            f"{DEFAULT_HUB_MODEL} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
-            "Non-English rows get exact dedupe only; set [stages.dedupe] model for multilingual data."
+            f"EmbeddingGemma-300M is not assembled at {embeddinggemma_path()} (run scripts/fetch-embeddinggemma.py) "
+            f"and {DEFAULT_HUB_MODEL} is unavailable ({reason}); using the bundled English-only all-MiniLM-L6-v2. "
+            "Non-English rows get exact dedupe only."
         )
         log.warning(warning)
         return local_model(bundled, "sentence-transformers/all-MiniLM-L6-v2", warning)
@@ -81,65 +78,6 @@ def resolve_model(spec: str) -> ResolvedModel:
 def text_keys(texts: Sequence[str], model_key: str, prompt_name: str | None) -> list[bytes]:
     prefix = f"{model_key}\x1f{prompt_name or ''}\x1f".encode()
     return [hashlib.sha256(prefix + t.encode("utf-8")).digest() for t in texts]
-
-
-class EmbeddingCache:
-    """Embeddings on disk, keyed by sha256(model key + prompt + text)."""
-
-    def __init__(self, root: str | Path, model_key: str):
-        self.dir = Path(root) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
-
-    def _shards(self) -> list[Path]:
-        return sorted(self.dir.glob("*.keys.npy")) if self.dir.is_dir() else []
-
-    def lookup(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(found mask, embeddings of the found keys in order) for `keys`."""
-        found = np.zeros(len(keys), dtype=bool)
-        shards = self._shards()
-        if not shards or not keys:
-            return found, None
-        index = pl.concat(
-            [
-                pl.DataFrame({"key": _load_keys(p), "shard": i}, schema={"key": pl.Binary, "shard": pl.Int32})
-                .with_row_index("offset")
-                for i, p in enumerate(shards)
-            ]
-        ).unique("key", keep="first")
-        wanted = pl.DataFrame({"key": keys}, schema={"key": pl.Binary}).with_row_index("pos")
-        hits = wanted.join(index, on="key", how="inner").sort("pos")
-        if hits.is_empty():
-            return found, None
-        dim = np.load(str(shards[0]).replace(".keys.npy", ".emb.npy"), mmap_mode="r").shape[1]
-        out = np.empty((hits.height, dim), dtype=np.float32)
-        for (shard,), part in hits.with_row_index("out").group_by(["shard"]):
-            emb = np.load(str(shards[shard]).replace(".keys.npy", ".emb.npy"), mmap_mode="r")
-            out[part["out"].to_numpy()] = emb[part["offset"].to_numpy()]
-        found[hits["pos"].to_numpy()] = True
-        return found, out
-
-    def add(self, keys: list[bytes], embeddings: np.ndarray) -> None:
-        if not keys:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        stem = self.dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        atomic_write_bytes(Path(f"{stem}.emb.npy"), _npy_bytes(np.ascontiguousarray(embeddings, dtype=np.float32)))
-        # uint8 rows, not an "S32" array: numpy strips trailing NUL bytes from "S" strings.
-        key_rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
-        atomic_write_bytes(Path(f"{stem}.keys.npy"), _npy_bytes(key_rows))
-
-
-def _load_keys(path: Path) -> list[bytes]:
-    rows = np.load(path)
-    blob = rows.tobytes()
-    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 @dataclass

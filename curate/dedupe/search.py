@@ -10,6 +10,7 @@ scans at the high similarity thresholds dedupe uses.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -44,13 +45,13 @@ def block_pairs(
     the query rows and the db rows, at most k per query row; rows of one group never pair.
     May hold a pair twice; `pairs_frame` removes repeats."""
     found_a, found_b, found_s = [], [], []
-    db = np.ascontiguousarray(embeddings[db_rows])
+    db = np.ascontiguousarray(embeddings[db_rows], dtype=np.float32)
     db_groups = groups[db_rows]
     # Bound one similarity block to ~QUERY_BLOCK x 16k floats whatever the cell size.
     step = max(64, min(QUERY_BLOCK, (QUERY_BLOCK * 16_384) // max(1, len(db_rows))))
     for start in range(0, len(query_rows), step):
         rows = query_rows[start : start + step]
-        sims = embeddings[rows] @ db.T
+        sims = embeddings[rows].astype(np.float32, copy=False) @ db.T
         qi, di = np.nonzero(sims >= min_similarity)
         if qi.size == 0:
             continue
@@ -111,6 +112,48 @@ def kmeans_cells(
     return kmeans.centroids, cells
 
 
+@dataclass(frozen=True)
+class CellPlan:
+    """Which rows each k-means cell holds (`order[bounds[c]:bounds[c+1]]`) and which rows probe it
+    (`probe_rows[probe_order[probe_bounds[c]:probe_bounds[c+1]]]`): the unit of search work."""
+
+    n_cells: int
+    order: np.ndarray
+    bounds: np.ndarray
+    probe_rows: np.ndarray
+    probe_order: np.ndarray
+    probe_bounds: np.ndarray
+
+
+def plan_cells(embeddings: np.ndarray, *, partition_rows: int, probe: int = 2, seed: int = 0) -> CellPlan:
+    n = embeddings.shape[0]
+    # About 2 sqrt(n) cells balances the (reduced-dimension) assignment against the per-cell products.
+    n_cells = max(math.ceil(n / partition_rows), round(2 * math.sqrt(n)))
+    _, cells = kmeans_cells(embeddings, n_cells, probe=probe, seed=seed)
+    home = cells[:, 0]
+    order = np.argsort(home, kind="stable")
+    bounds = np.searchsorted(home[order], np.arange(n_cells + 1))
+    probe_cells = cells.reshape(-1)
+    probe_rows = np.repeat(np.arange(n), cells.shape[1])
+    probe_order = np.argsort(probe_cells, kind="stable")
+    probe_bounds = np.searchsorted(probe_cells[probe_order], np.arange(n_cells + 1))
+    return CellPlan(n_cells, order, bounds, probe_rows, probe_order, probe_bounds)
+
+
+def search_cells(
+    embeddings: np.ndarray, groups: np.ndarray, plan: CellPlan, cells: range, *, min_similarity: float, k: int,
+) -> list[Pairs]:
+    """block_pairs over the given cells of `plan` (one fan-out task's share)."""
+    found = []
+    for cell in cells:
+        db_rows = plan.order[plan.bounds[cell] : plan.bounds[cell + 1]]
+        query_rows = plan.probe_rows[plan.probe_order[plan.probe_bounds[cell] : plan.probe_bounds[cell + 1]]]
+        if db_rows.size == 0 or query_rows.size == 0:
+            continue
+        found.append(block_pairs(embeddings, groups, query_rows, db_rows, min_similarity=min_similarity, k=k))
+    return found
+
+
 def near_pairs(
     embeddings: np.ndarray,
     groups: np.ndarray | None = None,
@@ -123,32 +166,16 @@ def near_pairs(
 ) -> pl.DataFrame:
     """All pairs (a < b) of rows with cosine >= min_similarity, up to k neighbours per row.
 
-    `embeddings` must be L2-normalized float32. `groups` (int codes) marks rows that must never
-    pair (translations of one question); default: every row its own group.
+    `embeddings` must be L2-normalized (float32, or float16 to halve memory: compared in float32
+    blocks). `groups` (int codes) marks rows that must never pair (translations of one question);
+    default: every row its own group.
     """
     n = embeddings.shape[0]
     groups = np.arange(n) if groups is None else np.asarray(groups)
     if n < 2:
         return pl.DataFrame(schema=PAIRS_SCHEMA)
-    everything = np.arange(n)
     if n <= partition_rows:
+        everything = np.arange(n)
         return pairs_frame([block_pairs(embeddings, groups, everything, everything, min_similarity=min_similarity, k=k)])
-    # About 2 sqrt(n) cells balances the (reduced-dimension) assignment against the per-cell products.
-    n_cells = max(math.ceil(n / partition_rows), round(2 * math.sqrt(n)))
-    _, cells = kmeans_cells(embeddings, n_cells, probe=probe, seed=seed)
-    home = cells[:, 0]
-    order = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[order], np.arange(n_cells + 1))
-    probe_cells = cells.reshape(-1)
-    probe_rows = np.repeat(everything, cells.shape[1])
-    probe_order = np.argsort(probe_cells, kind="stable")
-    probe_bounds = np.searchsorted(probe_cells[probe_order], np.arange(n_cells + 1))
-    found = []
-    for cell in range(n_cells):
-        db_rows = order[bounds[cell] : bounds[cell + 1]]
-        query_rows = probe_rows[probe_order[probe_bounds[cell] : probe_bounds[cell + 1]]]
-        if db_rows.size == 0 or query_rows.size == 0:
-            continue
-        found.append(block_pairs(embeddings, groups, query_rows, db_rows, min_similarity=min_similarity, k=k))
-    return pairs_frame(found)
-
+    plan = plan_cells(embeddings, partition_rows=partition_rows, probe=probe, seed=seed)
+    return pairs_frame(search_cells(embeddings, groups, plan, range(plan.n_cells), min_similarity=min_similarity, k=k))

@@ -23,43 +23,25 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from curate.dedupe.calibration import language_settings
+from curate.dedupe.cluster import ROW, PartitionResult, cluster_partition, star_clusters
 from curate.dedupe.config import DedupeConfig
-from curate.dedupe.embed import (
-    EmbeddingCache,
-    ProgressFactory,
-    ResolvedModel,
-    embed_texts,
-    load_model,
-    model_info,
-    resolve_model,
-)
+from curate.dedupe.embed import ProgressFactory, ResolvedModel, model_info, resolve_model
+from curate.dedupe.fanout import clean_texts, embed_chunk, map_in_process
 from curate.dedupe.normalize import normalized_text_expr
-from curate.dedupe.search import near_pairs
+from curate.dedupe.semantic import semantic_partitions, verification_counts, verifications_table
+from curate.dedupe.verify import VERIFICATIONS_SCHEMA, PairVerifier
 from curate.errors import InputError
 from curate.store import StageOutput
 
-ROW = "_row"  # input position; every internal column starts with an underscore
 UNKNOWN_LANGUAGE = "und"
 CROSS_LANGUAGE_PARTITION = "*"
 INTERNAL_COLUMNS = (ROW, "_id", "_lang", "_group", "_norm", "_rank", "_exact_rep", "_partition")
 
 
-@dataclass
-class PartitionResult:
-    """What `dedupe_partition` returns: small frames keyed by input position."""
-
-    key: str
-    members: pl.DataFrame  # _row, _rep_row, similarity (cosine to the representative)
-    pairs: pl.DataFrame  # a, b (input positions), similarity; pairs >= threshold - near_margin
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-# Runs `dedupe_partition` once per job (its keyword arguments) and returns the results in job order.
-PartitionMap = Callable[[Callable[..., PartitionResult], list[dict[str, Any]]], list[PartitionResult]]
-
-
-def map_in_process(fn: Callable[..., PartitionResult], jobs: list[dict[str, Any]]) -> list[PartitionResult]:
-    return [fn(**job) for job in jobs]
+# Runs a job function (embed_chunk, search_cells_job, dedupe_partition) once per job (its keyword
+# arguments) and returns the results in job order: in process, or as Prefect tasks / Dask futures.
+PartitionMap = Callable[[Callable[..., Any], list[dict[str, Any]]], list[Any]]
 
 
 def _require(df: pl.DataFrame, col: str | None, source: str, what: str) -> None:
@@ -157,68 +139,9 @@ def embed_rows(
     progress: ProgressFactory | None = None,
     key: str = "",
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    model = load_model(str(resolved.path), config.device, config.backend, config.max_seq_length)
-    cache = EmbeddingCache(cache_dir, resolved.key) if cache_dir is not None else None
-    # Whitespace is collapsed so that formatting-only changes hit the cache.
-    texts = rows.select(pl.col("_text").str.normalize("NFKC").str.replace_all(r"\s+", " ").str.strip_chars())
-    embeddings, stats = embed_texts(
-        texts["_text"].to_list(), model, model_key=resolved.key, cache=cache, batch_size=config.batch_size,
-        prompt_name=config.prompt_name, progress=progress, description=f"embedding {key}".strip(),
-    )
-    return embeddings, {"embeddings_computed": stats.computed, "embeddings_cached": stats.cached,
-                        "embed_seconds": round(stats.seconds, 3)}
-
-
-def star_clusters(n: int, a: np.ndarray, b: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Representative position of each of n rows, given edges (a, b) at or above the threshold.
-
-    Greedy in keep order: the best-ranked unassigned row becomes a representative and takes its
-    unassigned neighbours. Every dropped row is thus itself similar to a kept row; connected
-    components would instead chain A~B~C and drop C for A even when A and C differ.
-    """
-    rep = np.arange(n)
-    if a.size == 0:
-        return rep
-    src = np.concatenate([a, b])
-    dst = np.concatenate([b, a])
-    order = np.lexsort((rank[dst], src))  # neighbours of each row, best-ranked first
-    src, dst = src[order], dst[order]
-    starts = np.searchsorted(src, np.arange(n + 1))
-    assigned = np.zeros(n, dtype=bool)
-    involved = np.unique(src)
-    for row in involved[np.argsort(rank[involved], kind="stable")]:
-        if assigned[row]:
-            continue
-        assigned[row] = True
-        neighbours = dst[starts[row] : starts[row + 1]]
-        neighbours = neighbours[~assigned[neighbours]]
-        rep[neighbours] = row
-        assigned[neighbours] = True
-    return rep
-
-
-def cluster_partition(
-    rows: pl.DataFrame, embeddings: np.ndarray, config: DedupeConfig, *, key: str = ""
-) -> PartitionResult:
-    """Near-duplicate search and clustering over one partition's embedded rows."""
-    started = time.perf_counter()
-    n = rows.height
-    group_codes = rows["_group"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
-    pairs = near_pairs(
-        embeddings, group_codes, min_similarity=max(config.threshold - config.near_margin, 1e-6),
-        k=config.k_neighbors, partition_rows=config.split_above_rows, probe=config.kmeans_probe, seed=config.seed,
-    )
-    edges = pairs.filter(pl.col("similarity") >= config.threshold)
-    rep_pos = star_clusters(n, edges["a"].to_numpy(), edges["b"].to_numpy(), rows["_rank"].to_numpy())
-    similarity = np.einsum("ij,ij->i", embeddings, embeddings[rep_pos]).clip(-1, 1).astype(np.float32)
-    similarity[rep_pos == np.arange(n)] = 1.0
-    global_row = rows[ROW].to_numpy()
-    members = pl.DataFrame({ROW: global_row, "_rep_row": global_row[rep_pos], "similarity": similarity})
-    global_pairs = pairs.with_columns(
-        pl.Series("a", global_row[pairs["a"].to_numpy()]), pl.Series("b", global_row[pairs["b"].to_numpy()])
-    )
-    return PartitionResult(key, members, global_pairs,
-                           {"rows": n, "pairs_found": pairs.height, "search_seconds": round(time.perf_counter() - started, 3)})
+    chunk = embed_chunk(clean_texts(rows["_text"]), config, resolved, key=key, start=0, cache_dir=cache_dir,
+                        progress=progress)
+    return chunk.embeddings, {k: v for k, v in chunk.stats.items() if k != "worker"}
 
 
 def dedupe_partition(
@@ -251,7 +174,7 @@ def assemble(
     input_cols = [c for c in prepared.columns if c not in (*INTERNAL_COLUMNS, "cluster_id", "is_representative")]
     members = (
         pl.concat([r.members for r in results]) if results
-        else pl.DataFrame(schema={ROW: pl.UInt32, "_rep_row": pl.UInt32, "similarity": pl.Float32})
+        else pl.DataFrame(schema={ROW: pl.UInt32, "_rep_row": pl.UInt32, "similarity": pl.Float32, "_verified": pl.Boolean})
     )
     members = members.with_columns(pl.col(ROW).cast(pl.UInt32), pl.col("_rep_row").cast(pl.UInt32))
     rows = prepared.join(members.rename({ROW: "_exact_rep"}), on="_exact_rep", how="left").with_columns(
@@ -268,6 +191,7 @@ def assemble(
         (is_rep | ((pl.col("_group") == pl.col("_rep_group")) & (pl.col("_lang") != pl.col("_rep_lang")))).alias("kept"),
         pl.when(is_rep).then(None)
         .when(pl.col(ROW) != pl.col("_exact_rep")).then(pl.lit("exact"))
+        .when(pl.col("_verified").fill_null(False)).then(pl.lit("semantic_verified"))
         .otherwise(pl.lit("semantic")).alias("duplicate_reason"),
         pl.when(is_rep).then(1.0).otherwise(pl.col("similarity").fill_null(1.0)).cast(pl.Float32)
         .alias("similarity_to_representative"),
@@ -285,10 +209,14 @@ def assemble(
         "rows_in": prepared.height,
         "rows_kept": kept.height,
         "exact_duplicates": int(rows.filter(pl.col("duplicate_reason") == "exact").height),
-        "semantic_duplicates": int(rows.filter(pl.col("duplicate_reason") == "semantic").height),
+        "semantic_duplicates": int(rows.filter(pl.col("duplicate_reason").str.starts_with("semantic")).height),
+        "verified_duplicates": int(rows.filter(pl.col("duplicate_reason") == "semantic_verified").height),
+        # Empty or whitespace-only after normalization: never merged, with each other or anything.
+        "empty_texts": int(rows["_norm"].null_count()),
+        "empty_text_ids": rows.filter(pl.col("_norm").is_null())["_id"].head(20).to_list(),
         "translations_kept_with_representative": int(rows.filter(pl.col("kept") & ~pl.col("is_representative")).height),
         "clusters_with_duplicates": int(rows.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
-        "threshold": config.threshold,
+        "threshold": config.threshold,  # null: per language, see "languages"
         "partitions": {r.key: r.stats for r in results},
     }
     for name in ("embeddings_computed", "embeddings_cached"):
@@ -310,16 +238,19 @@ def near_threshold_pairs(
     if not pairs or config.report_pairs == 0:
         return pl.DataFrame(schema=schema)
     side = rows.select(pl.col(ROW).cast(pl.Int64), "_id", "_lang", pl.col(text_col).alias("_text"))
+    # Each partition's pairs carry the threshold that applied to them (per language).
+    pairs = [p if "threshold" in p.columns else p.with_columns(pl.lit(config.threshold, pl.Float32).alias("threshold"))
+             for p in pairs]
     near = (
-        pl.concat(pairs)
-        .filter((pl.col("similarity") - config.threshold).abs() <= config.near_margin)
-        .with_columns((pl.col("similarity") - config.threshold).abs().cast(pl.Float32).alias("distance_to_threshold"))
+        pl.concat(pairs, how="diagonal_relaxed")
+        .filter((pl.col("similarity") - pl.col("threshold")).abs() <= config.near_margin)
+        .with_columns((pl.col("similarity") - pl.col("threshold")).abs().cast(pl.Float32).alias("distance_to_threshold"))
         .sort(["distance_to_threshold", "a", "b"])
         .head(config.report_pairs)
     )
     near = near.join(side.rename({ROW: "a", "_id": "a_id", "_lang": "a_language", "_text": "a_text"}), on="a")
     near = near.join(side.rename({ROW: "b", "_id": "b_id", "_lang": "b_language", "_text": "b_text"}), on="b")
-    return near.with_columns((pl.col("similarity") >= config.threshold).alias("merged")).sort(
+    return near.with_columns((pl.col("similarity") >= pl.col("threshold")).alias("merged")).sort(
         ["distance_to_threshold", "a", "b"]
     ).select(list(schema))
 
@@ -336,19 +267,24 @@ def dedupe_frame(
     progress: ProgressFactory | None = None,
     source: str = "input",
     map_partitions: PartitionMap = map_in_process,
+    verifier: PairVerifier | None = None,
 ) -> StageOutput:
-    """Exact then semantic dedupe of `df`; partitions run through `map_partitions` (by default
-    one after another in this process; curate.orchestrate passes one that fans them out as tasks).
+    """Exact then semantic dedupe of `df`; embedding chunks and search cells run through
+    `map_partitions` (by default one after another in this process; curate.orchestrate passes one
+    that fans them out as tasks). With `verifier` and config.verify, pairs in the verification
+    band go to the LLM judge.
 
     Returns tables `translations` (kept rows: input columns + cluster_id, is_representative),
     `clusters` (every row with its cluster, reason and similarity to the kept representative)
-    and `pairs_near_threshold` (example pairs within near_margin of the threshold).
+    `pairs_near_threshold` (example pairs within near_margin of the threshold) and
+    `verifications` (the judge's verdict on each band pair; error rows for failed calls).
     """
     started = time.perf_counter()
     prepared = prepare_rows(df, config, text_col=text_col, language_col=language_col, group_col=group_col,
                             id_col=id_col, source=source)
     results: list[PartitionResult] = []
     info: dict[str, Any] = {"semantic": config.semantic}
+    verifications = pl.DataFrame(schema=VERIFICATIONS_SCHEMA)
     if config.semantic:
         resolved = resolve_model(config.model)
         info |= model_info(resolved)
@@ -356,14 +292,22 @@ def dedupe_frame(
         if languages is not None:
             skipped = prepared.filter(~pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE]))["_lang"].value_counts()
             info["exact_only_languages"] = dict(skipped.sort("_lang").iter_rows())
-        jobs = []
-        for key in partition_keys(prepared):
-            rows = partition_rows(prepared, key, text_col=text_col, languages=languages)
-            if rows.height:
-                jobs.append({"rows": rows, "config": config, "resolved": resolved, "key": key, "cache_dir": cache_dir,
-                             "progress": progress})
-        results = map_partitions(dedupe_partition, jobs)
+        present = sorted(prepared["_lang"].unique().to_list())
+        settings = language_settings(present, resolved.name, threshold=config.threshold,
+                                     verify=config.verify and verifier is not None, verify_above=config.verify_above)
+        info["languages"] = {
+            lang: settings[lang].as_report() | {"semantic": languages is None or lang in [*languages, UNKNOWN_LANGUAGE]}
+            for lang in present
+        }
+        rows_by_key = {key: rows for key in partition_keys(prepared)
+                       if (rows := partition_rows(prepared, key, text_col=text_col, languages=languages)).height}
+        results, verifications = semantic_partitions(
+            rows_by_key, config, resolved, settings, cache_dir=cache_dir, progress=progress,
+            map_partitions=map_partitions, verifier=verifier, scratch_dir=cache_dir,
+        )
     output = assemble(prepared, results, config, text_col=text_col, id_col=id_col, report=info)
+    output.tables["verifications"] = verifications_table(verifications, prepared)
+    output.report["dedupe"] |= verification_counts(verifications)
     output.report["dedupe"]["seconds"] = round(time.perf_counter() - started, 3)
     return output
 
@@ -375,6 +319,7 @@ def dedupe_stage(
     cache_dir: Path | None = None,
     progress: ProgressFactory | None = None,
     map_partitions: PartitionMap = map_in_process,
+    verifier: PairVerifier | None = None,
 ) -> StageOutput:
     """Workspace stage: dedupe the `ok` rows of translate/translations."""
     if "status" in translations.columns:
@@ -382,5 +327,5 @@ def dedupe_stage(
     return dedupe_frame(
         translations, config, text_col="text", language_col="language", group_col="question_id",
         id_col="translation_id", cache_dir=cache_dir, progress=progress, source="translate/translations",
-        map_partitions=map_partitions,
+        map_partitions=map_partitions, verifier=verifier,
     )

@@ -1,0 +1,208 @@
+"""Calibrate dedupe thresholds per model on public paraphrase data (data/paraphrase_public).
+
+    nice -n 10 uv run python bench/dedupe_calibration.py --model embeddinggemma --model minilm-bundled \
+        --json bench/results/dedupe_calibration.json
+
+Sets (see data/paraphrase_public/SOURCE.md):
+- STS-B multi-MT (11 languages, the same pairs translated): `duplicate` = score >= 4.5
+  ("completely equivalent"), `distinct` = 1 <= score <= 3 (same topic, important information
+  differs: the analogue of "same-topic different question"). Scores in between are ambiguous and
+  left out; unrelated pairs (< 1) are left out because any threshold separates them.
+  Thresholds are PICKED on the dev split and REPORTED on the test split (different sentences).
+- PAWS-X dev (7 languages): adversarial word-swap negatives ("flights from A to B" / "from B to
+  A"). Reported only, never used to pick: no embedding separates them, which is what the
+  verification band is for.
+- Cross-language: STS-B test with sentence 1 in English and sentence 2 in another language.
+
+Picking rule, per model, on the dev split pooled over its languages: `threshold` = the lowest
+cosine at which at most 5% of distinct pairs merge (wrong merges lose data); `verify_above` =
+the highest cosine at which at least 95% of duplicate pairs are at or above it (pairs between
+the two go to the verifier when it is on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = REPO / "data" / "paraphrase_public"
+# The project's languages first (curate.toml), then the rest of STS-B multi-MT.
+STSB_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "pt", "it", "nl", "pl")
+PAWSX_LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
+DUPLICATE_MIN_SCORE = 4.5
+DISTINCT_SCORES = (1.0, 3.0)
+MAX_WRONG_MERGES = 0.05
+MIN_RECALL = 0.95
+MAX_DISTINCT = 120
+
+
+def stsb_pairs(language: str, split: str, max_distinct: int | None = None) -> list[tuple[str, str, bool]]:
+    """(sentence 1, sentence 2, is duplicate), ambiguous and unrelated pairs left out, distinct
+    pairs thinned evenly to `max_distinct` (embedding time on a shared 2-core machine). The files
+    are parallel, so every language keeps the same rows."""
+    with open(DATA / "stsb_multi_mt" / f"stsb-{language}-{split}.csv", newline="", encoding="utf-8") as f:
+        rows = [(s1, s2, float(score)) for s1, s2, score in csv.reader(f)]
+    duplicate = [(s1, s2, True) for s1, s2, v in rows if v >= DUPLICATE_MIN_SCORE]
+    distinct = [(s1, s2, False) for s1, s2, v in rows if DISTINCT_SCORES[0] <= v <= DISTINCT_SCORES[1]]
+    step = max(1, -(-len(distinct) // (max_distinct or MAX_DISTINCT)))
+    return duplicate + distinct[::step]
+
+
+def pawsx_pairs(language: str, limit: int) -> list[tuple[str, str, bool]]:
+    out = []
+    with open(DATA / "pawsx" / f"dev-{language}.tsv", encoding="utf-8") as f:
+        for line in f:
+            s1, s2, label = line.rstrip("\n").split("\t")
+            out.append((s1, s2, label == "1"))
+    return out[:limit]
+
+
+class Scorer:
+    def __init__(self, spec: str, prompt_name: str | None, cache_root: Path, batch_size: int):
+        from curate.dedupe import EmbeddingCache, load_model, resolve_model
+
+        self.resolved = resolve_model(spec)
+        self.model = load_model(str(self.resolved.path), None, "torch", 256)
+        self.cache = EmbeddingCache(cache_root, self.resolved.key)
+        self.prompt_name = prompt_name
+        self.batch_size = batch_size
+        self.seconds = 0.0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from curate.dedupe import embed_texts
+
+        started = time.perf_counter()
+        emb, _ = embed_texts(texts, self.model, model_key=self.resolved.key, cache=self.cache,
+                             batch_size=self.batch_size, prompt_name=self.prompt_name)
+        self.seconds += time.perf_counter() - started
+        return emb
+
+    def cosines(self, a: list[str], b: list[str]) -> np.ndarray:
+        ea, eb = self.embed(a), self.embed(b)
+        return np.einsum("ij,ij->i", ea, eb)
+
+
+def rates(sims: np.ndarray, labels: np.ndarray, threshold: float, lower: float | None = None) -> dict:
+    dup, dis = sims[labels], sims[~labels]
+    out = {"duplicates": int(dup.size), "distinct": int(dis.size),
+           "duplicates_merged": round(float((dup >= threshold).mean()), 3) if dup.size else None,
+           "distinct_merged": round(float((dis >= threshold).mean()), 3) if dis.size else None}
+    if lower is not None:
+        band = (sims >= lower) & (sims < threshold)
+        out["duplicates_in_band"] = round(float(band[labels].mean()), 3) if dup.size else None
+        out["distinct_in_band"] = round(float(band[~labels].mean()), 3) if dis.size else None
+        out["pairs_in_band"] = round(float(band.mean()), 3)
+    return out
+
+
+def pick(sims: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """(threshold, verify_above) on weighted pairs (each language weighs the same)."""
+    dis_s, dis_w = sims[~labels], weights[~labels]
+    order = np.argsort(-dis_s)
+    cum = np.cumsum(dis_w[order]) / dis_w.sum()
+    # Lowest threshold with at most MAX_WRONG_MERGES of the distinct weight at or above it.
+    over = np.nonzero(cum > MAX_WRONG_MERGES)[0]
+    threshold = float(dis_s[order][over[0]]) + 1e-4 if over.size else float(dis_s.min())
+    dup_s, dup_w = sims[labels], weights[labels]
+    order = np.argsort(-dup_s)
+    cum = np.cumsum(dup_w[order]) / dup_w.sum()
+    verify_above = float(dup_s[order][np.searchsorted(cum, MIN_RECALL)])
+    return round(threshold, 3), round(min(verify_above, threshold), 3)
+
+
+def calibrate(spec: str, prompt_name: str | None, languages: tuple[str, ...], cache_root: Path,
+              pawsx_limit: int, batch_size: int) -> dict:
+    scorer = Scorer(spec, prompt_name, cache_root, batch_size)
+    result: dict = {"model": scorer.resolved.name, "spec": spec, "prompt_name": prompt_name,
+                    "languages": list(languages)}
+    dev_s, dev_l, dev_w = [], [], []
+    for lang in languages:
+        pairs = stsb_pairs(lang, "dev")
+        sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
+        dev_s.append(sims)
+        dev_l.append(np.array([p[2] for p in pairs]))
+        dev_w.append(np.full(len(pairs), 1.0 / len(pairs)))
+        result.setdefault("dev_per_language_pick", {})[lang] = pick(sims, dev_l[-1], dev_w[-1])
+    threshold, lower = pick(np.concatenate(dev_s), np.concatenate(dev_l), np.concatenate(dev_w))
+    result |= {"threshold": threshold, "verify_above": lower}
+    test = {}
+    for lang in languages:
+        pairs = stsb_pairs(lang, "test")
+        sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
+        test[lang] = rates(sims, np.array([p[2] for p in pairs]), threshold, lower)
+    result["stsb_test"] = test
+    if len(languages) > 1:
+        cross = {}
+        en = stsb_pairs("en", "test")
+        for lang in languages:
+            if lang == "en":
+                continue
+            other = stsb_pairs(lang, "test")
+            sims = scorer.cosines([p[0] for p in en], [p[1] for p in other])
+            cross[f"en-{lang}"] = rates(sims, np.array([p[2] for p in en]), threshold, lower)
+        result["stsb_test_cross_language"] = cross
+    if pawsx_limit:
+        paws = {}
+        for lang in (lang for lang in PAWSX_LANGUAGES if lang in languages or (lang == "ko" and len(languages) > 1)):
+            pairs = pawsx_pairs(lang, pawsx_limit)
+            sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
+            paws[lang] = rates(sims, np.array([p[2] for p in pairs]), threshold, lower)
+        result["pawsx_dev"] = paws
+    result["embed_seconds"] = round(scorer.seconds, 1)
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"### {r['model']} (prompt {r['prompt_name']}): threshold {r['threshold']}, "
+                     f"verify_above {r['verify_above']}\n")
+        lines.append("| set | language | duplicates merged | distinct merged | duplicates in band | distinct in band |")
+        lines.append("|---|---|---|---|---|---|")
+        for name in ("stsb_test", "stsb_test_cross_language", "pawsx_dev"):
+            for lang, v in r.get(name, {}).items():
+                lines.append(f"| {name} | {lang} | {v['duplicates_merged']} | {v['distinct_merged']} | "
+                             f"{v.get('duplicates_in_band')} | {v.get('distinct_in_band')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    global MAX_DISTINCT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", help="model spec (repeatable); default embeddinggemma")
+    parser.add_argument("--pawsx-limit", type=int, default=600, help="PAWS-X dev pairs per language (0: skip)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "calibration-embeddings")
+    parser.add_argument("--languages", help="comma-separated STS-B languages (default: all 11)")
+    parser.add_argument("--max-distinct", type=int, default=MAX_DISTINCT, help="distinct pairs per language and split")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    MAX_DISTINCT = args.max_distinct
+    languages = tuple(args.languages.split(",")) if args.languages else STSB_LANGUAGES
+    results = []
+    for spec in args.model or ["embeddinggemma"]:
+        english_only = spec == "minilm-bundled"
+        results.append(calibrate(spec, None if english_only else "STS", ("en",) if english_only else languages,
+                                 args.cache, args.pawsx_limit, args.batch_size))
+        print(json.dumps(results[-1], indent=1), flush=True)
+    print(markdown(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
