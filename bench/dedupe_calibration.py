@@ -71,7 +71,7 @@ def pawsx_pairs(language: str, limit: int) -> list[tuple[str, str, bool]]:
 
 class Scorer:
     def __init__(self, spec: str, prompt_name: str | None, cache_root: Path, batch_size: int):
-        from curate.dedupe import EmbeddingCache, load_model, resolve_model
+        from curate.stages.dedupe import EmbeddingCache, load_model, resolve_model
 
         self.resolved = resolve_model(spec)
         self.model = load_model(str(self.resolved.path), None, "torch", 256)
@@ -81,7 +81,7 @@ class Scorer:
         self.seconds = 0.0
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        from curate.dedupe import embed_texts
+        from curate.stages.dedupe import embed_texts
 
         started = time.perf_counter()
         emb, _ = embed_texts(texts, self.model, model_key=self.resolved.key, cache=self.cache,
