@@ -62,22 +62,65 @@ def synthetic(n: int, seed: int = 0, dup_fraction: float = 0.05) -> tuple[np.nda
     return x, src, dst
 
 
+def real_base(cache_dir: Path) -> np.ndarray:
+    """Every vector in one model's embedding-cache folder (real embeddings of real sentences)."""
+    parts = [np.load(p) for p in sorted(cache_dir.glob("*.emb.npy"))]
+    if not parts:
+        sys.exit(f"no embeddings in {cache_dir}: run bench/dedupe_calibration.py first (it fills that cache)")
+    return np.unique(np.concatenate(parts).astype(np.float32), axis=0)
+
+
+def derived(n: int, base: np.ndarray, seed: int = 0, dup_fraction: float = 0.05) -> tuple[np.ndarray, ...]:
+    """n float16 vectors derived from real embeddings, plus planted (original, copy) pairs.
+
+    Each row mixes three random real embeddings with random weights (plus noise), so
+    rows spread over the real embedding space instead of sitting in tight synthetic clusters
+    that line up with k-means cells; copies get noise giving cosine 0.90-0.99 to their original."""
+    rng = np.random.default_rng(seed)
+    m, dim = base.shape
+    x = np.empty((n, dim), dtype=np.float16)
+    step = 50_000
+    for start in range(0, n, step):
+        b = min(step, n - start)
+        weights = rng.dirichlet([3.0, 3.0, 3.0], b).astype(np.float32)  # no one base dominates
+        idx = rng.integers(0, m, (b, 3))
+        v = np.einsum("bk,bkd->bd", weights, base[idx])
+        v += rng.standard_normal((b, dim), dtype=np.float32) * (0.25 / np.sqrt(dim))
+        x[start : start + b] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = int(n * dup_fraction)
+    perm = rng.permutation(n)
+    src, dst = perm[:pairs], perm[pairs : 2 * pairs]
+    sigma = rng.uniform(0.1, 0.48, pairs).astype(np.float32)
+    for start in range(0, pairs, step):
+        s_, d_, sg = src[start : start + step], dst[start : start + step], sigma[start : start + step]
+        y = x[s_].astype(np.float32) + sg[:, None] * rng.standard_normal((len(s_), dim), dtype=np.float32) / np.sqrt(dim)
+        x[d_] = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return x, src, dst
+
+
 def _recall(a: np.ndarray, b: np.ndarray, src: np.ndarray, dst: np.ndarray, n: int) -> float:
     found = set((np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)).tolist())
     truth = np.minimum(src, dst).astype(np.int64) * n + np.maximum(src, dst)
     return float(np.mean([t in found for t in truth.tolist()]))
 
 
-def search_child(n: int, method: str) -> dict:
+def search_child(n: int, method: str, source: str = "synthetic") -> dict:
     import faiss
 
     from curate.stages.dedupe import near_pairs
 
     t0 = time.perf_counter()
-    x, src, dst = synthetic(n)
+    if source == "synthetic":
+        x, src, dst = synthetic(n)
+    else:  # a folder of real embeddings (an embedding-cache folder)
+        base = real_base(Path(source))
+        x, src, dst = derived(n, base)
+        del base
+    dim = x.shape[1]
     gen_s = time.perf_counter() - t0
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    out = {"rows": n, "method": method, "generate_s": round(gen_s, 1), "threads": faiss.omp_get_max_threads()}
+    out = {"rows": n, "method": method, "source": "synthetic" if source == "synthetic" else "real-derived",
+           "dim": dim, "dtype": str(x.dtype), "generate_s": round(gen_s, 1), "threads": faiss.omp_get_max_threads()}
     t0, cpu0 = time.perf_counter(), time.process_time()
     if method == "curate":
         pairs = near_pairs(x, min_similarity=MIN_SIM, k=10, partition_rows=20_000, probe=2)
@@ -85,8 +128,9 @@ def search_child(n: int, method: str) -> dict:
         out["pairs"] = len(a)
     else:
         nlist = round(math.sqrt(n))
-        quantizer = faiss.IndexFlatIP(DIM)
-        index = faiss.IndexIVFFlat(quantizer, DIM, nlist, faiss.METRIC_INNER_PRODUCT)
+        x = x.astype(np.float32, copy=False)  # faiss takes float32 only
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(1)
         index.train(x[rng.choice(n, min(n, nlist * 64), replace=False)])
         index.add(x)
@@ -117,12 +161,12 @@ def search_child(n: int, method: str) -> dict:
     return out
 
 
-def run_search(sizes: list[int], baseline: bool) -> list[dict]:
+def run_search(sizes: list[int], baseline: bool, source: str = "synthetic") -> list[dict]:
     results = []
     for n in sizes:
         for method in ["curate"] + (["faiss-ivf"] if baseline else []):
             load = os.getloadavg()[0]
-            proc = subprocess.run([sys.executable, __file__, "_search_child", str(n), method],
+            proc = subprocess.run([sys.executable, __file__, "_search_child", str(n), method, source],
                                   capture_output=True, text=True, check=True)
             row = json.loads(proc.stdout.strip().splitlines()[-1]) | {"load_before": round(load, 1)}
             print(json.dumps(row), flush=True)
@@ -233,12 +277,14 @@ def run_quality(model_spec: str, prompt_name: str | None, thresholds: list[float
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_search_child":
-        print(json.dumps(search_child(int(sys.argv[2]), sys.argv[3])))
+        print(json.dumps(search_child(int(sys.argv[2]), sys.argv[3], sys.argv[4])))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["search", "encode", "quality", "real", "all"])
     parser.add_argument("--rows", type=int, action="append", help="search sizes (default 100000 and 1000000)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw faiss baseline")
+    parser.add_argument("--real", type=Path, help="search vectors derived from the real embeddings in this "
+                        "embedding-cache folder (e.g. .cache/calibration-embeddings/<model>) instead of synthetic ones")
     parser.add_argument("--model", default="minilm-bundled")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
@@ -249,7 +295,8 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if args.what in ("search", "all"):
-        results["search"] = run_search(args.rows or [100_000, 1_000_000], not args.no_baseline)
+        results["search"] = run_search(args.rows or [100_000, 1_000_000], not args.no_baseline,
+                                       str(args.real) if args.real else "synthetic")
     if args.what in ("encode", "all"):
         results["encode"] = run_encode(args.model, args.batch_size, args.rounds)
     if args.what in ("real", "all"):

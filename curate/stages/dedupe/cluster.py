@@ -85,7 +85,7 @@ def cluster_partition(
     if verified is not None and verified.height:
         edges = pl.concat([edges, verified.select(pl.col("a").cast(pl.Int64), pl.col("b").cast(pl.Int64))])
     rep_pos = star_clusters(n, edges["a"].to_numpy(), edges["b"].to_numpy(), rows["_rank"].to_numpy())
-    similarity = np.einsum("ij,ij->i", embeddings, embeddings[rep_pos]).clip(-1, 1).astype(np.float32)
+    similarity = np.einsum("ij,ij->i", embeddings, embeddings[rep_pos], dtype=np.float32).clip(-1, 1).astype(np.float32)
     similarity[rep_pos == np.arange(n)] = 1.0
     global_row = rows[ROW].to_numpy()
     members = pl.DataFrame({ROW: global_row, "_rep_row": global_row[rep_pos], "similarity": similarity,

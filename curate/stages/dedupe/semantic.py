@@ -54,7 +54,7 @@ def semantic_partitions(
     # No progress bar in another process: it cannot follow a task there.
     jobs = embed_jobs({key: clean_texts(rows["_text"]) for key, rows in rows_by_key.items()}, config, resolved,
                       cache_dir=cache_dir, progress=progress if in_process else None)
-    embedded = gather_embeddings(map_partitions(embed_chunk, jobs))
+    embedded = gather_embeddings(map_partitions(embed_chunk, jobs), half_above_rows=config.split_above_rows)
     partition_configs = {}
     floors = {}
     for key, rows in rows_by_key.items():

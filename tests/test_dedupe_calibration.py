@@ -1,0 +1,59 @@
+"""Thresholds come from the per-model calibration table; the report says per language which
+model and threshold applied; empty texts are reported and never merged."""
+
+from __future__ import annotations
+
+import tomllib
+
+import polars as pl
+import pytest
+
+from curate.stages.dedupe import DedupeConfig, calibration_for, dedupe_frame, language_settings
+from curate.stages.dedupe.calibration import TABLE
+
+
+def test_every_calibrated_model_names_its_public_source() -> None:
+    table = tomllib.loads(TABLE.read_text(encoding="utf-8"))
+    assert "default" in table and table["models"]
+    for name, entry in table["models"].items():
+        assert 0 < entry["verify_above"] <= entry["threshold"] < 1, name
+        assert entry["source"] and "team" not in entry["source"], name
+        for lang, value in entry.get("thresholds", {}).items():
+            assert 0 < value < 1, (name, lang)
+
+
+def test_a_model_missing_from_the_table_gets_the_default_and_says_so() -> None:
+    cal = calibration_for("some-org/unknown-model")
+    assert not cal.calibrated and cal.model == "default"
+    settings = language_settings(["en"], "some-org/unknown-model", threshold=None, verify=False, verify_above=None)
+    assert "not calibrated" in settings["en"].source
+    pinned = language_settings(["en", "zh"], "google/embeddinggemma-300m", threshold=0.93, verify=True, verify_above=None)
+    assert {s.threshold for s in pinned.values()} == {0.93} and pinned["en"].source == "config"
+    assert pinned["en"].verify_above is not None and pinned["en"].verify_above <= 0.93
+
+
+@pytest.mark.slow
+def test_report_names_model_and_threshold_per_language() -> None:
+    df = pl.DataFrame({
+        "translation_id": ["a", "b", "c", "d"], "question_id": ["q1", "q2", "q3", "q4"],
+        "language": ["en", "en", "zh", "en"],
+        "text": ["Who was the Tank Man?", "Who was the man who stood in front of the tanks?", "谁是坦克人？", "   "],
+    })
+    out = dedupe_frame(df, DedupeConfig(model="minilm-bundled"), id_col="translation_id")
+    report = out.report["dedupe"]
+    cal = calibration_for("sentence-transformers/all-MiniLM-L6-v2")
+    assert report["languages"]["en"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert report["languages"]["en"]["threshold"] == cal.threshold_for("en")
+    assert cal.source in report["languages"]["en"]["threshold_source"]
+    assert report["languages"]["zh"]["semantic"] is False  # English-only model: exact only
+    assert report["empty_texts"] == 1 and report["empty_text_ids"] == ["d"]
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n", "？！", None])
+def test_empty_texts_are_reported_and_never_merged(blank) -> None:
+    df = pl.DataFrame({"translation_id": ["a", "b", "c"], "question_id": ["q1", "q2", "q3"], "language": ["en"] * 3,
+                       "text": [blank, blank, "What is the Great Firewall?"]}, schema_overrides={"text": pl.String})
+    out = dedupe_frame(df, DedupeConfig(semantic=False), id_col="translation_id")
+    clusters = out.tables["clusters"]
+    assert clusters["cluster_id"].to_list() == ["a", "b", "c"]
+    assert out.report["dedupe"]["empty_texts"] == 2 and out.report["dedupe"]["empty_text_ids"] == ["a", "b"]
