@@ -275,12 +275,63 @@ def run_quality(model_spec: str, prompt_name: str | None, thresholds: list[float
     return out
 
 
+def run_verify(model_spec: str, base_url: str, llm_model: str, max_pairs: int) -> dict:
+    """The verification band with the local LLM: how often the judge agrees with STS-B labels on
+    band pairs, what a call costs, and how many band pairs real prompts produce per 100k rows."""
+    import polars as pl
+
+    from bench.dedupe_calibration import stsb_pairs
+    from curate.config import EndpointConfig
+    from curate.stages.dedupe import (DedupeConfig, EmbeddingCache, PairVerifier, calibration_for, dedupe_frame,
+                                      embed_texts, load_model, resolve_model, verify_pairs)
+
+    resolved = resolve_model(model_spec)
+    cal = calibration_for(resolved.name)
+    model = load_model(str(resolved.path))
+    cache = EmbeddingCache(REPO / ".cache" / "calibration-embeddings", resolved.key)
+    pairs = stsb_pairs("en", "test")
+    ea, _ = embed_texts([p[0] for p in pairs], model, model_key=resolved.key, cache=cache, prompt_name=cal.prompt_name)
+    eb, _ = embed_texts([p[1] for p in pairs], model, model_key=resolved.key, cache=cache, prompt_name=cal.prompt_name)
+    sims = np.einsum("ij,ij->i", ea, eb)
+    band = [i for i, s in enumerate(sims) if cal.verify_above <= s < cal.threshold][:max_pairs]
+    frame = pl.DataFrame({"a": band, "b": band, "similarity": sims[band].astype(np.float32),
+                          "a_text": [pairs[i][0] for i in band], "b_text": [pairs[i][1] for i in band]})
+    endpoint = EndpointConfig(base_url=base_url, model=llm_model, max_tokens=32, timeout_s=300, max_concurrency=2)
+    t0 = time.perf_counter()
+    verdicts = verify_pairs(frame, PairVerifier(endpoint))
+    seconds = time.perf_counter() - t0
+    labels = np.array([pairs[i][2] for i in band])
+    ok = verdicts["status"].to_numpy() == "ok"
+    said = verdicts["same_question"].fill_null(False).to_numpy()
+    out = {"embedding_model": resolved.name, "judge": llm_model, "band": [cal.verify_above, cal.threshold],
+           "band_pairs": len(band), "band_duplicates": int(labels.sum()), "ok": int(ok.sum()),
+           "judge_said_same_on_duplicates": round(float(said[labels].mean()), 3) if labels.any() else None,
+           "judge_said_same_on_distinct": round(float(said[~labels].mean()), 3) if (~labels).any() else None,
+           "seconds_per_pair": round(seconds / max(1, len(band)), 2)}
+    # Band pairs per row on real prompts (the repo's public prompt sets), to price 100k rows.
+    texts = real_texts()
+    df = pl.DataFrame({"text": texts})
+    dd = dedupe_frame(df, DedupeConfig(model=model_spec, verify=True), group_col=None,
+                      cache_dir=REPO / ".cache" / "calibration-embeddings",
+                      verifier=PairVerifier(endpoint.model_copy(update={"base_url": "http://127.0.0.1:9/v1",
+                                                                         "max_retries": 0, "timeout_s": 2})))
+    per_row = dd.tables["verifications"].height / len(texts)
+    out |= {"real_rows": len(texts), "band_pairs_per_row": round(per_row, 4),
+            "band_pairs_per_100k_rows": round(per_row * 100_000),
+            "judge_hours_per_100k_rows": round(per_row * 100_000 * out["seconds_per_pair"] / 3600, 2)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_search_child":
         print(json.dumps(search_child(int(sys.argv[2]), sys.argv[3], sys.argv[4])))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["search", "encode", "quality", "real", "all"])
+    parser.add_argument("what", choices=["search", "encode", "quality", "real", "verify", "all"])
+    parser.add_argument("--llm-base-url", default="http://127.0.0.1:8080/v1")
+    parser.add_argument("--llm-model", default="smollm2")
+    parser.add_argument("--verify-pairs", type=int, default=40)
     parser.add_argument("--rows", type=int, action="append", help="search sizes (default 100000 and 1000000)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw faiss baseline")
     parser.add_argument("--real", type=Path, help="search vectors derived from the real embeddings in this "
@@ -301,6 +352,8 @@ def main() -> None:
         results["encode"] = run_encode(args.model, args.batch_size, args.rounds)
     if args.what in ("real", "all"):
         results["real"] = run_real_dedupe(args.model)
+    if args.what == "verify":
+        results["verify"] = run_verify(args.model, args.llm_base_url, args.llm_model, args.verify_pairs)
     if args.what in ("quality", "all"):
         thresholds = [0.8, 0.84, 0.86, 0.88, 0.9, 0.92]
         results["quality"] = [run_quality("minilm-bundled", None, thresholds)]

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from curate.stages.dedupe import DedupeConfig, calibration_for, dedupe_frame, language_settings
-from curate.stages.dedupe.calibration import TABLE
+from curate.stages.dedupe.calibration import TABLE, LanguageSetting
+from curate.stages.dedupe.semantic import partition_setting
 
 
 def test_every_calibrated_model_names_its_public_source() -> None:
@@ -57,3 +58,11 @@ def test_empty_texts_are_reported_and_never_merged(blank) -> None:
     clusters = out.tables["clusters"]
     assert clusters["cluster_id"].to_list() == ["a", "b", "c"]
     assert out.report["dedupe"]["empty_texts"] == 2 and out.report["dedupe"]["empty_text_ids"] == ["a", "b"]
+
+
+def test_each_partition_gets_its_own_languages_threshold() -> None:
+    settings = {"en": LanguageSetting("m", 0.8, None, "s"), "zh": LanguageSetting("m", 0.9, None, "s")}
+    assert partition_setting(pl.DataFrame({"_lang": ["zh", "zh"]}), settings).threshold == 0.9
+    assert partition_setting(pl.DataFrame({"_lang": ["en"]}), settings).threshold == 0.8
+    # A cross-language partition merges no language more loosely than it was calibrated for.
+    assert partition_setting(pl.DataFrame({"_lang": ["en", "zh"]}), settings).threshold == 0.9

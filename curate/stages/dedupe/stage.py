@@ -129,7 +129,7 @@ def partition_rows(
     selected = (pl.col("_partition") == key) & pl.col("_norm").is_not_null() & (pl.col(ROW) == pl.col("_exact_rep"))
     if languages is not None:
         selected &= pl.col("_lang").is_in([*languages, UNKNOWN_LANGUAGE])
-    return prepared.filter(selected).select(ROW, "_group", "_rank", pl.col(text_col).alias("_text"))
+    return prepared.filter(selected).select(ROW, "_group", "_rank", "_lang", pl.col(text_col).alias("_text"))
 
 
 def embed_rows(
@@ -155,7 +155,13 @@ def dedupe_partition(
     cache_dir: Path | None = None,
     progress: ProgressFactory | None = None,
 ) -> PartitionResult:
-    """Embed (cache first) and cluster one partition: the unit of work to fan out."""
+    """Embed (cache first) and cluster one partition (in one process; dedupe_frame spreads a
+    partition over workers instead). Without a configured threshold, the model's calibrated one
+    for the partition's languages applies."""
+    if config.threshold is None:
+        languages = rows["_lang"].unique().to_list() if "_lang" in rows.columns else [UNKNOWN_LANGUAGE]
+        settings = language_settings(languages, resolved.name, threshold=None, verify=False, verify_above=None)
+        config = config.model_copy(update={"threshold": max(s.threshold for s in settings.values())})
     embeddings, embed_stats = embed_rows(rows, config, resolved, cache_dir=cache_dir, progress=progress, key=key)
     result = cluster_partition(rows, embeddings, config, key=key)
     result.stats |= embed_stats
