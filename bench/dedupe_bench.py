@@ -194,25 +194,30 @@ def real_texts() -> list[str]:
     return texts
 
 
-def run_encode(model_spec: str, batch_size: int, rounds: int) -> dict:
-    from curate.stages.dedupe import EmbeddingCache, embed_texts, load_model, resolve_model
+def run_encode(model_spec: str, batch_size: int, rounds: int, limit: int | None = None) -> dict:
+    from curate.stages.dedupe import DedupeConfig, EmbeddingCache, embed_texts, resolve_model
+    from curate.stages.dedupe.device import load_for_config
 
-    texts = list(dict.fromkeys(real_texts()))  # unique: curate encodes a repeated text only once
+    texts = list(dict.fromkeys(real_texts()))[:limit]  # unique: curate encodes a repeated text only once
     resolved = resolve_model(model_spec)
-    model = load_model(str(resolved.path))
-    model.encode(texts[:64], batch_size=batch_size)  # warm-up
+    # The model as the stage loads it (device, dtype, calibrated prompt); raw encode uses the same.
+    model, prompt_name = load_for_config(DedupeConfig(model=model_spec, batch_size=batch_size), resolved)
+    model.encode(texts[:64], batch_size=batch_size, prompt_name=prompt_name)  # warm-up
     raw_s, ours_s, cached_s = [], [], []
     for _ in range(rounds):  # alternate, so load changes hit both sides alike
         t0 = time.perf_counter()
-        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                     prompt_name=prompt_name)
         raw_s.append(time.perf_counter() - t0)
         with tempfile.TemporaryDirectory() as tmp:
             cache = EmbeddingCache(tmp, resolved.key)
             t0 = time.perf_counter()
-            embed_texts(texts, model, model_key=resolved.key, cache=cache, batch_size=batch_size)
+            embed_texts(texts, model, model_key=resolved.key, cache=cache, batch_size=batch_size,
+                        prompt_name=prompt_name)
             ours_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            _, stats = embed_texts(texts, model, model_key=resolved.key, cache=cache, batch_size=batch_size)
+            _, stats = embed_texts(texts, model, model_key=resolved.key, cache=cache, batch_size=batch_size,
+                                   prompt_name=prompt_name)
             cached_s.append(time.perf_counter() - t0)
             assert stats.computed == 0
     raw, ours = min(raw_s), min(ours_s)
@@ -339,6 +344,7 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-bundled")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="encode: only the first N unique texts")
     parser.add_argument("--json", type=Path, help="also write all results here")
     args = parser.parse_args()
     results: dict = {
@@ -349,7 +355,7 @@ def main() -> None:
         results["search"] = run_search(args.rows or [100_000, 1_000_000], not args.no_baseline,
                                        str(args.real) if args.real else "synthetic")
     if args.what in ("encode", "all"):
-        results["encode"] = run_encode(args.model, args.batch_size, args.rounds)
+        results["encode"] = run_encode(args.model, args.batch_size, args.rounds, args.limit)
     if args.what in ("real", "all"):
         results["real"] = run_real_dedupe(args.model)
     if args.what == "verify":
