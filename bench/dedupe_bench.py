@@ -316,7 +316,7 @@ def run_verify(model_spec: str, base_url: str, llm_model: str, max_pairs: int) -
     # Band pairs per row on real prompts (the repo's public prompt sets), to price 100k rows.
     texts = real_texts()
     df = pl.DataFrame({"text": texts})
-    dd = dedupe_frame(df, DedupeConfig(model=model_spec, verify=True), group_col=None,
+    dd = dedupe_frame(df, DedupeConfig(model=model_spec, verify=True), group_col=None, language_col=None,
                       cache_dir=REPO / ".cache" / "calibration-embeddings",
                       verifier=PairVerifier(endpoint.model_copy(update={"base_url": "http://127.0.0.1:9/v1",
                                                                          "max_retries": 0, "timeout_s": 2})))

@@ -175,8 +175,12 @@ def test_multilingual_with_embeddinggemma() -> None:
         ("q3", "zh", "1989年天安门事件中有多少人死亡？"),  # same topic, different question
         ("q4", "es", "¿Qué ocurrió en la plaza de Tiananmen en 1989?"),  # another language's paraphrase
     ]
-    config = DedupeConfig(model="embeddinggemma", prompt_name="STS")
-    within = _clusters(dedupe_frame(_frame(rows), config, id_col="translation_id"))
+    config = DedupeConfig()  # the defaults: EmbeddingGemma ('auto'), its calibrated prompt and threshold
+    out = dedupe_frame(_frame(rows), config, id_col="translation_id")
+    assert out.report["dedupe"]["model"] == "google/embeddinggemma-300m"
+    assert {lang: s["semantic"] for lang, s in out.report["dedupe"]["languages"].items()} == {
+        "en": True, "es": True, "zh": True}
+    within = _clusters(out)
     assert within["t-q2-zh"] == "t-q1-zh" and within["t-q3-zh"] == "t-q3-zh" and within["t-q4-es"] == "t-q4-es"
     across = dedupe_frame(_frame(rows), config.model_copy(update={"cross_language": True}), id_col="translation_id")
     kept = set(across.tables["translations"]["translation_id"])
