@@ -129,6 +129,7 @@ def test_unknown_models_fail_clearly_without_network(tmp_path: Path, monkeypatch
         resolve_model("embeddinggemma")
     auto = resolve_model("auto")  # falls back to the bundled English model, with a warning
     assert auto.name == "sentence-transformers/all-MiniLM-L6-v2" and "English-only" in (auto.warning or "")
+    assert "fetch-embeddinggemma" in auto.warning  # says how to get the multilingual default
     assert (auto.path / "modules.json").is_file()
 
 

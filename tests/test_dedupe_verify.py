@@ -81,3 +81,23 @@ def test_band_pairs_go_to_the_local_llm_judge(llm_server, tmp_path: Path) -> Non
         again = dedupe_frame(_frame(), BAND, id_col="translation_id", verifier=PairVerifier(endpoint, cache))
         assert again.tables["verifications"]["cached"].all()
         assert again.tables["clusters"].equals(clusters)
+
+
+@pytest.mark.slow
+def test_dedupe_command_verifies_through_the_configured_llm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.workspace import Workspace
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "curate.toml").write_text(
+        'workspace = "ws"\n[llm]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "none"\nmax_retries = 0\ntimeout_s = 5\n'
+        '[stages.dedupe]\nmodel = "minilm-bundled"\nthreshold = 0.99\nverify_above = 0.3\n', encoding="utf-8")
+    Workspace(tmp_path / "ws").run_stage("translate", lambda: {"translations": _frame().with_columns(status=pl.lit("ok"))})
+    result = CliRunner().invoke(app, ["dedupe", "--verify", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "errors 3" in result.output  # the [llm] endpoint was used, and every failure reported
+    checks = Workspace(tmp_path / "ws").read("dedupe/verifications")
+    assert checks.height == 3 and (checks["status"] == "error").all()
+    assert Workspace(tmp_path / "ws").read("dedupe/translations").height == 3
