@@ -50,6 +50,13 @@ def synthetic(n: int, seed: int = 0, dup_fraction: float = 0.05) -> tuple[np.nda
         m = min(step, n - start)
         block = centres[rng.integers(0, topics, m)] + rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM)
         x[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    src, dst = plant_copies(x, rng, dup_fraction, step)
+    return x, src, dst
+
+
+def plant_copies(x: np.ndarray, rng: np.random.Generator, dup_fraction: float, step: int) -> tuple[np.ndarray, ...]:
+    """Overwrite a random dup_fraction of rows with noisy copies of others; (originals, copies)."""
+    n, dim = x.shape
     pairs = int(n * dup_fraction)
     perm = rng.permutation(n)
     src, dst = perm[:pairs], perm[pairs : 2 * pairs]
@@ -57,9 +64,9 @@ def synthetic(n: int, seed: int = 0, dup_fraction: float = 0.05) -> tuple[np.nda
     sigma = rng.uniform(0.1, 0.48, pairs).astype(np.float32)
     for start in range(0, pairs, step):
         s, d, sg = src[start : start + step], dst[start : start + step], sigma[start : start + step]
-        y = x[s] + sg[:, None] * rng.standard_normal((len(s), DIM), dtype=np.float32) / np.sqrt(DIM)
+        y = x[s].astype(np.float32) + sg[:, None] * rng.standard_normal((len(s), dim), dtype=np.float32) / np.sqrt(dim)
         x[d] = y / np.linalg.norm(y, axis=1, keepdims=True)
-    return x, src, dst
+    return src, dst
 
 
 def real_base(cache_dir: Path) -> np.ndarray:
@@ -87,14 +94,7 @@ def derived(n: int, base: np.ndarray, seed: int = 0, dup_fraction: float = 0.05)
         v = np.einsum("bk,bkd->bd", weights, base[idx])
         v += rng.standard_normal((b, dim), dtype=np.float32) * (0.25 / np.sqrt(dim))
         x[start : start + b] = v / np.linalg.norm(v, axis=1, keepdims=True)
-    pairs = int(n * dup_fraction)
-    perm = rng.permutation(n)
-    src, dst = perm[:pairs], perm[pairs : 2 * pairs]
-    sigma = rng.uniform(0.1, 0.48, pairs).astype(np.float32)
-    for start in range(0, pairs, step):
-        s_, d_, sg = src[start : start + step], dst[start : start + step], sigma[start : start + step]
-        y = x[s_].astype(np.float32) + sg[:, None] * rng.standard_normal((len(s_), dim), dtype=np.float32) / np.sqrt(dim)
-        x[d_] = y / np.linalg.norm(y, axis=1, keepdims=True)
+    src, dst = plant_copies(x, rng, dup_fraction, step)
     return x, src, dst
 
 
