@@ -66,3 +66,12 @@ def test_each_partition_gets_its_own_languages_threshold() -> None:
     assert partition_setting(pl.DataFrame({"_lang": ["en"]}), settings).threshold == 0.8
     # A cross-language partition merges no language more loosely than it was calibrated for.
     assert partition_setting(pl.DataFrame({"_lang": ["en", "zh"]}), settings).threshold == 0.9
+
+
+def test_dtype_follows_the_device_unless_set() -> None:
+    from curate.stages.dedupe.device import resolved_dtype
+
+    assert resolved_dtype(DedupeConfig(), "cpu") == "float32"  # half precision is slower on CPUs
+    assert resolved_dtype(DedupeConfig(), "cuda:0") == "float16"
+    assert resolved_dtype(DedupeConfig(dtype="bfloat16"), "cuda:0") == "bfloat16"
+    assert resolved_dtype(DedupeConfig(dtype="float32"), "cuda") == "float32"
