@@ -43,7 +43,7 @@ def print_dedupe_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs:
     for lang, setting in sorted(stats.get("languages", {}).items()):
         band = f", verify from {setting['verify_above']}" if setting.get("verify_above") is not None else ""
         console.print(f"  {lang}: threshold {setting['threshold']}{band} ({setting['threshold_source']})"
-                      + ("" if setting.get("semantic", True) else ", exact only"), highlight=False)
+                      + ("" if setting.get("semantic", True) else ", exact only"), highlight=False, markup=False)
     if stats.get("verified_pairs"):
         console.print(f"  verified pairs {stats['verified_pairs']}: same {stats.get('verified_same')}, "
                       f"different {stats.get('verified_different')}, errors {stats.get('verify_errors')}")
