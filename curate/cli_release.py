@@ -24,7 +24,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML con
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Release store URI (default: [stages.release].store).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response (default: config).")
+    str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response | preference (default: config).")
 ]
 
 
@@ -249,7 +249,14 @@ def export_hf_command(
     rs, rcfg = _open(config, store)
     if push and not os.environ.get(rcfg.hf_token_env):
         raise CurateError(f"--push needs a Hugging Face token in the environment variable {rcfg.hf_token_env}")
-    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push)
+    if fmt == "preference":
+        from curate.release.preference import export_release_preferences
+        from curate.store import Workspace
+
+        # DPO pairs from the workspace's judge stage, limited to chosen answers in this release.
+        out = export_release_preferences(Workspace(load_config(config).workspace_path), rs, ref, dest, rcfg)
+    else:
+        out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push)
     console.print(f"release {rs.resolve(ref)} exported to {out}")
     if push:
         console.print(f"pushed: {push_to_hub(out, push, token_env=rcfg.hf_token_env, private=not public)}")
