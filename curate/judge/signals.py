@@ -10,7 +10,7 @@ import re
 
 import polars as pl
 
-from curate.langid import detect_languages
+from curate.text.langid import detect_languages
 from curate.refusal import length_units
 
 _DENSE_CHAR = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"

@@ -24,7 +24,7 @@ from curate.errors import CurateError
 from curate.release.config import ReleaseConfig
 from curate.release.export import _fresh_destination, _publish, _size_category
 from curate.release.store import ReleaseStore
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 PREFERENCE_FORMAT = "preference"
 REQUIRED = ("pair_id", "language", "prompt", "chosen_candidate_id", "chosen", "rejected")

@@ -39,7 +39,7 @@ from curate.judge.rubrics import (
 from curate.judge.signals import answer_signals
 from curate.progress import Advance
 from curate.refusal import RefusalConfig, classify_refusals
-from curate.store import StageOutput
+from curate.workspace import StageOutput
 
 SCORE_SCHEMA = {"candidate_id": pl.String, "judge": pl.String, "model": pl.String, "metric": pl.String,
                 "value": pl.Float64, "error": pl.String, "rubric": pl.String}

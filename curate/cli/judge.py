@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from curate.cli import ConfigOpt, ForceOpt, console, get_config, print_result, workspace_for
+from curate.cli.options import ConfigOpt, ForceOpt, NoCacheOpt, QuietOpt, console, get_config, print_result, workspace_for
 from curate.config import Config, stage_config
-
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached LLM results (new ones are still cached); implies --force.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 # Tables the stage reads when they exist; candidates are required.
 OPTIONAL_INPUTS = {"rejects": "answers/rejects", "questions": "questions/questions"}
