@@ -35,7 +35,7 @@ from curate.errors import ConfigError, CurateError
 from curate.progress import progress_bar
 from curate.workspace import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
 
-CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
+CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "judge", "review_push")
 SHARDS_DIR = ".shards"
 DONE = "done.json"
 

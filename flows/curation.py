@@ -1,5 +1,5 @@
 """The curation flow: ingest -> blocked detection -> keywords -> questions -> translations ->
-dedupe -> answers -> review push.
+dedupe -> answers -> judge -> review push (routed by the judge's scores).
 
 Each stage is a library function run through `Workspace.run_stage` (skipped when its inputs and
 config are unchanged) as a Prefect task with retries. Stages whose rows are independent fan out
@@ -64,7 +64,7 @@ def curation_flow(
         for spec in curation_specs(cfg, ws, sources, orch=orch, runner=runner, until=until):
             summaries.append(run_stage_task(ws, spec, orch, runner=runner, force=force))
         wants_push = until in (None, "review_push") and "review_push" not in orch.skip
-        if wants_push and any(s["stage"] == "answers" for s in summaries):
+        if wants_push and any(s["stage"] in ("answers", "judge") for s in summaries):
             push = task(
                 push_for_review, name="review_push", cache_policy=NONE, persist_result=False, retries=orch.retries,
                 retry_delay_seconds=orch.retry_delay_s, retry_condition_fn=retry_unless_user_error,

@@ -98,6 +98,19 @@ def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec
     )
 
 
+def judge_spec(cfg: Config, ws: Workspace, wired: set[str]) -> StageSpec:
+    (judge_stage,) = _load("curate.stages.judge", "judge_stage")
+    (judge_config,) = _load("curate.cli.judge", "judge_config")
+    inputs = {"candidates": "answers/candidates", "rejects": "answers/rejects"}
+    if "questions" in wired:
+        inputs["questions"] = "questions/questions"
+    # Not fanned out: best of K compares the candidates of one question with each other.
+    return StageSpec(
+        "judge", judge_stage, inputs=inputs, config=judge_config(cfg), kwargs={"cache": _llm_cache(ws), "prices": cfg.prices},
+        progress_input="candidates", uses_llm=True,
+    )
+
+
 def curation_specs(
     cfg: Config, ws: Workspace, sources: list[Path], *, orch: OrchestrationConfig, runner: Any = None,
     until: str | None = None,
@@ -113,6 +126,7 @@ def curation_specs(
         "translate": lambda: translate_spec(cfg, ws, "questions/questions"),
         "dedupe": lambda: dedupe_spec(cfg, ws, refs["translations"], runner, orch),
         "answers": lambda: answers_spec(cfg, ws, refs["translations"]),
+        "judge": lambda: judge_spec(cfg, ws, wired),
     }
     produces = {"blocked": ("seeds", "blocked/seeds"), "dedupe": ("translations", "dedupe/translations")}
     wired: set[str] = set()
@@ -156,6 +170,7 @@ def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
         report = push_workspace(
             ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
             min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run, batch_size=review_cfg.batch_size,
+            routing=review_cfg.routing,
         )
     # Shaped like a stage summary (curate.orchestrate.summarize_result) for the run's table.
     return {

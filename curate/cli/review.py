@@ -54,13 +54,15 @@ def push(
         report = push_workspace(
             ws, client, review_settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
             min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run,
-            batch_size=review_cfg.batch_size, progress=advance,
+            batch_size=review_cfg.batch_size, progress=advance, routing=review_cfg.routing,
         )
     console.print(
         f"push {report.campaign}: sent {report.pushed} (new {report.new}, changed {report.changed}), "
         f"skipped {report.unchanged} unchanged of {report.candidates} in {report.seconds:.2f}s "
         f"-> {client.api_url} dataset {report.dataset_id}"
     )
+    if report.routed is not None:
+        console.print(f"routed by the judge: {report.routed} (only 'human' is sent for review)")
 
 
 @review_app.command("pull")

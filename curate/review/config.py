@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import ArgillaConfig
 from curate.review.policy import ConflictPolicy
+from curate.review.routing import RoutingConfig
 
 
 class ReviewConfig(BaseModel):
@@ -20,6 +21,7 @@ class ReviewConfig(BaseModel):
     batch_size: int = Field(default=250, ge=1, le=500)
     max_retries: int = Field(default=5, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Which judged candidates people see (docs/judge.md).")
 
 
 def effective_min_submitted(argilla: ArgillaConfig, settings_default: int) -> int:

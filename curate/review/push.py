@@ -22,7 +22,9 @@ import polars as pl
 from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
+from curate.review.routing import RoutingConfig, route_stage
 from curate.review.settings import ReviewSettings
+from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
 from curate.workspace import Workspace
 
 LEDGER_FILE = Path("review") / "push_ledger.sqlite"
@@ -42,6 +44,7 @@ class PushReport:
     pushed: int
     batches: int
     seconds: float
+    routed: dict[str, Any] | None = None  # route counts when the judge stage ran (see curate.review.routing)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,6 +248,7 @@ def push_workspace(
     run: str | None = None,
     batch_size: int = 250,
     progress: Advance = noop,
+    routing: RoutingConfig | None = None,
 ) -> PushReport:
     started = time.perf_counter()
     candidates = _optional_table(ws, source)
@@ -255,9 +259,18 @@ def push_workspace(
         candidates, _optional_table(ws, "questions/questions"), _optional_table(ws, "keywords/keywords"),
         run=run or link["curate_source_run_id"] or link["curate_source_fingerprint"],
     )
+    frame = with_source_question(frame, _optional_table(ws, "questions/questions"))
+    routed = None
+    if routing is not None and routing.enabled and ws.manifest("judge"):
+        # Judged candidates: only those routed to people are sent, with the judge's suggestions.
+        result = ws.run_stage("route", route_stage, inputs={"judgments": "judge/judgments"}, config=routing)
+        frame = with_judgments(frame, ws.read("judge/judgments"), ws.read("route/routing"))
+        routed = result.manifest["report"]["by_route"]
     payloads = record_payloads(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)
+    if routed is not None:
+        attach_suggestions(payloads, frame, {q["name"]: q["id"] for q in client.questions(ds["id"])})
     counts = push_records(client, ds["id"], payloads, PushLedger.for_workspace(ws),
                           batch_size=batch_size, progress=progress)
     return PushReport(campaign=campaign, dataset_id=ds["id"], candidates=len(payloads),
-                      seconds=round(time.perf_counter() - started, 3), **counts)
+                      seconds=round(time.perf_counter() - started, 3), routed=routed, **counts)

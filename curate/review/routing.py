@@ -22,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import math
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from curate.workspace import StageOutput
 
 ROUTING_SCHEMA = {
     "candidate_id": pl.String, "language": pl.String, "topic": pl.String, "policy_decision": pl.String,
@@ -230,3 +232,22 @@ def judge_human_agreement(judgments: pl.DataFrame, decisions: pl.DataFrame | Non
             rows.append({"language": language, "question": question, "n": len(kept),
                          "kappa": cohen_kappa([x for x, _ in kept], [y for _, y in kept], categories, weights)})
     return pl.DataFrame(rows, schema=schema)
+
+
+def route_stage(judgments: pl.DataFrame, config: RoutingConfig) -> StageOutput:
+    """The `route` workspace stage: route/routing, with counts per route, reason and language."""
+    routing = route_candidates(judgments, config)
+
+    def counts(*by: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for row in routing.group_by(*by).len().sort(*by).iter_rows():
+            *keys, n = row
+            node = out
+            for key in keys[:-1]:
+                node = node.setdefault(str(key), {})
+            node[str(keys[-1])] = int(n)
+        return out
+
+    report = {"routed": routing.height, "by_route": counts("route"), "by_reason": counts("route_reason"),
+              "by_language": counts("language", "route")}
+    return StageOutput(tables={"routing": routing}, report=report)
