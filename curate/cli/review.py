@@ -118,6 +118,7 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
         ds = client.find_dataset(review_cfg.campaign, workspace_id)
         if ds is None:
             console.print(f"campaign '{review_cfg.campaign}': no dataset at {client.api_url} yet (run `curate review push`)")
+            _print_routing(ws, review_cfg.routing)
             return
         progress = client.progress(ds["id"])
     pushed = PushLedger.for_workspace(ws).count(ds["id"])
@@ -133,6 +134,29 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
         f"min_submitted {ds['distribution'].get('min_submitted')}; pushed from this workspace {pushed}; "
         f"responses pulled {pulled}"
     )
+    _print_routing(ws, review_cfg.routing)
+
+
+def _print_routing(ws, routing) -> None:
+    """Per language: routed to people, auto-decided, audit precision of auto-accept and judge-human kappa."""
+    from curate.review.routing import workspace_routing_status
+
+    status = workspace_routing_status(ws, routing)
+    if status is None:
+        console.print("routing: the judge stage has not routed this workspace (every candidate goes to people)")
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = Table(title=f"judge routing and audit (target precision {routing.precision_target:.2f}, "
+                        f"{routing.confidence:.0%} Wilson lower bound)")
+    columns = ("language", "to_people", "auto_accept", "auto_reject", "audited", "precision", "precision_lower",
+               "trusted", "kappa_accept", "kappa_satisfaction", "kappa_harmful")
+    for col in columns:
+        table.add_column(col)
+    for row in status.iter_rows(named=True):
+        table.add_row(*(fmt(row[c]) for c in columns))
+    console.print(table)
+    for row in status.iter_rows(named=True):
+        console.print(f"  {row['language']}: {row['reason']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,10 +15,14 @@ import polars as pl
 
 from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
+from curate.release.auto import auto_decisions
 from curate.release.config import ReleaseConfig
 from curate.release.mix import mix_sources
-from curate.release.rows import build_release_rows
+from curate.release.rows import _reviews_frame, build_release_rows
 from curate.release.store import CommitResult, ReleaseStore
+from curate.review.config import ReviewConfig
+from curate.review.policy import resolve_reviews
+from curate.review.routing import RoutingConfig
 from curate.workspace import StageOutput, Workspace
 
 STAGE = "release"
@@ -44,12 +48,22 @@ def release_stage(
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
+    routing: pl.DataFrame | None = None,
+    gate: RoutingConfig | None = None,
 ) -> StageOutput:
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
         )
-    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords)
+    auto, auto_report = None, {}
+    if routing is not None:
+        gated = _reviews_frame(reviews)
+        if config.campaigns:
+            gated = gated.filter(pl.col("campaign").is_in(config.campaigns))
+        human = resolve_reviews(gated, config.policy, config.min_submitted or 1)
+        auto, auto_report = auto_decisions(routing, human, gate or RoutingConfig(), draft=config.include_pending)
+    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords,
+                                           auto_decisions=auto)
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -57,6 +71,7 @@ def release_stage(
         raise CurateError(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
+    auto_accepted = pl.col("candidate_id").is_in(auto_report.get("auto_accepted_ids", []))
     rows, mixes = mix_sources(curated, config.mix)
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
@@ -71,10 +86,30 @@ def release_stage(
         "mixes": mixes,
         "draft": config.include_pending,
         # Released without an accepted decision: fewer than min_submitted responses so far.
-        "pending_rows": int(curated.filter(pl.col("n_reviews") < (config.min_submitted or 1)).height),
-        "unreviewed_rows": int(curated.filter(pl.col("n_reviews") == 0).height),
+        "pending_rows": int(curated.filter((pl.col("n_reviews") < (config.min_submitted or 1)) & ~auto_accepted).height),
+        "unreviewed_rows": int(curated.filter((pl.col("n_reviews") == 0) & ~auto_accepted).height),
+        "review_split": _review_split(curated, auto_accepted, auto_report),
     }
     return StageOutput(tables={"rows": rows, "excluded": excluded}, report=report)
+
+
+def _review_split(curated: pl.DataFrame, auto_accepted: pl.Expr, auto_report: dict[str, Any]) -> dict[str, Any]:
+    """How the released curate rows were decided: by people, or by the judge's policy at its audited precision."""
+    return {
+        "human_reviewed": int(curated.filter(pl.col("n_reviews") > 0).height),
+        "auto_accepted": int(curated.filter(auto_accepted).height),
+        "auto_accepted_by_language": {str(k): int(v) for k, v in curated.filter(auto_accepted).group_by("language").len()
+                                      .sort("language").iter_rows()},
+        "auto_accept_refused": auto_report.get("auto_accept_refused", {}),
+        "audit": auto_report.get("audit", {}),
+        "audit_confidence": auto_report.get("audit_confidence"),
+    }
+
+
+def _judges(ws: Workspace) -> dict[str, Any]:
+    """Which judges and rubric versions scored the candidates (empty without a judge stage)."""
+    report = (ws.manifest("judge") or {}).get("report") or {}
+    return {"judges": report.get("judges", []), "rubrics": report.get("rubrics", {})}
 
 
 def _stage_models(ws: Workspace) -> dict[str, str]:
@@ -140,10 +175,18 @@ def create_release(
             inputs[name] = ref
     if rcfg.mix:
         inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
+    gate = None
+    route = ws.manifest("route")
+    if route and route.get("status") == "complete" and "routing" in route.get("outputs", {}):
+        inputs["routing"] = "route/routing"
+        gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, **no_reviews)
+        # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
+        version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, version=version, gate=gate,
+                              **no_reviews)
         rows = ws.read(f"{STAGE}/rows")
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
@@ -169,5 +212,7 @@ def create_release(
             "draft": report.get("draft", False),
             "pending_rows": report.get("pending_rows", 0),
             "unreviewed_rows": report.get("unreviewed_rows", 0),
+            "review_split": report.get("review_split"),
+            **_judges(ws),
         }
         return store.commit(rows, metadata, tags=tags)

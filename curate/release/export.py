@@ -127,6 +127,9 @@ def render_card(
         "draft": False,
         "pending_rows": 0,
         "unreviewed_rows": 0,
+        "review_split": None,
+        "judges": [],
+        "rubrics": {},
     } | manifest
     return env.get_template("dataset_card.md.j2").render(
         yaml_header=_yaml_header(manifest, card, languages),

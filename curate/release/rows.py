@@ -54,6 +54,7 @@ def build_release_rows(
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     min_submitted: int = 1,
+    auto_decisions: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
 
@@ -70,6 +71,12 @@ def build_release_rows(
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
     decisions = resolve_reviews(reviews, config.policy, config.min_submitted or min_submitted)
+    if auto_decisions is not None:
+        # The judge's routing decides rows people did not (curate.release.auto); a person's decision wins.
+        by_people = decisions.filter(pl.col("decision") != "pending").select("candidate_id")
+        auto = auto_decisions.join(by_people, on="candidate_id", how="anti")
+        decisions = pl.concat([decisions.join(auto.select("candidate_id"), on="candidate_id", how="anti"), auto],
+                              how="diagonal_relaxed")
     ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
     if config.include_pending:
         decisions = _with_unreviewed(decisions, ok_candidates)

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curate.workspace import StageOutput
+from curate.workspace import StageOutput, Workspace
 
 ROUTING_SCHEMA = {
     "candidate_id": pl.String, "language": pl.String, "topic": pl.String, "policy_decision": pl.String,
@@ -251,3 +251,32 @@ def route_stage(judgments: pl.DataFrame, config: RoutingConfig) -> StageOutput:
     report = {"routed": routing.height, "by_route": counts("route"), "by_reason": counts("route_reason"),
               "by_language": counts("language", "route")}
     return StageOutput(tables={"routing": routing}, report=report)
+
+
+def routing_status(routing: pl.DataFrame, judgments: pl.DataFrame, decisions: pl.DataFrame | None,
+                   config: RoutingConfig) -> pl.DataFrame:
+    """Per language (and 'all'): records routed to people and auto-decided, the audit-measured
+    precision of auto-accept with its lower bound and verdict, and judge-human kappa per question."""
+    gate = audit_gate(routing, decisions, config)
+    kappa = judge_human_agreement(judgments, decisions, config)
+    counts = routing.group_by("language", "route").len()
+    rows = []
+    for g in gate.iter_rows(named=True):
+        language = g["language"]
+        part = counts if language == "all" else counts.filter(pl.col("language") == language)
+        by_route = {r: int(part.filter(pl.col("route") == r)["len"].sum()) for r in ("human", "auto_accept", "auto_reject", "not_chosen")}
+        k = {q: kappa.filter((pl.col("language") == language) & (pl.col("question") == q))["kappa"].first()
+             if kappa.height else None for q in ("accept", "satisfaction", "harmful")}
+        rows.append({"language": language, "to_people": by_route["human"], "auto_accept": by_route["auto_accept"],
+                     "auto_reject": by_route["auto_reject"], "not_chosen": by_route["not_chosen"], **g,
+                     "kappa_accept": k["accept"], "kappa_satisfaction": k["satisfaction"], "kappa_harmful": k["harmful"]})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def workspace_routing_status(ws: Workspace, config: RoutingConfig) -> pl.DataFrame | None:
+    """`routing_status` from a workspace's route/routing, judge/judgments and review/decisions (None before routing)."""
+    if not ws.table_path("route", "routing").exists() or not ws.table_path("judge", "judgments").exists():
+        return None
+    decisions_path = ws.table_path("review", "decisions")
+    decisions = pl.read_parquet(decisions_path) if decisions_path.exists() else None
+    return routing_status(ws.read("route/routing"), ws.read("judge/judgments"), decisions, config)
