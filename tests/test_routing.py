@@ -153,3 +153,26 @@ def test_judge_human_agreement_per_language_and_question():
     sat = agreement.filter((pl.col("language") == "en") & (pl.col("question") == "satisfaction")).row(0, named=True)
     assert sat["n"] == 39 and sat["kappa"] == pytest.approx(1.0)
     assert set(agreement["question"]) == {"accept", "satisfaction", "harmful"}
+
+
+def test_judge_report_plots_calibration_and_distributions(tmp_path):
+    from curate.judge.report import calibration_table, write_judge_report
+    from curate.review.routing import routing_status
+
+    frame = judged_frame(300)
+    decisions = frame.filter(pl.col("status") == "ok").select(
+        "candidate_id", accepted=pl.col("satisfaction") >= 3,
+        decision=pl.when(pl.col("satisfaction") >= 3).then(pl.lit("accepted")).otherwise(pl.lit("rejected")),
+        satisfaction_mean=pl.col("satisfaction"), harmful_votes=pl.lit(0), n_reviews=pl.lit(1),
+    )
+    table = calibration_table(frame, decisions)
+    overall = {r["score"]: r["rate"] for r in table.filter(pl.col("language") == "all").iter_rows(named=True)}
+    assert overall[4] == 1.0 and overall[0] == 0.0
+    status = routing_status(route_candidates(frame, RoutingConfig()), frame, decisions, RoutingConfig())
+    assert set(status["language"]) == {"en", "zh", "ru", "all"}
+    path = write_judge_report(tmp_path / "report.html", frame, decisions, status, {"judges": [{"name": "a", "model": "m"}]})
+    html = path.read_text(encoding="utf-8")
+    assert html.count("<svg") == 3 and 'id="chart-calibration"' in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert "Calibration against human verdicts" in html and "a = m" in html
+    empty = write_judge_report(tmp_path / "empty.html", frame, None, None, {}).read_text(encoding="utf-8")
+    assert "No human verdicts yet" in empty and empty.count("<svg") == 2

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -55,8 +56,32 @@ def judge(config: ConfigOpt = None, force: ForceOpt = False, no_cache: NoCacheOp
                   f"{report.get('best_chosen', 0)} chosen, {report.get('preference_pairs', 0)} preference pairs")
 
 
+def judge_report(
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default: <workspace>/stages/judge/report.html).")] = None,
+) -> None:
+    """Write the judge report: calibration against human verdicts, score distributions, routing and audit."""
+    import polars as pl
+
+    from curate.judge.report import write_judge_report
+    from curate.review.config import ReviewConfig
+    from curate.review.routing import workspace_routing_status
+
+    cfg = get_config(config)
+    ws = workspace_for(cfg)
+    judgments = ws.read("judge/judgments")
+    decisions_path = ws.table_path("review", "decisions")
+    decisions = pl.read_parquet(decisions_path) if decisions_path.exists() else None
+    routing = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
+    meta = (ws.manifest("judge") or {}).get("report", {})
+    path = write_judge_report(out or ws.stage_dir("judge") / "report.html", judgments, decisions,
+                              workspace_routing_status(ws, routing), meta)
+    console.print(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("judge")(judge)
+    app.command("judge-report")(judge_report)
 
 
 __all__ = ["judge", "judge_config", "judge_inputs", "register"]

@@ -39,7 +39,7 @@ def format_value(metric: str, value: float | None) -> str:
     return f"{value * 100:.1f}%" if _scale(metric) == 100.0 else f"{value:.2f}"
 
 
-def _svg(fig: Figure, chart_id: str) -> str:
+def svg(fig: Figure, chart_id: str) -> str:
     buf = io.StringIO()
     fig.set_gid(chart_id)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": chart_id}):
@@ -112,7 +112,7 @@ def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
         ax.set_visible(False)
     _legend(axes[0], endpoints)
     fig.tight_layout()
-    return _svg(fig, "chart-overview")
+    return svg(fig, "chart-overview")
 
 
 def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> list[dict[str, str]]:
@@ -135,7 +135,7 @@ def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> li
             _legend(ax, endpoints)
             fig.tight_layout()
             chart_id = f"chart-{by}-{m.name}-{re.sub(r'[^A-Za-z0-9]+', '-', set_name)}"
-            charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})
+            charts.append({"id": chart_id, "title": title, "svg": svg(fig, chart_id)})
     return charts
 
 
