@@ -2,7 +2,8 @@
 # The README's main command: the whole job end to end, offline, on local services.
 #
 #   setup -> local LLM server -> local Argilla -> local Prefect server (UI) ->
-#   curation flow over the deccp seeds -> records in Argilla -> review sync -> draft release ->
+#   curation flow over the deccp seeds (answers judged; the routed subset goes to Argilla with the
+#   judge's suggestions) -> review sync -> draft release ->
 #   Hugging Face-format export of that draft
 #
 # Idempotent: services already running are reused, and a second run is fast because every stage
@@ -55,7 +56,7 @@ else
   head -n "$DEMO_SEEDS" data/deccp/censored.txt > "$SEEDS.tmp" && mv "$SEEDS.tmp" "$SEEDS"
 fi
 
-step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> dedupe -> answers -> review push"
+step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> dedupe -> answers -> judge -> review push (routed)"
 uv run --locked curate run -c "$CONFIG" --seeds "$SEEDS"
 
 CANDIDATES="$(uv run --locked python -c "
@@ -98,18 +99,21 @@ from curate.config import load_config
 from curate.release import ReleaseStore, release_config, store_uri
 cfg = load_config('$CONFIG'); m = ReleaseStore(store_uri(cfg, release_config(cfg))).manifest($DRAFT_VERSION)
 langs = ', '.join(f'{k}={v}' for k, v in m['by_language'].items())
-print(f\"release {m['version']} (draft): {m['rows']} rows ({langs}), {m['unreviewed_rows']} not yet reviewed\")")"
+split = m.get('review_split') or {}
+print(f\"release {m['version']} (draft): {m['rows']} rows ({langs}), {m['unreviewed_rows']} not yet reviewed, \"
+      f\"{split.get('human_reviewed', 0)} human-reviewed, {split.get('auto_accepted', 0)} auto-accepted\")")"
 fi
 step "done in $(( $(date +%s) - STARTED ))s"
 cat <<EOF
 
   Review in Argilla     http://127.0.0.1:6900   (annotators: annotator1 / annotator2, password annotate123;
-                                                 owner: argilla / 12345678), dataset "demo" in workspace "curate"
+                                                 owner: argilla / 12345678), dataset "demo-judged" in workspace "curate"
   Prefect UI            http://127.0.0.1:$PREFECT_PORT   (flow runs, task runs per stage and shard, schedules)
   Workspace             $WORKSPACE   (uv run curate status -c $CONFIG)
   Release store         $RELEASES   (uv run curate versions list -c $CONFIG)
   Draft release         ${SUMMARY:-none (no candidates)}
   Draft export (HF)     ${EXPORT:-none}   (datasets.load_dataset on this folder)
+  Judge report          uv run curate judge-report -c $CONFIG; uv run curate review status -c $CONFIG
 
   After reviewing:      uv run curate run -c $CONFIG --flow review-sync && uv run curate run -c $CONFIG --flow release
                         (accepted rows only; add --draft for another draft with the still-pending ones)
