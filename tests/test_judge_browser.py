@@ -10,7 +10,7 @@ import pytest
 from curate.review.client import ArgillaClient
 from tests.test_judge_review import judged
 from tests.test_review import campaign, cli, project  # noqa: F401  (fixtures)
-from tests.test_review_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.test_review_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.argilla, pytest.mark.browser]
 
@@ -29,12 +29,7 @@ def test_annotator_sees_the_judges_suggestion_prefilled(project, argilla_stack, 
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.set_default_timeout(WAIT_MS)
-            page.goto(f"{argilla_stack.url}/sign-in")
-            page.get_by_label("Username").fill(argilla_stack.annotators[0])
-            page.get_by_label("Password").fill(argilla_stack.annotator_password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "sign-in" not in url)
+            sign_in(page, argilla_stack, argilla_stack.annotators[0])
             page.goto(f"{argilla_stack.url}/dataset/{dataset_id}/annotation-mode")
 
             expect(page.get_by_text("1989年6月北京发生了什么？")).to_be_visible(timeout=WAIT_MS)

@@ -144,6 +144,19 @@ def render_card(
     )
 
 
+def write_language_shards(rows: pl.DataFrame, folder: Path, shard_rows: int) -> list[str]:
+    """data/<language>/train-*-of-*.parquet under `folder`, the layout the card's configs name."""
+    languages = sorted(rows["language"].unique().to_list())
+    for lang in languages:
+        part = rows.filter(pl.col("language") == lang)
+        shards = max(1, math.ceil(part.height / shard_rows))
+        (folder / "data" / lang).mkdir(parents=True)
+        for i in range(shards):
+            shard = part.slice(i * shard_rows, shard_rows)
+            shard.write_parquet(folder / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
+    return languages
+
+
 def export_hf(
     store: ReleaseStore,
     ref: str | int,
@@ -164,13 +177,7 @@ def export_hf(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for lang in languages:
-            part = rows.filter(pl.col("language") == lang)
-            shards = max(1, math.ceil(part.height / config.shard_rows))
-            (tmp / "data" / lang).mkdir(parents=True)
-            for i in range(shards):
-                shard = part.slice(i * config.shard_rows, config.shard_rows)
-                shard.write_parquet(tmp / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
+        write_language_shards(rows, tmp, config.shard_rows)
         card = render_card(manifest, config.card, fmt, languages, config.think_open, repo_hint or dest.name)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / "release_manifest.json").write_text(

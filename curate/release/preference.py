@@ -11,7 +11,6 @@ language under data/ and a README.md whose YAML header names the configs.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 
 from curate.errors import CurateError
 from curate.release.config import ReleaseConfig
-from curate.release.export import _fresh_destination, _publish, _size_category
+from curate.release.export import _fresh_destination, _publish, _size_category, write_language_shards
 from curate.release.store import ReleaseStore
 from curate.workspace import Workspace
 
@@ -96,13 +95,7 @@ def export_preference(pairs: pl.DataFrame, dest: Path, *, config: ReleaseConfig 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for lang in languages:
-            part = rows.filter(pl.col("language") == lang)
-            shards = max(1, math.ceil(part.height / config.shard_rows))
-            (tmp / "data" / lang).mkdir(parents=True)
-            for i in range(shards):
-                part.slice(i * config.shard_rows, config.shard_rows).write_parquet(
-                    tmp / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
+        write_language_shards(rows, tmp, config.shard_rows)
         meta = {"format": PREFERENCE_FORMAT, "rows": rows.height, "languages": languages, **(source or {})}
         (tmp / "README.md").write_text(_card(rows, languages, meta), encoding="utf-8")
         (tmp / "preference_manifest.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n",

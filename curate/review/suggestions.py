@@ -3,7 +3,7 @@ question of a translated item, and a note saying why the record reached a person
 
 Suggestions (Argilla shows them pre-filled; the reviewer confirms or corrects):
 
-    satisfaction  the judges' mean, rounded; score = share of judges that gave that value
+    satisfaction  the judges' mean, rounded; score = 1 when all judges agree, 0.5 when they differ
     harmful       "yes" when any judge says harmful; score = share of judges that agree with it
     accept        the routing policy's decision, when it makes one (no score: it is a rule, not a model)
 
