@@ -212,3 +212,11 @@ def test_a_single_good_judge_scores_every_column(fault_url: str):
     assert row["judges"] == "steady=steady" and "judge_harm.j2@" in row["rubrics"]
     assert out.tables["judgments"]["best"].sum() == 1
     assert out.report["satisfaction_by_language"] == {"en": {"3": 2}}
+
+
+def test_no_usable_candidates_give_empty_tables_without_a_call():
+    failed = candidates(2).with_columns(status=pl.Series(["error", "ok"]), answer=pl.Series([None, None], dtype=pl.String))
+    # No endpoint answers on port 9: a call would be an error row, so an empty report proves none was made.
+    out = judge_stage(failed, JudgeConfig(judges=[_judge("http://127.0.0.1:9/v1", "none", "none")]))
+    assert {name: df.height for name, df in out.tables.items()} == {"judgments": 0, "scores": 0, "preferences": 0}
+    assert out.report["judged"] == 0 and out.report["llm"] == {}
