@@ -77,7 +77,7 @@ def test_push_sends_routed_records_with_suggestions_and_the_source_question(proj
     assert zh["fields"]["reasoning"] == "想一想。" and "uncertain:judges_disagree" in zh["fields"]["judge_notes"]
     sat = zh["by_question"]["satisfaction"]
     assert (sat["value"], sat["score"], sat["type"]) == (2, 0.5, "model")
-    assert sat["agent"].startswith("local=smollm2, strict=qwen judge_satisfaction.j2@abc")
+    assert sat["agent"] == "local/smollm2 strict/qwen judge_satisfaction.j2:abc judge_harm.j2:def"
     assert zh["by_question"]["harmful"]["value"] == "no" and zh["by_question"]["harmful"]["score"] == 1.0
     assert "accept" not in zh["by_question"]  # the policy makes no decision on an uncertain row
 

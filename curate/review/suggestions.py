@@ -8,18 +8,20 @@ Suggestions (Argilla shows them pre-filled; the reviewer confirms or corrects):
     accept        the routing policy's decision, when it makes one (no score: it is a rule, not a model)
 
 Each suggestion's agent names the judge(s) and rubric version, e.g.
-`default=smollm2 judge_satisfaction.j2@3f2a...`.
+`default/smollm2 judge_satisfaction.j2:3f2a...`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import polars as pl
 
 SUGGESTED_QUESTIONS = ("satisfaction", "harmful", "accept")
+_AGENT_UNSAFE = re.compile(r"[^A-Za-z0-9\-_:./\s]")
 JUDGE_COLUMNS = ("satisfaction", "satisfaction_min", "satisfaction_max", "harmful", "harm_votes", "refused",
                  "refusal_kind", "refusal_score", "language_match", "detected_language", "judges", "rubrics",
                  "judge_error", "best_score")
@@ -62,9 +64,16 @@ def with_judgments(frame: pl.DataFrame, judgments: pl.DataFrame, routing: pl.Dat
     return out.with_columns(pl.Series("judge_notes", notes, dtype=pl.String))
 
 
+def suggestion_agent(judges: str | None, rubrics: str | None) -> str:
+    """`local/smollm2 judge_satisfaction.j2:3f2a...`: judges and rubric versions in the characters
+    Argilla accepts in an agent (letters, digits, - _ : . / and spaces)."""
+    text = f"{judges or 'judge'} {rubrics or ''}".replace("=", "/").replace(", ", " ").replace("@", ":")
+    return _AGENT_UNSAFE.sub("-", text).strip()[:200]
+
+
 def record_suggestions(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Suggestions for one routed row, keyed by question name (question ids are filled in at push)."""
-    agent = f"{row.get('judges') or 'judge'} {row.get('rubrics') or ''}".strip()[:200]
+    agent = suggestion_agent(row.get("judges"), row.get("rubrics"))
     out: list[dict[str, Any]] = []
     scores = [row.get("satisfaction_min"), row.get("satisfaction_max")]
     if row.get("satisfaction") is not None:
