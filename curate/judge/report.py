@@ -13,7 +13,6 @@ from typing import Any
 
 import jinja2
 import polars as pl
-from matplotlib.figure import Figure
 
 from curate.eval.report import PALETTE, svg
 from curate.review.routing import wilson_lower
@@ -45,6 +44,8 @@ def calibration_table(judgments: pl.DataFrame, decisions: pl.DataFrame | None) -
 def calibration_chart(table: pl.DataFrame) -> str | None:
     if table.is_empty():
         return None
+    from matplotlib.figure import Figure  # heavy (~1 s): loaded only when a report is drawn
+
     fig = Figure(figsize=(6.5, 3.8))
     ax = fig.subplots()
     languages = sorted(table["language"].unique().to_list(), key=lambda x: (x != "all", x))
@@ -79,6 +80,8 @@ def distribution_chart(judgments: pl.DataFrame, by: str = "language") -> str | N
         return None
     table = distribution_table(judgments, by)
     groups = sorted(table[by].unique().to_list())
+    from matplotlib.figure import Figure  # heavy: see calibration_chart
+
     fig = Figure(figsize=(max(5.0, 1.1 * len(groups) + 2), 3.6))
     ax = fig.subplots()
     bottom = [0] * len(groups)

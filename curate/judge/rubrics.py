@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from curate.config import EndpointConfig
+from curate.llm import complete_frame
 from curate.progress import Advance
 from curate.prompts import PROMPTS_DIR, load_prompt, render_prompt
 
@@ -109,8 +110,6 @@ def run_judge(
 
     `value` is null exactly when `error` is set: the call failed, or its reply did not parse.
     """
-    from curate.llm import complete_frame  # the openai SDK costs ~0.5 s to import; only judging needs it
-
     out_schema = {"id": pl.String, "value": value_type, "error": pl.String}
     if ids.len() == 0:
         return pl.DataFrame(schema=out_schema), pl.DataFrame()

@@ -23,14 +23,15 @@ from curate.release.store import CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig
 from curate.review.policy import resolve_reviews
 from curate.review.routing import RoutingConfig
+from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS, ROUTING
 from curate.workspace import StageOutput, Workspace
 
-STAGE = "release"
+STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
 FORBIDDEN_DRAFT_TAGS = ("published",)
-REQUIRED_INPUTS = {"reviews": "review/reviews", "candidates": "answers/candidates"}
-LINEAGE_INPUTS = {"questions": "questions/questions", "keywords": "keywords/keywords"}
+REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
+LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -108,7 +109,7 @@ def _review_split(curated: pl.DataFrame, auto_accepted: pl.Expr, auto_report: di
 
 def _judges(ws: Workspace) -> dict[str, Any]:
     """Which judges and rubric versions scored the candidates (empty without a judge stage)."""
-    report = (ws.manifest("judge") or {}).get("report") or {}
+    report = (ws.manifest(JUDGMENTS.stage) or {}).get("report") or {}
     return {"judges": report.get("judges", []), "rubrics": report.get("rubrics", {})}
 
 
@@ -176,9 +177,8 @@ def create_release(
     if rcfg.mix:
         inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
     gate = None
-    route = ws.manifest("route")
-    if route and route.get("status") == "complete" and "routing" in route.get("outputs", {}):
-        inputs["routing"] = "route/routing"
+    if ws.has_table(ROUTING):
+        inputs["routing"] = str(ROUTING)
         gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
@@ -187,7 +187,7 @@ def create_release(
         version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
         result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, version=version, gate=gate,
                               **no_reviews)
-        rows = ws.read(f"{STAGE}/rows")
+        rows = ws.read(RELEASE_ROWS)
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
         models = _stage_models(ws)

@@ -23,6 +23,7 @@ from curate.errors import CurateError
 from curate.release.config import ReleaseConfig
 from curate.release.export import _fresh_destination, _publish, _size_category, write_language_shards
 from curate.release.store import ReleaseStore
+from curate.tables import PREFERENCES
 from curate.workspace import Workspace
 
 PREFERENCE_FORMAT = "preference"
@@ -111,8 +112,9 @@ def export_release_preferences(ws: Workspace, store: ReleaseStore, ref: str | in
                                config: ReleaseConfig | None = None) -> Path:
     """`export_preference` of the workspace's judge/preferences against release `ref`."""
     version = store.resolve(ref)
-    report = (ws.manifest("judge") or {}).get("report", {})
+    manifest = ws.manifest(PREFERENCES.stage) or {}
+    report = manifest.get("report", {})
     source = {"release": version, "judges": report.get("judges"), "rubrics": report.get("rubrics"),
-              "judge_run_id": (ws.manifest("judge") or {}).get("run_id")}
-    return export_preference(ws.read("judge/preferences"), dest, config=config, release_rows=store.read(version),
+              "judge_run_id": manifest.get("run_id")}
+    return export_preference(ws.read(PREFERENCES), dest, config=config, release_rows=store.read(version),
                              source=source)

@@ -25,6 +25,7 @@ from curate.review.client import ArgillaClient
 from curate.review.routing import RoutingConfig, route_stage
 from curate.review.settings import ReviewSettings
 from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
+from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, ROUTING, TableRef
 from curate.workspace import Workspace
 
 LEDGER_FILE = Path("review") / "push_ledger.sqlite"
@@ -217,9 +218,9 @@ def push_records(
 
 # -- the workspace edge ------------------------------------------------------------------------
 
-def _optional_table(ws: Workspace, ref: str) -> pl.DataFrame | None:
-    stage, table = ref.split("/", 1)
-    return pl.read_parquet(ws.table_path(stage, table)) if ws.table_path(stage, table).exists() else None
+def _optional_table(ws: Workspace, ref: str | TableRef) -> pl.DataFrame | None:
+    ref = TableRef.parse(ref)
+    return pl.read_parquet(ws.table_path(ref.stage, ref.table)) if ws.table_path(ref.stage, ref.table).exists() else None
 
 
 def source_link(ws: Workspace, source: str) -> dict[str, Any]:
@@ -244,7 +245,7 @@ def push_workspace(
     campaign: str,
     workspace: str,
     min_submitted: int,
-    source: str = "answers/candidates",
+    source: str = str(CANDIDATES),
     run: str | None = None,
     batch_size: int = 250,
     progress: Advance = noop,
@@ -256,15 +257,15 @@ def push_workspace(
         raise CurateError(f"table '{source}' does not exist in {ws.root}; run the answers stage first")
     link = source_link(ws, source)
     frame = review_frame(
-        candidates, _optional_table(ws, "questions/questions"), _optional_table(ws, "keywords/keywords"),
+        candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
         run=run or link["curate_source_run_id"] or link["curate_source_fingerprint"],
     )
-    frame = with_source_question(frame, _optional_table(ws, "questions/questions"))
+    frame = with_source_question(frame, _optional_table(ws, QUESTIONS))
     routed = None
-    if routing is not None and routing.enabled and ws.manifest("judge"):
+    if routing is not None and routing.enabled and ws.has_table(JUDGMENTS):
         # Judged candidates: only those routed to people are sent, with the judge's suggestions.
-        result = ws.run_stage("route", route_stage, inputs={"judgments": "judge/judgments"}, config=routing)
-        frame = with_judgments(frame, ws.read("judge/judgments"), ws.read("route/routing"))
+        result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
+        frame = with_judgments(frame, ws.read(str(JUDGMENTS)), ws.read(str(ROUTING)))
         routed = result.manifest["report"]["by_route"]
     payloads = record_payloads(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curate.tables import JUDGMENTS, REVIEW_DECISIONS, ROUTING
 from curate.workspace import StageOutput, Workspace
 
 ROUTING_SCHEMA = {
@@ -275,8 +276,7 @@ def routing_status(routing: pl.DataFrame, judgments: pl.DataFrame, decisions: pl
 
 def workspace_routing_status(ws: Workspace, config: RoutingConfig) -> pl.DataFrame | None:
     """`routing_status` from a workspace's route/routing, judge/judgments and review/decisions (None before routing)."""
-    if not ws.table_path("route", "routing").exists() or not ws.table_path("judge", "judgments").exists():
+    if not ws.has_table(ROUTING) or not ws.has_table(JUDGMENTS):
         return None
-    decisions_path = ws.table_path("review", "decisions")
-    decisions = pl.read_parquet(decisions_path) if decisions_path.exists() else None
-    return routing_status(ws.read("route/routing"), ws.read("judge/judgments"), decisions, config)
+    decisions = ws.read(REVIEW_DECISIONS) if ws.has_table(REVIEW_DECISIONS) else None
+    return routing_status(ws.read(ROUTING), ws.read(JUDGMENTS), decisions, config)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curate.config import EndpointConfig, LangIdConfig
+from curate.config import Config, EndpointConfig, LangIdConfig
 from curate.judge.bestof import BestOfConfig, PreferenceConfig, pick_best, preference_pairs
 from curate.judge.rubrics import (
     HARM_SCHEMA,
@@ -37,8 +37,13 @@ from curate.judge.rubrics import (
     satisfaction_prompts,
 )
 from curate.judge.signals import answer_signals
+from curate.llm import usage_summary
 from curate.progress import Advance
-from curate.refusal import RefusalConfig, classify_refusals
+from curate.prompts import template_path
+from curate.refusal import RefusalConfig, classify_refusals, refusal_files
+from curate.stages.declaration import Stage, reads
+from curate.tables import ANSWER_REJECTS, CANDIDATES, JUDGE_SCORES, JUDGMENTS, PREFERENCES, QUESTIONS
+from curate.text.langid import model_file
 from curate.workspace import StageOutput
 
 SCORE_SCHEMA = {"candidate_id": pl.String, "judge": pl.String, "model": pl.String, "metric": pl.String,
@@ -188,8 +193,6 @@ def _distribution(df: pl.DataFrame, by: str) -> dict[str, dict[str, int]]:
 
 def judge_report(judged: pl.DataFrame, pairs: pl.DataFrame, config: JudgeConfig, raw: list[pl.DataFrame],
                  prices: dict[str, dict[str, float]] | None) -> dict[str, Any]:
-    from curate.llm import usage_summary
-
     usable = [r for r in raw if r.height]
     rubrics = {"satisfaction": rubric_version(config.satisfaction_template), "refusal": rubric_version(config.refusal.judge_template)}
     if config.harm:
@@ -259,3 +262,34 @@ def judge_stage(
         tables={"judgments": judgments, "scores": scores, "preferences": pairs},
         report=judge_report(judgments, pairs, config, raw, prices),
     )
+
+
+def _with_defaults(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
+    """Each judge's unset endpoint fields from `[llm]` (one judge, named "default", when none is
+    listed), and the language-ID model from `[langid]`."""
+    raw = dict(raw)
+    base = cfg.llm.model_dump()
+    raw["judges"] = [base | dict(j) for j in (raw.get("judges") or [{"name": "default"}])]
+    raw.setdefault("langid", cfg.langid.model_dump())
+    return raw
+
+
+def _always(settings: JudgeConfig) -> bool:
+    return True
+
+
+STAGE = Stage(
+    name="judge", run=judge_stage, config=JudgeConfig,
+    summary="Judge every candidate answer: satisfaction, harm, evasion, language, cheap signals and best of K "
+            "(judge/judgments, judge/scores, judge/preferences).",
+    # Rejects give the preference pairs their filtered refusals; questions give topics. Both optional.
+    reads={"candidates": reads(CANDIDATES), "rejects": reads(ANSWER_REJECTS, when=_always),
+           "questions": reads(QUESTIONS, when=_always)},
+    writes=(JUDGMENTS, JUDGE_SCORES, PREFERENCES),
+    fill=_with_defaults, uses_llm=True,
+    # Not sharded: best of K compares the candidates of one question with each other.
+    depends_on=lambda settings: [template_path(settings.satisfaction_template), template_path(settings.harm_template),
+                                 *refusal_files(settings.refusal), model_file(settings.langid.model_path)],
+    progress_total=lambda inputs, settings: inputs["candidates"].height * len(settings.judges) * (2 if settings.harm else 1),
+    report_keys=("judged", "errors", "best_chosen", "preference_pairs", "rubrics"),
+)
