@@ -13,7 +13,7 @@ from curate.cli import app
 from curate.records import Candidate, conform
 from curate.release import ReleaseStore
 from curate.review.routing import ROUTING_SCHEMA
-from curate.workspace import Workspace
+from curate.workspace import StageOutput, Workspace
 from tests.test_release_helpers import FIRST_REVIEWS, make_workspace, review, set_reviews, write_table
 
 runner = CliRunner()
@@ -42,6 +42,10 @@ def routed_workspace(tmp_path: Path, audited_accepted: int) -> tuple[str, Worksp
               + [_route(c, "human", "audit", "auto_accept") for c in audit]
               + [_route("cand-rej", "auto_reject", "policy", "auto_reject"), _route("cand-other", "not_chosen", "not_chosen", None)])
     write_table(ws, "route", {"routing": pl.DataFrame(routes, schema=ROUTING_SCHEMA)})
+    judges = {"judges": [{"name": "local", "model": "smollm2", "base_url": "http://127.0.0.1:8080/v1"}],
+              "rubrics": {"satisfaction": "judge_satisfaction.j2@0123456789ab", "harm": "judge_harm.j2@ba9876543210"}}
+    ws.run_stage("judge", lambda: StageOutput(tables={"judgments": pl.DataFrame({"candidate_id": auto})}, report=judges),
+                 force=True)
     audit_reviews = [review(c.removeprefix("cand-"), "ann1", True) for c in audit[:audited_accepted]]
     set_reviews(tmp_path, FIRST_REVIEWS + audit_reviews)
     return str(config), ws
@@ -71,6 +75,8 @@ def test_auto_accept_is_refused_while_the_audit_is_too_small_and_the_release_say
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "Reviewed by people: **7** rows" in card and "without a person: **0** rows" in card
     assert "Auto-accept refused for `en`" in card
+    assert "Judges: `local` = smollm2" in card and "satisfaction `judge_satisfaction.j2@0123456789ab`" in card
+    assert manifest["judges"][0]["model"] == "smollm2" and manifest["rubrics"]["harm"] == "judge_harm.j2@ba9876543210"
 
 
 def test_auto_accepted_rows_are_released_when_the_audit_reaches_the_target(tmp_path: Path):
