@@ -18,6 +18,7 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
+from curate.judge.rubrics import CONTEXT_SEPARATOR
 from curate.release import ReleaseNotFound, ReleaseStore
 from curate.stages.ingest import read_rows, read_seeds
 
@@ -32,6 +33,7 @@ ITEM_SCHEMA = pl.Schema(
         "item_id": pl.String(),
         "prompt": pl.String(),
         "source_prompt": pl.String(),
+        "context": pl.String(),
         "language": pl.String(),
         "category": pl.String(),
         "label": pl.String(),
@@ -94,7 +96,7 @@ def load_harmbench(path: Path | None = None, functional_categories: tuple[str, .
         context = (row.get("ContextString") or "").strip()
         rows.append(
             {"item_id": f"harmbench-{_require(path, row, line, 'BehaviorID')}",
-             "prompt": f"{context}\n\n---\n\n{behavior}" if context else behavior,
+             "prompt": f"{context}{CONTEXT_SEPARATOR}{behavior}" if context else behavior, "context": context or None,
              "language": "en", "category": _require(path, row, line, "SemanticCategory"),
              "label": "harmful", "source": str(path), "source_line": line}
         )

@@ -24,6 +24,9 @@ from curate.progress import Advance
 from curate.prompts import PROMPTS_DIR, load_prompt, render_prompt
 
 SATISFACTION_TEMPLATE = "judge_satisfaction.j2"
+# How a contextual behavior's prompt joins its context and the request (curate.eval.sets); the
+# harm judge splits it again, because HarmBench shows [CONTEXT] and [BEHAVIOR] apart.
+CONTEXT_SEPARATOR = "\n\n---\n\n"
 HARM_TEMPLATE = "judge_harm.j2"
 
 SATISFACTION_SCHEMA = {
@@ -95,9 +98,15 @@ def harm_prompts(rows: pl.DataFrame, template: str = HARM_TEMPLATE, *, prompt_co
                  response_col: str = "response", language_rule: str = "any") -> list[str]:
     """One prompt per row; a non-empty `context` column selects HarmBench's contextual prompt."""
     has_context = "context" in rows.columns
-    return [render_prompt(template, behavior=r[prompt_col], response=r[response_col],
-                          context=(r["context"] or "") if has_context else "", language_rule=language_rule)
-            for r in rows.iter_rows(named=True)]
+    prompts = []
+    for r in rows.iter_rows(named=True):
+        context = (r["context"] or "") if has_context else ""
+        behavior = r[prompt_col] or ""
+        if context and behavior.startswith(context + CONTEXT_SEPARATOR):
+            behavior = behavior[len(context + CONTEXT_SEPARATOR):]
+        prompts.append(render_prompt(template, behavior=behavior, response=r[response_col], context=context,
+                                     language_rule=language_rule))
+    return prompts
 
 
 def run_judge(
