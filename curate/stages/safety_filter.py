@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,14 +226,21 @@ def best_of_k(kept: pl.DataFrame, config: SafetyFilterConfig) -> tuple[pl.DataFr
     return best.filter(~uncertain), best.filter(uncertain).with_columns(review_reason=pl.lit("uncertain_best"))
 
 
+HarmJudge = Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
+
+
 def filter_safety_candidates(
     candidates: pl.DataFrame, config: SafetyFilterConfig, *, cache=None, refresh: bool = False,
-    progress: Advance | None = None,
+    progress: Advance | None = None, harm_judge: HarmJudge = judge_candidate_harm,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """{kept, rejects, selected, review} and the judges' raw results (for usage)."""
+    """{kept, rejects, selected, review} and the judges' raw results (for usage).
+
+    `harm_judge(candidates, config, cache=, refresh=, progress=)` returns (candidate_id,
+    harmful_reasoning, harmful_answer, harm_error) and its raw results; the default is the
+    HarmBench-style judge of curate.eval.judges, another judge stage can take its place."""
     marked = cheap_reasons(candidates, config)
     pending = marked.filter(pl.col("reject_reason").is_null())
-    verdicts, results = judge_candidate_harm(pending, config, cache=cache, refresh=refresh, progress=progress)
+    verdicts, results = harm_judge(pending, config, cache=cache, refresh=refresh, progress=progress)
     judged = pending.drop("reject_reason", "reject_detail").join(verdicts, on="candidate_id", how="left")
     judged = classify_refusals(
         judged, config.refusal, endpoint=config.refusal_judge or config.judge, cache=cache,
