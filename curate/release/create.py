@@ -28,6 +28,7 @@ DRAFT_TAG = "draft"
 FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
 LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
+MIX_TABLE = "mix_table__"
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -45,6 +46,7 @@ def release_stage(
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
+    **mix_tables: pl.DataFrame,  # mix_table__<name>: the workspace table a `table` mix source names
 ) -> StageOutput:
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
@@ -58,7 +60,8 @@ def release_stage(
         raise CurateError(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
-    rows, mixes = mix_sources(curated, config.mix)
+    tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items()}
+    rows, mixes = mix_sources(curated, config.mix, tables)
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
@@ -139,8 +142,15 @@ def create_release(
         manifest = ws.manifest(stage)
         if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
             inputs[name] = ref
-    if rcfg.mix:
-        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
+    if any(m.path for m in rcfg.mix):
+        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix if m.path]
+    for mix in rcfg.mix:
+        if mix.table:
+            stage, _, table = mix.table.partition("/")
+            manifest = ws.manifest(stage)
+            if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+                raise CurateError(f"{ws.root}: mix '{mix.name}' needs table '{mix.table}' (run `curate run --flow safety` first)")
+            inputs[f"{MIX_TABLE}{mix.name}"] = mix.table
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
         no_reviews = {} if "reviews" in inputs else {"reviews": None}

@@ -259,9 +259,20 @@ def filter_safety_candidates(
                         how="diagonal_relaxed").with_columns(
         pl.when(pl.col("reject_reason") == "llm_error").then(pl.lit("error")).otherwise(pl.lit("rejected")).alias("status"))
     selected, uncertain = best_of_k(kept, config)
+    k = candidates.group_by("prompt_id").len("candidates_generated")
+    selected = selected.join(k, on="prompt_id", how="left").with_columns(filtered_by=pl.lit(filter_description(config)))
     review = pl.concat([to_review, uncertain], how="diagonal_relaxed")
     tables = {"kept": kept.with_columns(status=pl.lit("ok")), "rejects": rejects, "selected": selected, "review": review}
     return tables, results
+
+
+def filter_description(config: SafetyFilterConfig) -> str:
+    """How the released rows were filtered, in words, for the release manifest and dataset card."""
+    decline = "decline" + (", explain why" if config.require_explanation else "") + (
+        ", offer a safe alternative" if config.require_alternative else "")
+    return (f"inverse filter: harmful prompts keep answers that {decline}; benign prompts drop over-refusals "
+            f"(refusal detector: {config.refusal.mode}); harm judge {config.judge.model} on reasoning and answer "
+            f"apart; best of K by refusal score")
 
 
 def _counts(frame: pl.DataFrame, *cols: str) -> dict[str, int]:
