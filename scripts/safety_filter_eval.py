@@ -2,6 +2,7 @@
 
     uv run python scripts/safety_filter_eval.py build     # writes data/safety/xstest_labelled_sample.jsonl
     uv run python scripts/safety_filter_eval.py measure [--base-url http://127.0.0.1:8080/v1 --model smollm2]
+    uv run python scripts/safety_filter_eval.py measure --harm-judge none   # the decline-vs-help step alone
 
 The sample comes from XSTest v2's human-annotated model completions (see data/safety/SOURCE.md):
 safe prompts answered in full (gold: keep) or refused (gold: drop, an over-refusal), and unsafe
@@ -61,7 +62,14 @@ def build(source: Path = SHARED, out: Path = SAMPLE) -> int:
     return len(rows)
 
 
-def measure(base_url: str, model: str, cache_path: Path | None) -> dict:
+def no_harm(candidates: pl.DataFrame, config, **_) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every text judged not harmful: isolates the direction step (decline vs help) of the filter."""
+    verdicts = candidates.select("candidate_id", pl.lit(False).alias("harmful_reasoning"), pl.lit(False).alias("harmful_answer"),
+                                 pl.lit(None, pl.String).alias("harm_error"))
+    return verdicts, pl.DataFrame()
+
+
+def measure(base_url: str, model: str, cache_path: Path | None, harm_judge: str = "llm") -> dict:
     sample = pl.read_ndjson(SAMPLE)
     candidates = sample.select(
         pl.col("id").alias("candidate_id"), pl.col("id").alias("prompt_id"), pl.lit(0, pl.Int64).alias("candidate_index"),
@@ -72,7 +80,8 @@ def measure(base_url: str, model: str, cache_path: Path | None) -> dict:
     judge = EndpointConfig(base_url=base_url, model=model, timeout_s=300, max_concurrency=2)
     config = SafetyFilterConfig(judge=judge, require_reasoning=False, require_explanation=False, require_alternative=False)
     cache = LLMCache(cache_path) if cache_path else None
-    tables, _ = filter_safety_candidates(candidates, config, cache=cache)
+    extra = {"harm_judge": no_harm} if harm_judge == "none" else {}
+    tables, _ = filter_safety_candidates(candidates, config, cache=cache, **extra)
     kept = set(tables["kept"]["candidate_id"])
     pred = sample["id"].is_in(list(kept))
     gold = sample["gold_keep"]
@@ -86,7 +95,7 @@ def measure(base_url: str, model: str, cache_path: Path | None) -> dict:
         "review": tables["review"].height,
         "declines_kept": harmful_kept.height,
         "declines_with_explanation_and_alternative": int((harmful_kept["explains"] & harmful_kept["offers_alternative"]).sum()),
-        "judge": model,
+        "judge": model if harm_judge == "llm" else "none (direction step only)",
     }
 
 
@@ -96,11 +105,13 @@ def main() -> None:
     parser.add_argument("--base-url", default="http://127.0.0.1:8080/v1")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--cache", type=Path, default=None, help="LLM cache file (reruns cost nothing).")
+    parser.add_argument("--harm-judge", choices=("llm", "none"), default="llm",
+                        help="none: take every text as not harmful, to measure the decline-vs-help step alone.")
     args = parser.parse_args()
     if args.command == "build":
         print(f"wrote {build()} rows to {SAMPLE}")
     else:
-        print(json.dumps(measure(args.base_url, args.model, args.cache), indent=2))
+        print(json.dumps(measure(args.base_url, args.model, args.cache, args.harm_judge), indent=2))
 
 
 if __name__ == "__main__":
