@@ -9,6 +9,7 @@ without one LLM call. Small on purpose (4 prompts, K=2, short outputs): the mach
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -93,8 +94,15 @@ judge_overrides = {{ temperature = 0.0, max_tokens = 24 }}
 def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, monkeypatch):
     config = write_config(tmp_path, llm_server.base_url, llm_server.endpoint.model)
     counter = LLMCallCounter(monkeypatch)
-    result = CliRunner().invoke(app, ["run", "--flow", "safety", "-c", str(config)])
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        result = CliRunner().invoke(app, ["run", "--flow", "safety", "-c", str(config)])
+    finally:
+        # The CLI's logging.basicConfig bound a handler to CliRunner's captured stream, closed now.
+        root.handlers[:] = handlers
     assert result.exit_code == 0, result.output
+    assert "safety flow" in result.output
     assert counter.calls > 0
 
     ws = Workspace(tmp_path / "ws")
@@ -123,8 +131,9 @@ def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, monk
     report = ws.manifest("safety_filter")["report"]
     assert sum(report["rejected_by_reason"].values()) == rejects.height
 
+    from flows.safety import safety_flow
+
     calls = counter.calls
-    again = CliRunner().invoke(app, ["run", "--flow", "safety", "-c", str(config)])
-    assert again.exit_code == 0, again.output
+    again = safety_flow(str(config))
+    assert [s["stage"] for s in again] == list(SAFETY_STEPS) and all(s["skipped"] for s in again)
     assert counter.calls == calls, "an unchanged rerun makes no LLM call"
-    assert "skipped" in again.output
