@@ -56,7 +56,7 @@ STEPS: tuple[str, ...] = (*(stage.name for stage in CURATION), REVIEW_PUSH)
 # kept only where the behaviour is safe; releases mix in safety_filter/selected.
 SAFETY: tuple[Stage, ...] = (safety_prompts.STAGE, safety_answers.STAGE, safety_filter.STAGE)
 SAFETY_STEPS: tuple[str, ...] = tuple(stage.name for stage in SAFETY)
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (*CURATION, *SAFETY)}
+STAGES: dict[str, Stage] = {stage.name: stage for stage in CURATION}
 
 
 def stage(name: str) -> Stage:
