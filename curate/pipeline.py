@@ -16,6 +16,7 @@ from curate.stages import (
     safety_answers,
     safety_filter,
     safety_prompts,
+    safety_translate,
     translate,
 )
 from curate.stages.declaration import Stage
@@ -54,7 +55,7 @@ REVIEW_PUSH = "review_push"
 STEPS: tuple[str, ...] = (*(stage.name for stage in CURATION), REVIEW_PUSH)
 # The safety flow (`curate run --flow safety`, docs/safety.md): safety prompts answered by R1 and
 # kept only where the behaviour is safe; releases mix in safety_filter/selected.
-SAFETY: tuple[Stage, ...] = (safety_prompts.STAGE, safety_answers.STAGE, safety_filter.STAGE)
+SAFETY: tuple[Stage, ...] = (safety_prompts.STAGE, safety_translate.STAGE, safety_answers.STAGE, safety_filter.STAGE)
 SAFETY_STEPS: tuple[str, ...] = tuple(stage.name for stage in SAFETY)
 STAGES: dict[str, Stage] = {stage.name: stage for stage in CURATION}
 

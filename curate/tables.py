@@ -49,6 +49,7 @@ REVIEW_DECISIONS = TableRef("review", "decisions")
 RELEASE_ROWS = TableRef("release", "rows")
 # The safety flow (curate.pipeline.SAFETY; docs/safety.md).
 SAFETY_PROMPTS = TableRef("safety_prompts", "prompts")
+SAFETY_TRANSLATED = TableRef("safety_translate", "prompts")
 SAFETY_CANDIDATES = TableRef("safety_answers", "candidates")
 SAFETY_KEPT = TableRef("safety_filter", "kept")
 SAFETY_REJECTS = TableRef("safety_filter", "rejects")

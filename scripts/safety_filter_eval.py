@@ -25,9 +25,9 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.config import EndpointConfig  # noqa: E402
-from curate.llm import LLMCache  # noqa: E402
-from curate.stages.safety_filter import SafetyFilterConfig, filter_safety_candidates  # noqa: E402
+from curate.config import EndpointConfig
+from curate.llm import LLMCache
+from curate.stages.safety_filter import SafetyFilterConfig, filter_safety_candidates
 
 SHARED = Path("/work/shared/data/refusal_train/xstest_v2_completions")
 SAMPLE = REPO / "data" / "safety" / "xstest_labelled_sample.jsonl"

@@ -25,7 +25,7 @@ def test_every_safety_input_is_written_by_an_earlier_safety_stage():
         for name, wanted in declared.reads.items():
             assert set(wanted.refs) & written, f"{declared.name}.{name} reads {wanted.refs}, none written before it"
         written |= set(declared.writes)
-    assert SAFETY_STEPS == ("safety_prompts", "safety_answers", "safety_filter")
+    assert SAFETY_STEPS == ("safety_prompts", "safety_translate", "safety_answers", "safety_filter")
 
 
 def test_safety_stages_build_settings_from_the_default_config_and_declare_existing_files(tmp_path, monkeypatch):
@@ -36,7 +36,7 @@ def test_safety_stages_build_settings_from_the_default_config_and_declare_existi
         for path in file_hashes(declared, settings):
             assert Path(path).exists(), (declared.name, path)
     for rel in ("curate/stages/safety_prompts.py", "curate/stages/safety_answers.py", "curate/stages/safety_filter.py",
-                "curate/release/table_mix.py", "curate/llm/sampling.py", "flows/safety.py"):
+                "curate/stages/safety_translate.py", "curate/release/table_mix.py", "curate/llm/sampling.py", "flows/safety.py"):
         assert len((REPO / rel).read_text(encoding="utf-8").splitlines()) <= 400, rel
 
 

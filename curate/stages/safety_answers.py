@@ -1,5 +1,6 @@
 """Safety answers: K candidates with reasoning per safety prompt from the R1 endpoint.
 
+Reads the translated prompts when the optional translation ran, else the prompts as read.
 Generation only (the inverse filter is the next stage, so a judge change does not resample).
 Goes through the LLM layer like the blocked-topic answers: cached, resumable, and a failed call is
 a row with status error that a rerun retries. A conversation is sent whole; its last user turn is
@@ -19,7 +20,7 @@ from curate.llm import usage_summary
 from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
 from curate.stages.declaration import Stage, reads
-from curate.tables import SAFETY_CANDIDATES, SAFETY_PROMPTS
+from curate.tables import SAFETY_CANDIDATES, SAFETY_PROMPTS, SAFETY_TRANSLATED
 from curate.workspace import StageOutput
 
 PROMPT_COLUMNS = ("prompt_id", "subset", "category", "expected", "expected_rule", "language", "prompt", "messages", "turns")
@@ -38,6 +39,8 @@ def candidate_requests(prompts: pl.DataFrame, config: SafetyAnswersConfig) -> pl
     """One request per prompt x candidate index; the candidate id hashes the conversation and the model."""
     model = config.generator.model
     k = config.candidates_per_prompt
+    if "status" in prompts.columns:  # a failed translation is not answered (the translate stage retries it)
+        prompts = prompts.filter(pl.col("status") == "ok")
     base = prompts.select(*PROMPT_COLUMNS)
     requests = base.join(pl.DataFrame({"candidate_index": list(range(k))}, schema={"candidate_index": pl.Int64}), how="cross")
     ids = [content_id("scand", pid, model, index) for pid, index in requests.select("prompt_id", "candidate_index").iter_rows()]
@@ -68,7 +71,7 @@ def safety_answers_stage(
 STAGE = Stage(
     name="safety_answers", run=safety_answers_stage, config=SafetyAnswersConfig,
     summary="Sample K answers with reasoning per safety prompt (safety_answers/candidates; failed calls kept as error rows).",
-    reads={"prompts": reads(SAFETY_PROMPTS)}, writes=(SAFETY_CANDIDATES,),
+    reads={"prompts": reads(SAFETY_TRANSLATED, SAFETY_PROMPTS)}, writes=(SAFETY_CANDIDATES,),
     fill=lambda cfg, raw: with_endpoint_defaults(cfg.llm, raw, "generator"), uses_llm=True, shard_by="prompts",
     progress_total=lambda inputs, settings: inputs["prompts"].height * settings.candidates_per_prompt,
 )
