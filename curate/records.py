@@ -141,6 +141,9 @@ class ReleaseRow(Record):
     satisfaction_mean: float | None = None
     harmful_votes: int = 0
     source: str = Field(default="curate", description="'curate' or the name of a mixed-in dataset.")
+    context: str | None = Field(
+        default=None, description="Earlier turns of a multi-turn conversation, as a JSON list of {role, content}; "
+        "the prompt is the last user turn.")
     seed_ids: list[str] | None = None
     keyword_id: str | None = None
     question_id: str | None = None

@@ -18,7 +18,10 @@ class MixSource(_Section):
     """An external dataset added to a release (e.g. a safety / non-compliance set)."""
 
     name: str = Field(description="Recorded in each mixed row's `source` column and in the manifest.")
-    path: str = Field(description="A .jsonl/.json/.parquet file or a folder of them, in messages format.")
+    path: str | None = Field(default=None, description="A .jsonl/.json/.parquet file or a folder of them, in messages format.")
+    table: str | None = Field(
+        default=None, description="A workspace table of answered rows instead of a file: 'safety_filter/selected' "
+        "(docs/safety.md). Rows get source '<name>/<subset>'.")
     ratio: float | None = Field(default=None, gt=0, description="Mixed rows per curated row (0.5 = half as many).")
     count: int | None = Field(default=None, ge=1, description="Exact number of rows to add.")
     seed: int = 0
@@ -33,6 +36,8 @@ class MixSource(_Section):
     def _one_amount(self) -> MixSource:
         if (self.ratio is None) == (self.count is None):
             raise ValueError(f"mix '{self.name}': set exactly one of ratio or count")
+        if (self.path is None) == (self.table is None):
+            raise ValueError(f"mix '{self.name}': set exactly one of path or table")
         return self
 
 

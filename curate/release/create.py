@@ -32,6 +32,7 @@ DRAFT_TAG = "draft"
 FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
 LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
+MIX_TABLE = "mix_table__"
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -51,6 +52,7 @@ def release_stage(
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
     routing: pl.DataFrame | None = None,
     gate: RoutingConfig | None = None,
+    **mix_tables: pl.DataFrame,  # mix_table__<name>: the workspace table a `table` mix source names
 ) -> StageOutput:
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
@@ -73,7 +75,8 @@ def release_stage(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
     auto_accepted = pl.col("candidate_id").is_in(auto_report.get("auto_accepted_ids", []))
-    rows, mixes = mix_sources(curated, config.mix)
+    tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items()}
+    rows, mixes = mix_sources(curated, config.mix, tables)
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
@@ -174,8 +177,15 @@ def create_release(
         manifest = ws.manifest(stage)
         if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
             inputs[name] = ref
-    if rcfg.mix:
-        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
+    if any(m.path for m in rcfg.mix):
+        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix if m.path]
+    for mix in rcfg.mix:
+        if mix.table:
+            stage, _, table = mix.table.partition("/")
+            manifest = ws.manifest(stage)
+            if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+                raise CurateError(f"{ws.root}: mix '{mix.name}' needs table '{mix.table}' (run `curate run --flow safety` first)")
+            inputs[f"{MIX_TABLE}{mix.name}"] = mix.table
     gate = None
     if ws.has_table(ROUTING):
         inputs["routing"] = str(ROUTING)

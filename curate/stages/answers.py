@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import Config, EndpointConfig, LangIdConfig, with_endpoint_defaults
 from curate.ids import content_id
 from curate.judge.signals import CODE_BLOCK, repeated_ngram_share
-from curate.llm import complete_frame, usage_summary
+from curate.llm import usage_summary
+from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
 from curate.records import Candidate, conform
 from curate.refusal import RefusalConfig, classify_refusals, length_units, refusal_files
@@ -199,23 +200,8 @@ def generate_candidates(
     """(raw candidate rows, the LLM layer's results for usage accounting)."""
 
     requests = candidate_requests(translations, config)
-    call = requests.select(pl.col("candidate_id").alias("request_id"), "candidate_index")
-    if config.system_prompt:
-        system = pl.struct(role=pl.lit("system"), content=pl.lit(config.system_prompt))
-        user = pl.struct(role=pl.lit("user"), content=requests["prompt"])
-        call = call.with_columns(requests.select(pl.concat_list(system, user).alias("messages")))
-    else:
-        call = call.with_columns(requests["prompt"])
-    results = complete_frame(call, config.generator, stage="answers", cache=cache, refresh=refresh,
-                             overrides=config.overrides, progress=progress, prices=prices)
-    raw = requests.join(
-        results.select(
-            pl.col("request_id").alias("candidate_id"), "reasoning", pl.col("content").alias("answer"), "finish_reason",
-            pl.col("truncated").fill_null(False).alias("truncated_in_reasoning"), "prompt_tokens", "completion_tokens", "status", "error",
-        ),
-        on="candidate_id", how="left",
-    )
-    return raw, results
+    return sample_candidates(requests, config.generator, stage="answers", system_prompt=config.system_prompt,
+                             overrides=config.overrides, cache=cache, refresh=refresh, progress=progress, prices=prices)
 
 
 def answers_stage(
