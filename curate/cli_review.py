@@ -40,7 +40,7 @@ def push(
 ) -> None:
     """Create the campaign's dataset if needed and send new or changed candidates."""
     from curate.progress import progress_bar
-    from curate.review.config import effective_min_submitted
+    from curate.review.config import decision_rule
     from curate.review.push import push_workspace
     from curate.review.settings import load_review_settings
 
@@ -48,7 +48,7 @@ def push(
     review_cfg = _review_config(cfg, campaign, settings=str(settings) if settings else None, source=source,
                                 batch_size=batch_size)
     review_settings = load_review_settings(review_cfg.settings)
-    min_submitted = effective_min_submitted(cfg.argilla, review_settings.min_submitted)
+    min_submitted = decision_rule(cfg, review_cfg).min_submitted
     ws = workspace_for(cfg)
     with _client(cfg, review_cfg) as client, progress_bar("push", None) as advance:
         report = push_workspace(
@@ -67,18 +67,20 @@ def push(
 def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
-    policy: Annotated[str | None, typer.Option(help="Conflict policy: majority or any-reject.")] = None,
-    min_submitted: Annotated[int | None, typer.Option(help="Responses needed for a decision (default: the dataset's).")] = None,
 ) -> None:
-    """Fetch submitted responses into review/reviews, with agreement and decisions."""
+    """Fetch submitted responses into review/reviews, with agreement and decisions.
+
+    Decisions follow the one review rule ([stages.review] policy, min_submitted from the settings
+    file or [argilla]) that a release uses too, so there is no per-command override."""
+    from curate.review.config import decision_rule
     from curate.review.pull import pull_workspace
 
     cfg = get_config(config)
-    review_cfg = _review_config(cfg, campaign, policy=policy)
+    review_cfg = _review_config(cfg, campaign)
+    rule = decision_rule(cfg, review_cfg)
     ws = workspace_for(cfg)
     with _client(cfg, review_cfg) as client, ws.locked():
-        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-                                policy=review_cfg.policy, min_submitted=min_submitted)
+        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(

@@ -148,13 +148,13 @@ def _review(cfg: Config):
 def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Send new or changed candidates to the campaign's Argilla dataset (what `curate review push` does);
     returns a stage-like summary."""
-    from curate.review.config import effective_min_submitted
+    from curate.review.config import decision_rule
     from curate.review.push import push_workspace
     from curate.review.settings import load_review_settings
 
     review_cfg, client = _review(cfg)
     settings = load_review_settings(review_cfg.settings)
-    min_submitted = effective_min_submitted(cfg.argilla, settings.min_submitted)
+    min_submitted = decision_rule(cfg, review_cfg).min_submitted
     with client:
         report = push_workspace(
             ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
@@ -169,10 +169,12 @@ def push_for_review(cfg: Config, ws: Workspace) -> dict[str, Any]:
 
 def pull_reviews(cfg: Config, ws: Workspace) -> dict[str, Any]:
     """Fetch submitted responses into review/reviews with agreement and decisions (`curate review pull`)."""
+    from curate.review.config import decision_rule
     from curate.review.pull import pull_workspace
 
     review_cfg, client = _review(cfg)
+    rule = decision_rule(cfg, review_cfg)
     with client:
-        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, policy=review_cfg.policy)
+        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule)
     report = result.manifest["report"]
     return {"campaign": review_cfg.campaign, "rows": result.rows, "pull": report["pull"], "decisions": report["decisions"]}

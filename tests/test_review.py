@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.errors import CurateError
 from curate.review.client import ArgillaClient, ArgillaError
+from curate.review.config import DecisionRule
 from curate.review.pull import pull_workspace
 from curate.review.push import PushLedger, push_workspace
 from curate.review.settings import load_review_settings
@@ -197,8 +198,9 @@ def answer(accept: str, satisfaction: int, harmful: str = "no", **extra) -> dict
     return {"accept": accept, "satisfaction": satisfaction, "harmful": harmful, **extra}
 
 
-def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaign):
+def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaign, monkeypatch):
     config, ws = project
+    monkeypatch.setenv("CURATE__ARGILLA__MIN_SUBMITTED", "2")  # the one review rule, as push and release see it
     write_candidates(ws, candidates(6))
     cli("review", "push", "--config", str(config))
     one, two = argilla_stack.annotators[:2]
@@ -209,7 +211,8 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
               "cand-2": answer("reject", 1), "cand-3": answer("reject", 1, "yes")},
     })
 
-    out = cli("review", "pull", "--config", str(config), "--min-submitted", "2")
+    out = cli("review", "pull", "--config", str(config))
+    assert "min_submitted 2" in out
     assert "8 responses, 8 new, 0 changed" in out
     reviews = ws.read("review/reviews")
     assert reviews.height == 8 and set(reviews["annotator"]) == {one, two}
@@ -237,12 +240,13 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
     submit_as(argilla_stack, campaign, {two: {"cand-1": answer("accept", 3, corrected_answer="Fixed answer")}})
     with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
         result = pull_workspace(ws, client, campaign=campaign, workspace=argilla_stack.workspace,
-                                policy="majority", min_submitted=2)
+                                rule=DecisionRule(policy="majority", min_submitted=2))
     assert result.manifest["report"]["pull"]["changed"] == 1 and result.manifest["report"]["pull"]["new"] == 0
     decisions = ws.read("review/decisions").filter(pl.col("candidate_id") == "cand-1").row(0, named=True)
     assert decisions["decision"] == "accepted" and decisions["corrected_answer"] == "Fixed answer"
 
-    out = cli("review", "pull", "--config", str(config), "--policy", "any-reject", "--min-submitted", "2")
+    monkeypatch.setenv("CURATE__STAGES__REVIEW__POLICY", "any-reject")
+    out = cli("review", "pull", "--config", str(config))
     decisions = dict(ws.read("review/decisions").select("candidate_id", "decision").iter_rows())
     assert decisions["cand-1"] == "accepted" and decisions["cand-0"] == "accepted"
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from curate.review.config import DecisionRule
 
 OutputFormat = Literal["messages", "reasoning", "prompt_response"]
 OUTPUT_FORMATS: tuple[str, ...] = ("messages", "reasoning", "prompt_response")
@@ -54,8 +56,6 @@ class ReleaseConfig(_Section):
         default=None,
         description="Release store URI: a local folder or s3://bucket/prefix (default: <workspace>/releases).",
     )
-    policy: Literal["majority", "any-reject"] = "majority"
-    min_submitted: int | None = Field(default=None, ge=1, description="Default: argilla.min_submitted.")
     include_pending: bool = Field(
         default=False,
         description="Draft mode: also release candidates still pending review (tagged 'draft', never 'published').",
@@ -71,9 +71,29 @@ class ReleaseConfig(_Section):
     card: CardConfig = Field(default_factory=CardConfig)
     hf_token_env: str = Field(default="HF_TOKEN", description="Environment variable holding the Hub token.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_rule_of_its_own(cls, data: Any) -> Any:
+        moved = [k for k in ("policy", "min_submitted") if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)}: a release keeps rows by the one review rule, set in [stages.review] policy "
+                "and the review settings file's min_submitted ([argilla] min_submitted overrides it); "
+                "remove it from [stages.release]"
+            )
+        return data
+
     @model_validator(mode="after")
     def _unique_mix_names(self) -> ReleaseConfig:
         names = [m.name for m in self.mix]
         if len(names) != len(set(names)) or "curate" in names:
             raise ValueError("mix names must be unique and must not be 'curate'")
         return self
+
+
+class ReleaseBuild(_Section):
+    """What the release stage's rows depend on: the release settings and the review rule (both
+    enter the stage fingerprint, so changing either rebuilds the rows)."""
+
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    rule: DecisionRule = Field(default_factory=DecisionRule)

@@ -15,10 +15,11 @@ import polars as pl
 
 from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
-from curate.release.config import ReleaseConfig
+from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
 from curate.release.store import CommitResult, ReleaseStore
+from curate.review.config import decision_rule
 from curate.store import StageOutput, Workspace
 
 STAGE = "release"
@@ -40,7 +41,7 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 def release_stage(
     reviews: pl.DataFrame | None,
     candidates: pl.DataFrame,
-    config: ReleaseConfig,
+    config: ReleaseBuild,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
@@ -49,7 +50,11 @@ def release_stage(
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
         )
-    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords)
+    rule = config.rule
+    config = config.release
+    curated, excluded = build_release_rows(
+        reviews, candidates, config, rule=rule, questions=questions, keywords=keywords
+    )
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -71,7 +76,7 @@ def release_stage(
         "mixes": mixes,
         "draft": config.include_pending,
         # Released without an accepted decision: fewer than min_submitted responses so far.
-        "pending_rows": int(curated.filter(pl.col("n_reviews") < (config.min_submitted or 1)).height),
+        "pending_rows": int(curated.filter(pl.col("n_reviews") < rule.min_submitted).height),
         "unreviewed_rows": int(curated.filter(pl.col("n_reviews") == 0).height),
     }
     return StageOutput(tables={"rows": rows, "excluded": excluded}, report=report)
@@ -111,10 +116,10 @@ def create_release(
     """
     rcfg = release_config(cfg)
     include_pending = rcfg.include_pending if draft is None else draft
-    # Resolved here so the threshold and the mode enter the stage's config hash.
-    rcfg = rcfg.model_copy(
-        update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted, "include_pending": include_pending}
-    )
+    # Resolved here so the mode and the review rule enter the stage's config hash.
+    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
+    rule = decision_rule(cfg)
+    build = ReleaseBuild(release=rcfg, rule=rule)
     tags = list(tags)
     if include_pending:
         bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
@@ -143,7 +148,7 @@ def create_release(
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, **no_reviews)
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, **no_reviews)
         rows = ws.read(f"{STAGE}/rows")
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
@@ -152,10 +157,10 @@ def create_release(
             models["answers"] = ", ".join(report["answer_models"])
         metadata = {
             "config": rcfg.model_dump(mode="json"),
-            "config_hash": config_hash(rcfg),
+            "config_hash": config_hash(build),
             "format": rcfg.format,
-            "policy": rcfg.policy,
-            "min_submitted": rcfg.min_submitted,
+            "policy": rule.policy,
+            "min_submitted": rule.min_submitted,
             "review_campaigns": report["review_campaigns"],
             "answers_corrected": report["answers_corrected"],
             "excluded_by_reason": report["excluded_by_reason"],

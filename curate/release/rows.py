@@ -11,6 +11,7 @@ from curate.errors import InputError
 from curate.ids import content_id
 from curate.records import ReleaseRow, conform, polars_schema
 from curate.release.config import ReleaseConfig
+from curate.review.config import DecisionRule
 from curate.review.policy import resolve_reviews
 
 RELEASE_COLUMNS: list[str] = list(polars_schema(ReleaseRow).names())
@@ -51,12 +52,13 @@ def build_release_rows(
     candidates: pl.DataFrame,
     config: ReleaseConfig,
     *,
+    rule: DecisionRule | None = None,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
-    min_submitted: int = 1,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
 
+    `rule` is the review decision rule (`curate.review.config.decision_rule`), the one pull uses.
     With `config.include_pending` (a draft), candidates still pending review (fewer than
     min_submitted submitted responses, none at all included) are released too, with their vote
     counts as they stand; rejected candidates stay out either way.
@@ -69,7 +71,8 @@ def build_release_rows(
     reviews = _reviews_frame(reviews)
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
-    decisions = resolve_reviews(reviews, config.policy, config.min_submitted or min_submitted)
+    rule = rule or DecisionRule()
+    decisions = resolve_reviews(reviews, rule.policy, rule.min_submitted)
     ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
     if config.include_pending:
         decisions = _with_unreviewed(decisions, ok_candidates)

@@ -23,7 +23,8 @@ from curate.ids import content_id
 from curate.records import ReviewItem, conform, empty_frame, polars_schema
 from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
-from curate.review.policy import ConflictPolicy, resolve_reviews
+from curate.review.config import DecisionRule
+from curate.review.policy import resolve_reviews
 from curate.store import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
@@ -103,13 +104,12 @@ def review_stage(
     previous_reviews: pl.DataFrame | None,
     fetched: pl.DataFrame,
     *,
-    policy: ConflictPolicy,
-    min_submitted: int,
+    rule: DecisionRule,
 ) -> StageOutput:
     reviews, counts = merge_reviews(previous_reviews, fetched)
-    decisions = resolve_reviews(reviews, policy, min_submitted)
+    decisions = resolve_reviews(reviews, rule.policy, rule.min_submitted)
     watermark = reviews["updated_at"].max() if reviews.height else None
-    report = {"pull": counts, "policy": policy, "min_submitted": min_submitted,
+    report = {"pull": counts, "policy": rule.policy, "min_submitted": rule.min_submitted,
               "watermark": watermark.isoformat() if watermark else None,
               "decisions": {str(k): int(v) for k, v in decisions.group_by("decision").len().iter_rows()}}
     return StageOutput(tables={"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions},
@@ -131,18 +131,16 @@ def pull_workspace(
     *,
     campaign: str,
     workspace: str,
-    policy: ConflictPolicy = "majority",
-    min_submitted: int | None = None,
+    rule: DecisionRule,
 ):
     """Fetch, merge and write `review/reviews`, `review/agreement` and `review/decisions`.
 
-    `min_submitted` defaults to the dataset's own task distribution, so decisions wait for as
-    many responses as the annotators were asked for.
+    Decisions follow `rule` (from `curate.review.config.decision_rule`), the same rule push gave
+    Argilla as its task distribution and a release keeps rows by.
     """
-    fetched, ds = fetch_reviews(client, campaign, workspace)
+    fetched, _ds = fetch_reviews(client, campaign, workspace)
     previous_path = ws.table_path("review", "reviews")
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
-    needed = min_submitted or int(ds["distribution"].get("min_submitted") or 1)
     # Pulling reads a live server, so it always runs; the previous table is read directly
     # instead of as a stage input because the stage writes it.
     return ws.run_stage(
@@ -151,6 +149,5 @@ def pull_workspace(
         force=True,
         previous_reviews=previous,
         fetched=fetched,
-        policy=policy,
-        min_submitted=needed,
+        rule=rule,
     )
