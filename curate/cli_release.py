@@ -23,6 +23,9 @@ export_app = typer.Typer(no_args_is_help=True, help="Export a release.")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Release store URI (default: [stages.release].store).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AllowDraftOpt = Annotated[
+    bool, typer.Option("--allow-draft", help="Write out a draft release (rows pending review); its card says so.")
+]
 FormatOpt = Annotated[
     str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response (default: config).")
 ]
@@ -214,12 +217,13 @@ def versions_checkout(
     store: StoreOpt = None,
     fmt: FormatOpt = None,
     file_format: Annotated[str, typer.Option("--as", help="parquet | jsonl")] = "parquet",
+    allow_draft: AllowDraftOpt = False,
 ) -> None:
     """Write a release to a new folder (data file + manifest)."""
     from curate.release import checkout
 
     rs, rcfg = _open(config, store)
-    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg)
+    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg, allow_draft=allow_draft)
     console.print(f"release {rs.resolve(ref)} written to {out}")
 
 
@@ -234,7 +238,7 @@ def versions_tag(name: str, ref: str, config: ConfigOpt = None, store: StoreOpt 
 @export_app.command("hf")
 def export_hf_command(
     dest: Path,
-    ref: Annotated[str, typer.Option("--release", "-r", help="Release to export.")] = "latest",
+    ref: Annotated[str, typer.Option("--release", "-r", help="Release to export (latest = newest non-draft).")] = "latest",
     config: ConfigOpt = None,
     store: StoreOpt = None,
     fmt: FormatOpt = None,
@@ -242,6 +246,7 @@ def export_hf_command(
         str | None, typer.Option("--push", help="Also upload to this Hub dataset repo (needs the token env var).")
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="Create the Hub repo public (default private).")] = False,
+    allow_draft: AllowDraftOpt = False,
 ) -> None:
     """Write Parquet shards per language + README.md dataset card that `datasets.load_dataset` reads."""
     from curate.release import export_hf, push_to_hub
@@ -249,7 +254,7 @@ def export_hf_command(
     rs, rcfg = _open(config, store)
     if push and not os.environ.get(rcfg.hf_token_env):
         raise CurateError(f"--push needs a Hugging Face token in the environment variable {rcfg.hf_token_env}")
-    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push)
+    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push, allow_draft=allow_draft)
     console.print(f"release {rs.resolve(ref)} exported to {out}")
     if push:
         console.print(f"pushed: {push_to_hub(out, push, token_env=rcfg.hf_token_env, private=not public)}")

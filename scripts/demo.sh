@@ -81,7 +81,7 @@ cfg = load_config('$CONFIG'); print(ReleaseStore(store_uri(cfg, release_config(c
     step "export: draft release $DRAFT_VERSION already exported to $EXPORT"
   else
     step "export: draft release $DRAFT_VERSION as a Hugging Face dataset folder"
-    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" -c "$CONFIG"
+    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" --allow-draft -c "$CONFIG"
   fi
 else
   step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"

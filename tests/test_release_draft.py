@@ -68,7 +68,7 @@ def test_draft_adds_pending_keeps_rejected_out_and_normal_release_is_unchanged(t
 
     # The exported card says it is a draft.
     out = tmp_path / "hf-draft"
-    cli("export", "hf", str(out), "--release", "draft", "-c", config)
+    cli("export", "hf", str(out), "--release", "draft", "--allow-draft", "-c", config)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "Draft release" in card and "1 rows have no review yet" in card
     assert json.loads((out / "release_manifest.json").read_text())["draft"] is True

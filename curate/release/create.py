@@ -18,14 +18,12 @@ from curate.errors import CurateError
 from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
-from curate.release.store import CommitResult, ReleaseStore
+from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import decision_rule
 from curate.store import StageOutput, Workspace
 
 STAGE = "release"
 DRAFT_TAG = "draft"
-# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
-FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": "review/reviews", "candidates": "answers/candidates"}
 LINEAGE_INPUTS = {"questions": "questions/questions", "keywords": "keywords/keywords"}
 

@@ -29,6 +29,15 @@ def _fresh_destination(dest: Path) -> None:
         raise CurateError(f"{dest}: already exists and is not empty; choose a new folder")
 
 
+def _check_draft(store: ReleaseStore, version: int, allow_draft: bool) -> None:
+    """A draft holds rows no reviewer accepted yet; writing one out has to be asked for."""
+    if store.is_draft(version) and not allow_draft:
+        raise CurateError(
+            f"release {version} is a draft (rows still pending review); export it only on purpose, "
+            "with --allow-draft (allow_draft=True), and do not train on it"
+        )
+
+
 def _publish(tmp: Path, dest: Path) -> None:
     """Move a fully written temporary folder into place, so a failure leaves nothing half-written."""
     if dest.exists():
@@ -43,13 +52,16 @@ def checkout(
     fmt: str,
     file_format: str = "parquet",
     config: ReleaseConfig | None = None,
+    *,
+    allow_draft: bool = False,
 ) -> Path:
-    """Write release `ref` to `dest` as one data file plus its manifest."""
+    """Write release `ref` to `dest` as one data file plus its manifest (a draft only with `allow_draft`)."""
     check_format(fmt)
     if file_format not in FILE_FORMATS:
         raise CurateError(f"unknown file format '{file_format}' (use one of: {', '.join(FILE_FORMATS)})")
     config = config or ReleaseConfig()
     version = store.resolve(ref)
+    _check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
     rows = format_rows(store.read(version), fmt, think_open=config.think_open, think_close=config.think_close)
@@ -148,11 +160,16 @@ def export_hf(
     fmt: str,
     config: ReleaseConfig | None = None,
     repo_hint: str | None = None,
+    *,
+    allow_draft: bool = False,
 ) -> Path:
-    """A folder `datasets.load_dataset(dest)` reads: data/<lang>/train-*.parquet + README.md card."""
+    """A folder `datasets.load_dataset(dest)` reads: data/<lang>/train-*.parquet + README.md card.
+
+    A draft release is refused unless `allow_draft`; its card then says it is a draft."""
     check_format(fmt)
     config = config or ReleaseConfig()
     version = store.resolve(ref)
+    _check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
     manifest = store.manifest(version)

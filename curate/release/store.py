@@ -42,6 +42,8 @@ TAGS = "tags"
 COMMIT_KEY = "curate.release"
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
+# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
+FORBIDDEN_DRAFT_TAGS = ("published",)
 
 
 class ReleaseNotFound(CurateError):
@@ -114,7 +116,10 @@ class ReleaseStore:
         return [json.loads(self.loc.read_bytes(_manifest_name(v))) for v in self.versions()]
 
     def resolve(self, ref: str | int) -> int:
-        """A release number (3 or v3), 'latest', a tag name, or a content-hash prefix (6+ hex chars)."""
+        """A release number (3 or v3), 'latest', a tag name, or a content-hash prefix (6+ hex chars).
+
+        'latest' is the newest release that is not a draft: drafts are reached only by number,
+        tag or hash, so nothing that defaults to 'latest' (export, eval) picks unreviewed rows."""
         versions = self.versions()
         if not versions:
             raise ReleaseNotFound(f"{self.uri}: no releases yet")
@@ -125,7 +130,7 @@ class ReleaseStore:
                 raise ReleaseNotFound(f"{self.uri}: no release {number} (releases: {versions[0]}..{versions[-1]})")
             return number
         if text == "latest":
-            return versions[-1]
+            return self._latest_reviewed(versions)
         tags = self.tags()
         if text in tags:
             return tags[text]["version"]
@@ -138,6 +143,18 @@ class ReleaseStore:
         raise ReleaseNotFound(
             f"{self.uri}: unknown release '{text}' (use a number, 'latest', a tag {sorted(tags)} or a content-hash prefix)"
         )
+
+    def _latest_reviewed(self, versions: list[int]) -> int:
+        for version in reversed(versions):
+            if not json.loads(self.loc.read_bytes(_manifest_name(version))).get("draft"):
+                return version
+        raise ReleaseNotFound(
+            f"{self.uri}: no reviewed release yet, only drafts {versions} ('latest' never means a draft; "
+            "name a draft by number or tag to use it)"
+        )
+
+    def is_draft(self, ref: str | int) -> bool:
+        return bool(self.manifest(ref).get("draft"))
 
     def read(self, ref: str | int) -> pl.DataFrame:
         version = self.resolve(ref)
@@ -286,6 +303,10 @@ class ReleaseStore:
         self._check_tag_name(name)
         version = self.resolve(ref)
         manifest = self.manifest(version)
+        if manifest.get("draft") and name in FORBIDDEN_DRAFT_TAGS:
+            raise CurateError(
+                f"release {version} is a draft (it holds rows not yet accepted by review) and cannot be tagged '{name}'"
+            )
         previous = self.tags().get(name)
         history = (previous or {}).get("history", [])
         entry = {"version": version, "content_hash": manifest["content_hash"], "at": _now()}
