@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
 from deltalake.exceptions import TableNotFoundError
 from filelock import FileLock
 
@@ -40,6 +40,15 @@ TABLE = "rows"
 MANIFESTS = "manifests"
 TAGS = "tags"
 COMMIT_KEY = "curate.release"
+# Every release must stay readable (time travel) and verifiable (its commit body) forever, so the
+# Delta log never expires: a retention of ~1000 years on the table (set when the store is created;
+# delta-rs applies table properties only then), and our own writes never clean up expired logs.
+TABLE_PROPERTIES = {
+    "delta.logRetentionDuration": "interval 365000 days",
+    "delta.enableExpiredLogCleanup": "false",
+}
+# Manifest keys the Delta commit cannot hold, because they are computed after it.
+MANIFEST_ONLY_KEYS = ("files",)
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
@@ -224,6 +233,8 @@ class ReleaseStore:
             delta_write_options={
                 "schema_mode": "overwrite",
                 "commit_properties": CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
+                "post_commithook_properties": PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
+                **({"configuration": TABLE_PROPERTIES} if head is None else {}),
             },
         )
         committed = self._commit_body(delta_version)
@@ -329,10 +340,8 @@ class ReleaseStore:
         body = self._commit_body(manifest["delta_version"])
         if body is None:
             problems.append(f"release {version}: the Delta commit has no curate record")
-        elif body.get("content_hash") != manifest["content_hash"]:
-            problems.append(
-                f"release {version}: manifest content hash {manifest['content_hash'][:12]} != commit's {body.get('content_hash', '')[:12]}"
-            )
+        else:
+            problems += _manifest_differences(version, manifest, body)
         recorded = {f["path"]: f for f in manifest["files"]}
         try:
             current = {f["path"]: f for f in self._data_files(manifest["delta_version"])}
@@ -380,6 +389,24 @@ class ReleaseStore:
         if not versions:
             raise ReleaseNotFound(f"{self.uri}: no releases yet")
         return [self.verify(v) for v in versions]
+
+
+def _manifest_differences(version: int, manifest: dict[str, Any], body: dict[str, Any]) -> list[str]:
+    """Every manifest key whose value differs from the body recorded in the Delta commit (the
+    manifest is the commit body plus the data files' checksums, which `verify` checks separately)."""
+    problems = []
+    recorded = {k: v for k, v in manifest.items() if k not in MANIFEST_ONLY_KEYS}
+    for key in sorted(set(recorded) | set(body)):
+        if key not in body:
+            problems.append(f"release {version}: manifest field '{key}' is not in the Delta commit")
+        elif key not in recorded:
+            problems.append(f"release {version}: manifest lacks field '{key}' that the Delta commit holds")
+        elif recorded[key] != body[key]:
+            shown = lambda v: json.dumps(v, sort_keys=True, default=str)[:80]  # noqa: E731
+            problems.append(
+                f"release {version}: manifest field '{key}' is {shown(recorded[key])}, the Delta commit has {shown(body[key])}"
+            )
+    return problems
 
 
 def _nested_counts(rows: pl.DataFrame, outer: str, inner: str) -> dict[str, dict[str, int]]:
