@@ -23,6 +23,9 @@ export_app = typer.Typer(no_args_is_help=True, help="Export a release.")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Release store URI (default: [stages.release].store).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+IncludeTestOpt = Annotated[
+    bool, typer.Option("--include-test", help="Also write the test split held out for evaluation (left out by default).")
+]
 AllowDraftOpt = Annotated[
     bool, typer.Option("--allow-draft", help="Write out a draft release (rows pending review); its card says so.")
 ]
@@ -218,12 +221,13 @@ def versions_checkout(
     fmt: FormatOpt = None,
     file_format: Annotated[str, typer.Option("--as", help="parquet | jsonl")] = "parquet",
     allow_draft: AllowDraftOpt = False,
+    include_test: IncludeTestOpt = False,
 ) -> None:
     """Write a release to a new folder (data file + manifest)."""
     from curate.release import checkout
 
     rs, rcfg = _open(config, store)
-    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg, allow_draft=allow_draft)
+    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg, allow_draft=allow_draft, include_test=include_test)
     console.print(f"release {rs.resolve(ref)} written to {out}")
 
 
@@ -247,6 +251,7 @@ def export_hf_command(
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="Create the Hub repo public (default private).")] = False,
     allow_draft: AllowDraftOpt = False,
+    include_test: IncludeTestOpt = False,
 ) -> None:
     """Write Parquet shards per language + README.md dataset card that `datasets.load_dataset` reads."""
     from curate.release import export_hf, push_to_hub
@@ -254,7 +259,7 @@ def export_hf_command(
     rs, rcfg = _open(config, store)
     if push and not os.environ.get(rcfg.hf_token_env):
         raise CurateError(f"--push needs a Hugging Face token in the environment variable {rcfg.hf_token_env}")
-    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push, allow_draft=allow_draft)
+    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push, allow_draft=allow_draft, include_test=include_test)
     console.print(f"release {rs.resolve(ref)} exported to {out}")
     if push:
         console.print(f"pushed: {push_to_hub(out, push, token_env=rcfg.hf_token_env, private=not public)}")

@@ -146,6 +146,9 @@ class ReleaseRow(Record):
     question_id: str | None = None
     translation_id: str | None = None
     candidate_id: str | None = None
+    split: str | None = Field(
+        default=None, description="'train' or 'test' (held out for evaluation, by question); null in old releases."
+    )
 
 
 RECORDS: dict[str, type[Record]] = {

@@ -63,6 +63,11 @@ class ReleaseConfig(_Section):
     campaigns: list[str] = Field(
         default_factory=list, description="Only use reviews from these campaigns (default: all)."
     )
+    test_fraction: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="Share of questions held out as the `test` split for evaluation (exports leave it out).",
+    )
+    split_seed: int = 0
     format: OutputFormat = "messages"
     think_open: str = "<think>\n"
     think_close: str = "\n</think>\n\n"

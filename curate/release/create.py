@@ -61,6 +61,7 @@ def release_stage(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
     rows, mixes = mix_sources(curated, config.mix)
+    rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())

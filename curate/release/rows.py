@@ -11,6 +11,7 @@ from curate.errors import InputError
 from curate.ids import content_id
 from curate.records import ReleaseRow, conform, polars_schema
 from curate.release.config import ReleaseConfig
+from curate.release.split import with_split
 from curate.review.config import DecisionRule
 from curate.review.policy import resolve_reviews
 
@@ -108,7 +109,7 @@ def build_release_rows(
         row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String),
         source=pl.lit("curate"),
     )
-    accepted = _attach_lineage(accepted, questions, keywords)
+    accepted = with_split(_attach_lineage(accepted, questions, keywords), config.test_fraction, config.split_seed)
     rows = conform(accepted, ReleaseRow).sort("row_id")
     return rows, excluded.sort("candidate_id")
 

@@ -223,6 +223,7 @@ class ReleaseStore:
             "by_language": counts(rows, "language"),
             "by_topic": counts(rows, "topic"),
             "by_source": counts(rows, "source"),
+            "by_split": counts(rows, "split"),
             "by_language_topic": _nested_counts(rows, "language", "topic"),
         }
         body = json.loads(redact(json.dumps(body, default=str)))
