@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curate.errors import ConfigError
+from curate.secrets import env_names_in, register_secret_env_names
 
 ENV_PREFIX = "CURATE__"
 DEFAULT_CONFIG_FILE = "curate.toml"
@@ -151,8 +152,12 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
         _reject_secrets(tree, file)
     tree = _merge(tree, _env_overrides(environ))
+    # Mask every variable a `*_env` setting names, whatever its name (also stage sections).
+    register_secret_env_names(env_names_in(tree))
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
+        register_secret_env_names(env_names_in(config.model_dump()))
+        return config
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
@@ -163,7 +168,9 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
 def stage_config(config: Config, name: str, model: type[BaseModel]) -> BaseModel:
     """Validate `[stages.<name>]` against the stage's own config model."""
     try:
-        return model.model_validate(config.stages.get(name, {}))
+        validated = model.model_validate(config.stages.get(name, {}))
+        register_secret_env_names(env_names_in(validated.model_dump()))  # the stage's defaults too
+        return validated
     except ValidationError as exc:
         problems = "; ".join(
             f"stages.{name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)

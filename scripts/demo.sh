@@ -25,7 +25,6 @@ DEMO_SEEDS="${DEMO_SEEDS:-12}"
 DEMO_LLM_MODEL="${DEMO_LLM_MODEL:-qwen0.5b}"
 DEMO_LLM_PORT="${DEMO_LLM_PORT:-8081}"
 export CURATE__LLM__BASE_URL="${CURATE__LLM__BASE_URL:-http://127.0.0.1:$DEMO_LLM_PORT/v1}"
-export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
 PREFECT_PORT="${PREFECT_SERVER_PORT:-4200}"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 
@@ -42,6 +41,9 @@ bash scripts/llm-server.sh start --model "$DEMO_LLM_MODEL" --port "$DEMO_LLM_POR
 
 step "local Argilla stack (127.0.0.1:6900)"
 bash scripts/argilla-stack.sh start
+# The stack's own credentials (random on its first start, or what the environment set); demo/curate.toml
+# reads the owner key from CURATE_ARGILLA_OWNER_API_KEY, never from a production ARGILLA_API_KEY.
+eval "$(bash scripts/argilla-stack.sh credentials)"
 
 step "local Prefect server with UI (127.0.0.1:$PREFECT_PORT)"
 bash scripts/prefect-server.sh start --port "$PREFECT_PORT"
@@ -103,8 +105,10 @@ fi
 step "done in $(( $(date +%s) - STARTED ))s"
 cat <<EOF
 
-  Review in Argilla     http://127.0.0.1:6900   (annotators: annotator1 / annotator2, password annotate123;
-                                                 owner: argilla / 12345678), dataset "demo" in workspace "curate"
+  Review in Argilla     http://127.0.0.1:6900   dataset "demo" in workspace "$CURATE_ARGILLA_WORKSPACE"
+                        annotators: ${CURATE_ARGILLA_ANNOTATORS//,/ / }, password $CURATE_ARGILLA_ANNOTATOR_PASSWORD
+                        owner: $CURATE_ARGILLA_OWNER / $CURATE_ARGILLA_OWNER_PASSWORD
+                        (kept in ${CURATE_HOME:-$HOME/.cache/curate}/argilla/credentials.env; local stack only)
   Prefect UI            http://127.0.0.1:$PREFECT_PORT   (flow runs, task runs per stage and shard, schedules)
   Workspace             $WORKSPACE   (uv run curate status -c $CONFIG)
   Release store         $RELEASES   (uv run curate versions list -c $CONFIG)
