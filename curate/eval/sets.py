@@ -18,7 +18,7 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
-from curate.ingest import read_rows, read_seeds
+from curate.stages.ingest import read_rows, read_seeds
 from curate.release.split import held_out, split_key
 
 Kind = Literal["blocked", "harmbench", "xstest"]

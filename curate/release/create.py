@@ -20,7 +20,7 @@ from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import decision_rule
-from curate.store import StageOutput, Workspace
+from curate.workspace import StageOutput, Workspace
 
 STAGE = "release"
 DRAFT_TAG = "draft"

@@ -25,7 +25,7 @@ from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
 from curate.review.config import DecisionRule
 from curate.review.policy import resolve_reviews
-from curate.store import StageOutput, Workspace
+from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
 _LABEL_TRUE = {"accept": "accept", "harmful": "yes"}
