@@ -124,6 +124,9 @@ class ReviewItem(Record):
     status: str = Field(default="submitted", description="Argilla response status: submitted, discarded, draft.")
     submitted_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    answer_version: str | None = Field(
+        default=None, description="Hash of the reasoning and answer the reviewer saw (curate.review.identity)."
+    )
 
 
 class ReleaseRow(Record):
@@ -136,6 +139,9 @@ class ReleaseRow(Record):
     reasoning: str | None
     answer: str
     answer_corrected: bool = False
+    reasoning_matches_answer: bool = Field(
+        default=True, description="False when a reviewer's correction replaced the answer the reasoning led to."
+    )
     n_reviews: int = 0
     accept_votes: int = 0
     satisfaction_mean: float | None = None

@@ -172,6 +172,7 @@ def pull_reviews(cfg: Config, ws: Workspace) -> dict[str, Any]:
     review_cfg, client = _review(cfg)
     rule = decision_rule(cfg, review_cfg)
     with client:
-        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule)
+        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule,
+                                source=review_cfg.source)
     report = result.manifest["report"]
     return {"campaign": review_cfg.campaign, "rows": result.rows, "pull": report["pull"], "decisions": report["decisions"]}

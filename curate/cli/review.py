@@ -61,6 +61,9 @@ def push(
         f"skipped {report.unchanged} unchanged of {report.candidates} in {report.seconds:.2f}s "
         f"-> {client.api_url} dataset {report.dataset_id}"
     )
+    if report.superseded:
+        console.print(f"{report.superseded} superseded: answers changed since their last push went out as new records; "
+                      "verdicts on the old text no longer count")
 
 
 @review_app.command("pull")
@@ -80,7 +83,8 @@ def pull(
     rule = decision_rule(cfg, review_cfg)
     ws = workspace_for(cfg)
     with _client(cfg, review_cfg) as client, ws.locked():
-        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule)
+        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace, rule=rule,
+                                source=review_cfg.source)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
@@ -88,6 +92,8 @@ def pull(
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )
+    if report.get("stale_reviews"):
+        console.print(f"{report['stale_reviews']} stale reviews (of an earlier answer) kept as history, not counted")
     agreement = ws.read("review/agreement").filter(_in_campaign(review_cfg.campaign))
     table = Table(title="agreement")
     for col in ("question", "items", "annotators", "percent agreement", "Krippendorff alpha"):
