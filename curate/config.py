@@ -52,6 +52,10 @@ class IngestConfig(Section):
     language_field: str | None = None
     topic_field: str | None = None
     default_language: str | None = Field(default=None, description="Skip detection and use this for every seed.")
+    max_prompt_chars: int = Field(
+        default=8000, ge=1,
+        description="Longer prompts go to ingest/rejects. Public seed sets stay under ~2,600 characters (HarmBench).",
+    )
 
 
 class EndpointConfig(Section):

@@ -29,7 +29,7 @@ class Record(BaseModel):
 class Seed(Record):
     """A prompt a model may have blocked, as read from the user's files."""
 
-    seed_id: str = Field(description="Content hash of the normalized text (or of the source's own id).")
+    seed_id: str = Field(description="Content hash of the normalized text (the source's own id is `source_id`).")
     text: str
     language: str = Field(description="ISO 639-1 code; detected with fastText when the source has none.")
     language_confidence: float | None = None
