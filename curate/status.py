@@ -1,7 +1,8 @@
 """What `curate status` says about each stage: its state, the last good output, and problems.
 
 A failed attempt does not hide the last good run: both are reported, so a bad input file never
-makes earlier results look lost.
+makes earlier results look lost. A stage with failed LLM calls is `incomplete`, with their count
+and kinds (curate.failures).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from curate.workspace import Workspace
 
-SUMMARY_KEYS = ("status", "error", "fingerprint", "finished_at", "duration_s", "outputs")
+SUMMARY_KEYS = ("status", "error", "fingerprint", "finished_at", "duration_s", "outputs", "llm_errors")
 
 
 def stage_status(ws: Workspace, stage: str) -> dict[str, Any]:
@@ -26,3 +27,11 @@ def stage_status(ws: Workspace, stage: str) -> dict[str, Any]:
 
 def workspace_status(ws: Workspace) -> dict[str, dict[str, Any]]:
     return {stage: stage_status(ws, stage) for stage in ws.stages()}
+
+
+def describe_llm_errors(errors: dict[str, Any] | None) -> str:
+    """'2 LLM errors (HTTP 500: 2)' or ''."""
+    if not errors or not errors.get("count"):
+        return ""
+    kinds = ", ".join(f"{k}: {n}" for k, n in errors.get("kinds", {}).items())
+    return f"{errors['count']} LLM errors ({kinds}); rerun to retry them"

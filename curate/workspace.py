@@ -32,10 +32,14 @@ from pydantic import BaseModel
 
 from curate.config import config_hash
 from curate.errors import CurateError
+from curate.failures import llm_errors
 from curate.secrets import redact
 
 MANIFEST = "manifest.json"
 FAILURE = "failed.json"
+# A stage's outputs can be read by later stages when it is complete, or incomplete (some LLM
+# calls failed: those rows carry status "error"); only a complete stage is skipped on rerun.
+USABLE_STATUSES = ("complete", "incomplete")
 
 
 @dataclass
@@ -124,10 +128,14 @@ def summarize_table(df: pl.DataFrame, examples_per_reason: int = 3) -> dict[str,
     if "reject_reason" in df.columns:
         text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in df.columns), None)
         if text_col:
+            # A failed call has no text to show; its error says what went wrong.
+            shown = pl.col(text_col)
+            if "error" in df.columns:
+                shown = pl.when(pl.col("reject_reason") == "llm_error").then(pl.col("error")).otherwise(shown)
             examples = (
                 df.filter(pl.col("reject_reason").is_not_null())
                 .group_by("reject_reason", maintain_order=True)
-                .agg(pl.col(text_col).head(examples_per_reason).str.slice(0, 200))
+                .agg(shown.head(examples_per_reason).str.slice(0, 200))
             )
             summary["reject_examples"] = {r: list(ex) for r, ex in examples.iter_rows()}
     return summary
@@ -205,7 +213,7 @@ class Workspace:
             return sha256_path(ref)
         stage, table = ref.split("/", 1)
         manifest = self.manifest(stage)
-        if not manifest or manifest.get("status") != "complete" or table not in manifest["outputs"]:
+        if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest["outputs"]:
             raise CurateError(f"input '{ref}' is missing in {self.root}; run stage '{stage}' first")
         return manifest["outputs"][table]["sha256"]
 
@@ -285,7 +293,9 @@ class Workspace:
         for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
             self.table_path(stage, stale).unlink(missing_ok=True)
         manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
-        manifest["status"] = "complete"
+        # Failed LLM calls leave the stage incomplete: usable outputs, but not skipped next time.
+        manifest["llm_errors"] = llm_errors(output.tables)
+        manifest["status"] = "incomplete" if manifest["llm_errors"]["count"] else "complete"
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         manifest["duration_s"] = round(time.perf_counter() - started, 3)
         atomic_write_json(stage_dir / MANIFEST, manifest)

@@ -24,7 +24,7 @@ from curate.stages.ingest import IngestStageConfig, ingest_stage
 from curate.stages.keywords import KeywordsConfig, KeywordsStageConfig, keywords_stage, select_seeds
 from curate.stages.questions import QuestionsConfig, QuestionsStageConfig, questions_stage
 from curate.stages.translate import TranslateConfig, TranslateStageConfig, translate_stage
-from curate.workspace import Workspace
+from curate.workspace import USABLE_STATUSES, Workspace
 
 
 def _llm_cache(ws: Workspace):
@@ -34,7 +34,7 @@ def _llm_cache(ws: Workspace):
 def _has_table(ws: Workspace, ref: str) -> bool:
     stage, table = ref.split("/", 1)
     manifest = ws.manifest(stage)
-    return bool(manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}))
+    return bool(manifest and manifest.get("status") in USABLE_STATUSES and table in manifest.get("outputs", {}))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.errors import CurateError
 from curate.records import write_json_schemas
-from curate.status import workspace_status
+from curate.status import describe_llm_errors, workspace_status
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "curate.toml"
 
@@ -45,6 +45,8 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         shown = m["last_good"] or m
         rows = ", ".join(f"{t}={o['rows']}" for t, o in (shown.get("outputs") or {}).items())
         state = m.get("status") or "?"
+        if state == "incomplete":
+            state = f"[yellow]incomplete[/]: {describe_llm_errors(m.get('llm_errors'))}"
         if state == "failed":
             state = f"[red]failed[/]: {m.get('error', '')}"
             if m["last_good"]:

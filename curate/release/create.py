@@ -20,7 +20,7 @@ from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import decision_rule
-from curate.workspace import StageOutput, Workspace
+from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
 
 STAGE = "release"
 DRAFT_TAG = "draft"
@@ -132,7 +132,7 @@ def create_release(
         manifest = ws.manifest(stage)
         if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
             continue  # a draft may come before the first review sync
-        if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+        if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
             raise CurateError(
                 f"{ws.root}: table '{ref}' is missing; a release needs '{ref}' (run stage '{stage}' first)"
             )
@@ -140,7 +140,7 @@ def create_release(
     for name, ref in LINEAGE_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
-        if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
+        if manifest and manifest.get("status") in USABLE_STATUSES and table in manifest.get("outputs", {}):
             inputs[name] = ref
     if rcfg.mix:
         inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
