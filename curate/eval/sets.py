@@ -18,6 +18,7 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
+from curate.release import ReleaseNotFound, ReleaseStore
 from curate.stages.ingest import read_rows, read_seeds
 from curate.release.split import held_out, split_key
 
@@ -130,7 +131,6 @@ def load_release_prompts(version: str, *, store: str, split: str = "test", holdo
     """Blocked-topic prompts from a release's held-out split (`split="test"`; "train" is the rest,
     "all" is every row). A release with its own `split` column is split by that column instead.
     Mixed-in rows (source other than "curate") are left out: they are not blocked-topic prompts."""
-    from curate.release import ReleaseNotFound, ReleaseStore
 
     try:
         rows = ReleaseStore(store).read(version)

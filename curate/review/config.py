@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import ArgillaConfig, Config, stage_config
 from curate.review.policy import ConflictPolicy
 from curate.review.settings import load_review_settings
+from curate.tables import CANDIDATES
 
 
 class ReviewConfig(BaseModel):
@@ -23,7 +24,7 @@ class ReviewConfig(BaseModel):
     campaign: str = Field(default="review", min_length=1, max_length=200,
                           description="Argilla dataset name; one dataset per review campaign.")
     settings: str | None = Field(default=None, description="Settings TOML; default annotations/review.toml.")
-    source: str = Field(default="answers/candidates", description="Candidate table to push (stage/table).")
+    source: str = Field(default=str(CANDIDATES), description="Candidate table to push (stage/table).")
     run: str | None = Field(default=None, description="'run' metadata on new records; default: the source stage's run id.")
     policy: ConflictPolicy = "majority"
     batch_size: int = Field(default=250, ge=1, le=500)
@@ -45,13 +46,9 @@ def effective_min_submitted(argilla: ArgillaConfig, settings_default: int) -> in
     return argilla.min_submitted if "min_submitted" in argilla.model_fields_set else settings_default
 
 
-def review_config(cfg: Config) -> ReviewConfig:
-    return stage_config(cfg, "review", ReviewConfig)  # type: ignore[return-value]
-
-
 def decision_rule(cfg: Config, review_cfg: ReviewConfig | None = None) -> DecisionRule:
     """The rule push, pull and release all use (see the module docstring)."""
-    review_cfg = review_cfg or review_config(cfg)
+    review_cfg = review_cfg or stage_config(cfg, "review", ReviewConfig)  # type: ignore[assignment]
     settings = load_review_settings(review_cfg.settings)
     return DecisionRule(policy=review_cfg.policy,
                         min_submitted=effective_min_submitted(cfg.argilla, settings.min_submitted))

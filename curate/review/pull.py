@@ -26,6 +26,7 @@ from curate.review.client import ArgillaClient
 from curate.review.config import DecisionRule
 from curate.review.identity import split_record_key, with_answer_version
 from curate.review.policy import current_reviews, resolve_reviews
+from curate.tables import REVIEWS
 from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
@@ -150,7 +151,7 @@ def pull_workspace(
     answers now in `source`.
     """
     fetched, _ds = fetch_reviews(client, campaign, workspace)
-    previous_path = ws.table_path("review", "reviews")
+    previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
     stage, table = source.split("/", 1)
     source_path = ws.table_path(stage, table)

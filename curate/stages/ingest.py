@@ -24,8 +24,10 @@ from curate.config import IngestConfig, LangIdConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
 from curate.records import Seed, conform
+from curate.stages.declaration import Stage
+from curate.tables import INGEST_REJECTS, SEEDS
 from curate.text.clean import remove_control_characters
-from curate.text.langid import detect_languages
+from curate.text.langid import detect_languages, model_file
 from curate.workspace import StageOutput
 
 TEXT_FIELD_CANDIDATES = ("prompt", "text", "question", "instruction", "query", "input", "content")
@@ -268,3 +270,13 @@ def read_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) ->
 
 def ingest_stage(sources: list[Path], config: IngestStageConfig) -> StageOutput:
     return ingest_seeds(sources, config.ingest, config.langid)
+
+
+STAGE = Stage(
+    name="ingest", run=ingest_stage, config=IngestConfig, section="ingest",
+    summary="Read seed prompts into the workspace (language detected with fastText where missing).",
+    writes=(SEEDS, INGEST_REJECTS), external=("sources",),
+    report_keys=("rows_read", "duplicates", "control_characters_removed", "rejected"),
+    settings=lambda cfg, section: IngestStageConfig(ingest=section, langid=cfg.langid),
+    depends_on=lambda settings: [model_file(settings.langid.model_path)] if settings.ingest.default_language is None else [],
+)
