@@ -29,7 +29,7 @@ from curate.review.client import ArgillaClient
 from curate.review.config import DecisionRule
 from curate.review.identity import split_record_key, with_answer_version
 from curate.review.policy import current_reviews, resolve_reviews
-from curate.tables import REVIEWS
+from curate.tables import CANDIDATES, REVIEWS
 from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
@@ -167,7 +167,7 @@ def pull_workspace(
     campaign: str,
     workspace: str,
     rule: DecisionRule,
-    source: str = "answers/candidates",
+    source: str = str(CANDIDATES),
     full: bool = False,
 ):
     """Fetch, merge and write `review/reviews`, `review/agreement` and `review/decisions`.
