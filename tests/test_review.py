@@ -344,11 +344,10 @@ def test_pull_is_incremental_from_the_watermark(project, argilla_stack, campaign
     submit_as(argilla_stack, campaign, {one: {f"cand-{i}": answer("accept", 3) for i in range(6)}})
     out = cli("review", "pull", "--config", str(config))
     assert "(full): 6 responses, 6 new" in out
-    # No look-back here (only records touched after the watermark), so the test can tell what an
-    # incremental pull fetched.
-    monkeypatch.setattr(pull_module, "WATERMARK_MARGIN", dt.timedelta(milliseconds=-1))  # strictly after
-    watermark = dt.datetime.fromisoformat(ws.manifest("review")["report"]["record_watermarks"][campaign])
-    wait_for(lambda: dt.datetime.now(dt.UTC) > watermark + dt.timedelta(milliseconds=5), "server clock past the watermark")
+    # No look-back margin here, so the test can tell what an incremental pull fetched.
+    monkeypatch.setattr(pull_module, "WATERMARK_MARGIN", dt.timedelta(0))
+    watermark = ws.read("review/reviews")["updated_at"].max()
+    wait_for(lambda: dt.datetime.now(dt.UTC) > watermark + dt.timedelta(seconds=1), "server clock past the watermark")
 
     # Two new candidates; one gets a response. Only that record travels, not the six reviewed ones.
     write_candidates(ws, candidates(8))

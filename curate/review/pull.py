@@ -6,9 +6,9 @@ Tables written (`review/...`):
 - `agreement`: percent agreement and Krippendorff's alpha per campaign and question.
 - `decisions`: one row per candidate from `curate.review.policy.resolve_reviews`.
 
-A pull is incremental once a campaign was pulled: from the stored watermark (the newest record
-`updated_at` seen, kept per campaign in the stage report, less WATERMARK_MARGIN) it asks Argilla
-only for records still pending review or updated since (curate.review.client.iter_reviewed_records), so a sync costs what changed.
+A pull is incremental once `review/reviews` exists: from the stored watermark (the newest response
+`updated_at` seen, less WATERMARK_MARGIN) it asks Argilla only for records still pending review
+or updated since (curate.review.client.iter_reviewed_records), so a sync costs what changed.
 Argilla 2.8 cannot filter responses by time, and editing a response on an already completed
 record does not touch the record: such edits are seen by a full pull (`full=True`, `curate review
 pull --full`). Unreviewed records never travel.
@@ -119,7 +119,6 @@ def review_stage(
     rule: DecisionRule,
     current: pl.DataFrame | None = None,
     since: dt.datetime | None = None,
-    record_watermarks: dict[str, str] | None = None,
 ) -> StageOutput:
     """Merge, then decide by `rule` from the reviews of each candidate's `current` answer version
     (candidate_id, answer_version); reviews of earlier answers stay in `reviews` as history."""
@@ -129,23 +128,20 @@ def review_stage(
     watermark = reviews["updated_at"].max() if reviews.height else None
     report = {"pull": counts, "policy": rule.policy, "min_submitted": rule.min_submitted,
               "stale_reviews": stale.height, "mode": "full" if since is None else "incremental",
-              "since": since.isoformat() if since else None, "record_watermarks": record_watermarks or {},
+              "since": since.isoformat() if since else None,
               "watermark": watermark.isoformat() if watermark else None,
               "decisions": {str(k): int(v) for k, v in decisions.group_by("decision").len().iter_rows()}}
     return StageOutput(tables={"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions},
                        report=report)
 
 
-def record_watermarks(ws: Workspace) -> dict[str, str]:
-    """Per campaign, the newest record `updated_at` the pulls so far have seen (ISO, server time)."""
-    return dict(((ws.manifest(REVIEWS.stage) or {}).get("report") or {}).get("record_watermarks") or {})
-
-
-def since_watermark(marks: dict[str, str], campaign: str) -> dt.datetime | None:
-    """Where an incremental pull of `campaign` starts (the stored watermark less the look-back);
-    None, meaning a full pull, when the campaign was never pulled."""
-    mark = marks.get(campaign)
-    return _timestamp(mark) - WATERMARK_MARGIN if mark else None
+def watermark(previous: pl.DataFrame | None, campaign: str) -> dt.datetime | None:
+    """Where an incremental pull of `campaign` starts: the newest response time already stored,
+    less the margin; None (a full pull) when nothing of the campaign is stored yet."""
+    if previous is None or "updated_at" not in previous.columns:
+        return None
+    newest = previous.filter(pl.col("campaign") == campaign)["updated_at"].max()
+    return newest - WATERMARK_MARGIN if newest is not None else None
 
 
 def fetch_reviews(
@@ -156,8 +152,7 @@ def fetch_reviews(
     if ds is None:
         raise CurateError(f"no Argilla dataset '{campaign}' in workspace '{workspace}' at {client.api_url}; push first")
     records = list(client.iter_reviewed_records(ds["id"], PULLED_STATUSES, updated_since=since))
-    newest = max((r["updated_at"] for r in records if r.get("updated_at")), default=None)
-    return responses_to_reviews(records, campaign=campaign, usernames=client.usernames()), ds | {"_newest_record": newest}
+    return responses_to_reviews(records, campaign=campaign, usernames=client.usernames()), ds
 
 
 def pull_workspace(
@@ -178,12 +173,8 @@ def pull_workspace(
     """
     previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
-    marks = record_watermarks(ws)
-    since = None if full else since_watermark(marks, campaign)
-    fetched, ds = fetch_reviews(client, campaign, workspace, since)
-    newest = ds["_newest_record"]
-    if newest and (campaign not in marks or _timestamp(newest) > _timestamp(marks[campaign])):
-        marks[campaign] = _timestamp(newest).isoformat()
+    since = None if full else watermark(previous, campaign)
+    fetched, _ds = fetch_reviews(client, campaign, workspace, since)
     stage, table = source.split("/", 1)
     source_path = ws.table_path(stage, table)
     current = (with_answer_version(pl.read_parquet(source_path)).select("candidate_id", "answer_version")
@@ -199,5 +190,4 @@ def pull_workspace(
         rule=rule,
         current=current,
         since=since,
-        record_watermarks=marks,
     )
