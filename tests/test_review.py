@@ -332,31 +332,3 @@ def test_a_regenerated_answer_is_reviewed_afresh(project, argilla_stack, campaig
     cli("review", "pull", "--config", str(config))
     decisions = dict(ws.read("review/decisions").select("candidate_id", "decision").iter_rows())
     assert decisions["cand-0"] == "rejected"
-
-
-def test_pull_is_incremental_from_the_watermark(project, argilla_stack, campaign, monkeypatch):
-    import curate.review.pull as pull_module
-
-    config, ws = project
-    write_candidates(ws, candidates(6))
-    cli("review", "push", "--config", str(config))
-    one = argilla_stack.annotators[0]
-    submit_as(argilla_stack, campaign, {one: {f"cand-{i}": answer("accept", 3) for i in range(6)}})
-    out = cli("review", "pull", "--config", str(config))
-    assert "(full): 6 responses, 6 new" in out
-    # No look-back margin here, so the test can tell what an incremental pull fetched.
-    monkeypatch.setattr(pull_module, "WATERMARK_MARGIN", dt.timedelta(0))
-    watermark = ws.read("review/reviews")["updated_at"].max()
-    wait_for(lambda: dt.datetime.now(dt.UTC) > watermark + dt.timedelta(seconds=1), "server clock past the watermark")
-
-    # Two new candidates; one gets a response. Only that record travels, not the six reviewed ones.
-    write_candidates(ws, candidates(8))
-    cli("review", "push", "--config", str(config))
-    submit_as(argilla_stack, campaign, {one: {"cand-6": answer("reject", 1)}})
-    out = cli("review", "pull", "--config", str(config))
-    assert "(incremental): 1 responses, 1 new, 0 changed" in out
-    reviews = ws.read("review/reviews")
-    assert reviews.height == 7 and set(reviews["candidate_id"]) == {f"cand-{i}" for i in range(7)}
-    assert ws.manifest("review")["report"]["mode"] == "incremental"
-    # A full pull sees everything again and finds nothing new.
-    assert "(full): 7 responses, 0 new, 0 changed" in cli("review", "pull", "--config", str(config), "--full")

@@ -48,7 +48,6 @@ def push(
 def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
-    full: Annotated[bool, typer.Option("--full", help="Fetch every reviewed record, not only what changed since the last pull.")] = False,
 ) -> None:
     """Fetch submitted responses into review/reviews, with agreement and decisions.
 
@@ -58,12 +57,11 @@ def pull(
     review_cfg = review_config(cfg, campaign=campaign)
     ws = workspace_for(cfg)
     with ws.locked():
-        result = pull_reviews(cfg, ws, review_cfg, full=full)
+        result = pull_reviews(cfg, ws, review_cfg)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
-        f"pull {review_cfg.campaign} ({report.get('mode', 'full')}): {counts['fetched']} responses, {counts['new']} new, "
-        f"{counts['changed']} changed; "
+        f"pull {review_cfg.campaign}: {counts['fetched']} responses, {counts['new']} new, {counts['changed']} changed; "
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )

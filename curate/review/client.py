@@ -7,7 +7,6 @@ does not expose. Tests and the benchmark drive the SDK against the same server.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import random
@@ -176,36 +175,17 @@ class ArgillaClient:
         body = self.request("PUT", f"/api/v1/datasets/{dataset_id}/records/bulk", json={"items": items})
         return len(body["items"])
 
-    def iter_reviewed_records(
-        self, dataset_id: str, statuses: list[str], *, updated_since: dt.datetime | None = None
-    ) -> Iterator[dict]:
+    def iter_reviewed_records(self, dataset_id: str, statuses: list[str]) -> Iterator[dict]:
         """Records that have at least one response in `statuses`, with all their responses.
 
-        With `updated_since`, only records that may hold a response newer than that: records still
-        pending (a response that leaves a record pending does not touch it), and records updated
-        since (completing a record, or re-pushing it, does). Argilla 2.8 cannot filter responses by
-        time, so an edit of a response on an already completed record is seen only by a full pull.
+        The search engine narrows the set to reviewed records; past its result window the
+        plain listing (every record, from SQLite) takes over so nothing is missed.
         """
-        responded = {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": statuses}
-        if updated_since is None:
-            yield from self._search(dataset_id, [responded])
-            return
-        pending = {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]}
-        # The search engine compares record times in epoch milliseconds.
-        recent = {"type": "range", "scope": {"entity": "record", "property": "updated_at"},
-                  "ge": updated_since.timestamp() * 1000}
-        seen: set[str] = set()
-        for filters in ([responded, pending], [responded, recent]):
-            for record in self._search(dataset_id, filters):
-                if record["id"] not in seen:
-                    seen.add(record["id"])
-                    yield record
-
-    def _search(self, dataset_id: str, filters: list[dict]) -> Iterator[dict]:
-        """Every record matching `filters` (all of them), with responses. Past the search engine's
-        result window the plain listing (every record, from SQLite) takes over so nothing is missed."""
-        body = {"filters": {"and": filters},
-                "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}]}
+        body = {
+            "filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"},
+                                 "values": statuses}]},
+            "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}],
+        }
         params = {"include": "responses", "limit": PAGE_SIZE}
         first = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
                              params={**params, "offset": 0}, json=body)

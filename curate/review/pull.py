@@ -6,12 +6,9 @@ Tables written (`review/...`):
 - `agreement`: percent agreement and Krippendorff's alpha per campaign and question.
 - `decisions`: one row per candidate from `curate.review.policy.resolve_reviews`.
 
-A pull is incremental once `review/reviews` exists: from the stored watermark (the newest response
-`updated_at` seen, less WATERMARK_MARGIN) it asks Argilla only for records still pending review
-or updated since (curate.review.client.iter_reviewed_records), so a sync costs what changed.
-Argilla 2.8 cannot filter responses by time, and editing a response on an already completed
-record does not touch the record: such edits are seen by a full pull (`full=True`, `curate review
-pull --full`). Unreviewed records never travel.
+Argilla 2.8 cannot filter responses by time, so each pull asks the search engine for the records
+that have a submitted or discarded response and keeps what is new or changed since the stored
+watermark (the newest `updated_at` seen); unreviewed records never travel.
 """
 
 from __future__ import annotations
@@ -33,10 +30,6 @@ from curate.tables import CANDIDATES, REVIEWS
 from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
-# Record and response times come from one server clock. A record is touched (its status set) just
-# after its response commits, in its own transaction, and a record still pending is fetched anyway;
-# the look-back covers responses that commit out of order around the previous pull.
-WATERMARK_MARGIN = dt.timedelta(seconds=10)
 _LABEL_TRUE = {"accept": "accept", "harmful": "yes"}
 
 
@@ -118,7 +111,6 @@ def review_stage(
     *,
     rule: DecisionRule,
     current: pl.DataFrame | None = None,
-    since: dt.datetime | None = None,
 ) -> StageOutput:
     """Merge, then decide by `rule` from the reviews of each candidate's `current` answer version
     (candidate_id, answer_version); reviews of earlier answers stay in `reviews` as history."""
@@ -127,31 +119,19 @@ def review_stage(
     decisions = resolve_reviews(counting, rule.policy, rule.min_submitted)
     watermark = reviews["updated_at"].max() if reviews.height else None
     report = {"pull": counts, "policy": rule.policy, "min_submitted": rule.min_submitted,
-              "stale_reviews": stale.height, "mode": "full" if since is None else "incremental",
-              "since": since.isoformat() if since else None,
+              "stale_reviews": stale.height,
               "watermark": watermark.isoformat() if watermark else None,
               "decisions": {str(k): int(v) for k, v in decisions.group_by("decision").len().iter_rows()}}
     return StageOutput(tables={"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions},
                        report=report)
 
 
-def watermark(previous: pl.DataFrame | None, campaign: str) -> dt.datetime | None:
-    """Where an incremental pull of `campaign` starts: the newest response time already stored,
-    less the margin; None (a full pull) when nothing of the campaign is stored yet."""
-    if previous is None or "updated_at" not in previous.columns:
-        return None
-    newest = previous.filter(pl.col("campaign") == campaign)["updated_at"].max()
-    return newest - WATERMARK_MARGIN if newest is not None else None
-
-
-def fetch_reviews(
-    client: ArgillaClient, campaign: str, workspace: str, since: dt.datetime | None = None
-) -> tuple[pl.DataFrame, dict]:
+def fetch_reviews(client: ArgillaClient, campaign: str, workspace: str) -> tuple[pl.DataFrame, dict]:
     workspace_id = client.workspace_id(workspace, create=False)
     ds = client.find_dataset(campaign, workspace_id)
     if ds is None:
         raise CurateError(f"no Argilla dataset '{campaign}' in workspace '{workspace}' at {client.api_url}; push first")
-    records = list(client.iter_reviewed_records(ds["id"], PULLED_STATUSES, updated_since=since))
+    records = list(client.iter_reviewed_records(ds["id"], PULLED_STATUSES))
     return responses_to_reviews(records, campaign=campaign, usernames=client.usernames()), ds
 
 
@@ -163,7 +143,6 @@ def pull_workspace(
     workspace: str,
     rule: DecisionRule,
     source: str = str(CANDIDATES),
-    full: bool = False,
 ):
     """Fetch, merge and write `review/reviews`, `review/agreement` and `review/decisions`.
 
@@ -171,10 +150,9 @@ def pull_workspace(
     Argilla as its task distribution and a release keeps rows by, and count only reviews of the
     answers now in `source`.
     """
+    fetched, _ds = fetch_reviews(client, campaign, workspace)
     previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
-    since = None if full else watermark(previous, campaign)
-    fetched, _ds = fetch_reviews(client, campaign, workspace, since)
     stage, table = source.split("/", 1)
     source_path = ws.table_path(stage, table)
     current = (with_answer_version(pl.read_parquet(source_path)).select("candidate_id", "answer_version")
@@ -189,5 +167,4 @@ def pull_workspace(
         fetched=fetched,
         rule=rule,
         current=current,
-        since=since,
     )

@@ -41,14 +41,13 @@ def push_for_review(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None 
     return report
 
 
-def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None, *, full: bool = False) -> StageResult:
+def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None) -> StageResult:
     """Fetch submitted responses into review/reviews, with agreement and decisions.
 
     Decisions follow the one review rule (`decision_rule`) that push and a release use too, so
-    there is no per-command override of policy or min_submitted. Incremental from the stored
-    watermark unless `full` (curate.review.pull)."""
+    there is no per-command override of policy or min_submitted."""
     review_cfg = review_cfg or review_config(cfg)
     rule = decision_rule(cfg, review_cfg)
     with review_client(cfg, review_cfg) as client:
         return pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-                              rule=rule, source=review_cfg.source, full=full)
+                              rule=rule, source=review_cfg.source)
