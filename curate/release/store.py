@@ -32,6 +32,7 @@ from filelock import FileLock
 
 from curate.errors import CurateError
 from curate.records import SCHEMA_VERSION, ReleaseRow, conform
+from curate.release.manifest import manifest_differences
 from curate.release.rows import content_hash, counts
 from curate.release.storage import StoreLocation, delta_storage_options, is_remote
 from curate.secrets import redact
@@ -47,8 +48,6 @@ TABLE_PROPERTIES = {
     "delta.logRetentionDuration": "interval 365000 days",
     "delta.enableExpiredLogCleanup": "false",
 }
-# Manifest keys the Delta commit cannot hold, because they are computed after it.
-MANIFEST_ONLY_KEYS = ("files",)
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
@@ -342,7 +341,7 @@ class ReleaseStore:
         if body is None:
             problems.append(f"release {version}: the Delta commit has no curate record")
         else:
-            problems += _manifest_differences(version, manifest, body)
+            problems += manifest_differences(version, manifest, body)
         recorded = {f["path"]: f for f in manifest["files"]}
         try:
             current = {f["path"]: f for f in self._data_files(manifest["delta_version"])}
@@ -390,24 +389,6 @@ class ReleaseStore:
         if not versions:
             raise ReleaseNotFound(f"{self.uri}: no releases yet")
         return [self.verify(v) for v in versions]
-
-
-def _manifest_differences(version: int, manifest: dict[str, Any], body: dict[str, Any]) -> list[str]:
-    """Every manifest key whose value differs from the body recorded in the Delta commit (the
-    manifest is the commit body plus the data files' checksums, which `verify` checks separately)."""
-    problems = []
-    recorded = {k: v for k, v in manifest.items() if k not in MANIFEST_ONLY_KEYS}
-    for key in sorted(set(recorded) | set(body)):
-        if key not in body:
-            problems.append(f"release {version}: manifest field '{key}' is not in the Delta commit")
-        elif key not in recorded:
-            problems.append(f"release {version}: manifest lacks field '{key}' that the Delta commit holds")
-        elif recorded[key] != body[key]:
-            shown = lambda v: json.dumps(v, sort_keys=True, default=str)[:80]  # noqa: E731
-            problems.append(
-                f"release {version}: manifest field '{key}' is {shown(recorded[key])}, the Delta commit has {shown(body[key])}"
-            )
-    return problems
 
 
 def _nested_counts(rows: pl.DataFrame, outer: str, inner: str) -> dict[str, dict[str, int]]:
