@@ -71,3 +71,31 @@ def test_corrected_answer_is_marked_as_not_matching_its_reasoning():
     corrected = dict(rows.select("candidate_id", "answer_corrected").iter_rows())
     assert corrected["cand-c2"] and corrected["cand-c3"] and not corrected["cand-c1"]
     assert marks == {cid: not corrected[cid] for cid in marks}
+
+
+class RecordingClient:
+    """Keeps what would be sent; no server involved."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def upsert_records(self, dataset_id: str, items: list[dict]) -> int:
+        self.sent += [item["external_id"] for item in items]
+        return len(items)
+
+
+def test_records_pushed_before_answer_versions_keep_their_key_until_the_text_changes(tmp_path):
+    from curate.review.push import PushLedger, push_records
+
+    settings = load_review_settings(SETTINGS)
+    ledger = PushLedger(tmp_path / "ledger.sqlite")
+    before = record_payloads(review_frame(candidates(2)), settings)
+    # What an older push acknowledged: bare candidate ids with these contents.
+    ledger.acknowledge("ds", [(split_record_key(p["external_id"])[0], p["_hash"]) for p in before])
+    client = RecordingClient()
+    counts = push_records(client, "ds", record_payloads(review_frame(candidates(2)), settings), ledger)
+    assert client.sent == [] and counts["unchanged"] == 2
+    regenerated = record_payloads(review_frame(candidates(2, answer=["Answer 0", "New"])), settings)
+    counts = push_records(client, "ds", regenerated, ledger)
+    assert client.sent == [regenerated[1]["external_id"]] and "@" in client.sent[0]
+    assert counts["superseded"] == 1

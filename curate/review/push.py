@@ -205,6 +205,12 @@ def push_records(
 ) -> dict[str, int]:
     """Send records whose hash differs from the ledger; the ledger advances per acknowledged batch."""
     known = dict(ledger.hashes(dataset_id).iter_rows())
+    for p in payloads:
+        # A record pushed before keys carried the answer version keeps its bare candidate key while
+        # its text is unchanged, so upgrading does not duplicate a campaign's records.
+        bare = split_record_key(p["external_id"])[0]
+        if p["external_id"] not in known and known.get(bare) == p["_hash"]:
+            p["external_id"] = bare
     todo = [p for p in payloads if known.get(p["external_id"]) != p["_hash"]]
     new = sum(1 for p in todo if p["external_id"] not in known)
     earlier = {split_record_key(k)[0] for k in known}
