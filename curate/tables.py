@@ -31,6 +31,7 @@ class TableRef:
 
 
 SEEDS = TableRef("ingest", "seeds")
+INGEST_REJECTS = TableRef("ingest", "rejects")
 BLOCKED_PROBES = TableRef("blocked", "probes")
 BLOCKED_SEEDS = TableRef("blocked", "seeds")
 KEYWORDS = TableRef("keywords", "keywords")

@@ -26,7 +26,6 @@ DEMO_SEEDS="${DEMO_SEEDS:-12}"
 DEMO_LLM_MODEL="${DEMO_LLM_MODEL:-qwen0.5b}"
 DEMO_LLM_PORT="${DEMO_LLM_PORT:-8081}"
 export CURATE__LLM__BASE_URL="${CURATE__LLM__BASE_URL:-http://127.0.0.1:$DEMO_LLM_PORT/v1}"
-export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
 PREFECT_PORT="${PREFECT_SERVER_PORT:-4200}"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 
@@ -43,6 +42,9 @@ bash scripts/llm-server.sh start --model "$DEMO_LLM_MODEL" --port "$DEMO_LLM_POR
 
 step "local Argilla stack (127.0.0.1:6900)"
 bash scripts/argilla-stack.sh start
+# The stack's own credentials (random on its first start, or what the environment set); demo/curate.toml
+# reads the owner key from CURATE_ARGILLA_OWNER_API_KEY, never from a production ARGILLA_API_KEY.
+eval "$(bash scripts/argilla-stack.sh credentials)"
 
 step "local Prefect server with UI (127.0.0.1:$PREFECT_PORT)"
 bash scripts/prefect-server.sh start --port "$PREFECT_PORT"
@@ -82,7 +84,7 @@ cfg = load_config('$CONFIG'); print(ReleaseStore(store_uri(cfg, release_config(c
     step "export: draft release $DRAFT_VERSION already exported to $EXPORT"
   else
     step "export: draft release $DRAFT_VERSION as a Hugging Face dataset folder"
-    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" -c "$CONFIG"
+    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" --allow-draft -c "$CONFIG"
   fi
 else
   step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"
@@ -106,8 +108,10 @@ fi
 step "done in $(( $(date +%s) - STARTED ))s"
 cat <<EOF
 
-  Review in Argilla     http://127.0.0.1:6900   (annotators: annotator1 / annotator2, password annotate123;
-                                                 owner: argilla / 12345678), dataset "demo-judged" in workspace "curate"
+  Review in Argilla     http://127.0.0.1:6900   dataset "demo-judged" in workspace "$CURATE_ARGILLA_WORKSPACE"
+                        annotators: ${CURATE_ARGILLA_ANNOTATORS//,/ / }, password $CURATE_ARGILLA_ANNOTATOR_PASSWORD
+                        owner: $CURATE_ARGILLA_OWNER / $CURATE_ARGILLA_OWNER_PASSWORD
+                        (kept in ${CURATE_HOME:-$HOME/.cache/curate}/argilla/credentials.env; local stack only)
   Prefect UI            http://127.0.0.1:$PREFECT_PORT   (flow runs, task runs per stage and shard, schedules)
   Workspace             $WORKSPACE   (uv run curate status -c $CONFIG)
   Release store         $RELEASES   (uv run curate versions list -c $CONFIG)

@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate.config import EndpointConfig
 from curate.errors import CurateError
 from curate.judge.bestof import BestOfConfig, PreferenceConfig, pick_best, preference_pairs
 from curate.judge.rubrics import rubric_version

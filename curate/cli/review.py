@@ -42,21 +42,25 @@ def push(
     )
     if report.routed is not None:
         console.print(f"routed by the judge: {report.routed} (only 'human' is sent for review)")
+    if report.superseded:
+        console.print(f"{report.superseded} superseded: answers changed since their last push went out as new records; "
+                      "verdicts on the old text no longer count")
 
 
 @review_app.command("pull")
 def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
-    policy: Annotated[str | None, typer.Option(help="Conflict policy: majority or any-reject.")] = None,
-    min_submitted: Annotated[int | None, typer.Option(help="Responses needed for a decision (default: the dataset's).")] = None,
 ) -> None:
-    """Fetch submitted responses into review/reviews, with agreement and decisions."""
+    """Fetch submitted responses into review/reviews, with agreement and decisions.
+
+    Decisions follow the one review rule ([stages.review] policy, min_submitted from the settings
+    file or [argilla]) that a release uses too, so there is no per-command override."""
     cfg = get_config(config)
-    review_cfg = review_config(cfg, campaign=campaign, policy=policy)
+    review_cfg = review_config(cfg, campaign=campaign)
     ws = workspace_for(cfg)
     with ws.locked():
-        result = pull_reviews(cfg, ws, review_cfg, min_submitted=min_submitted)
+        result = pull_reviews(cfg, ws, review_cfg)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
@@ -64,6 +68,8 @@ def pull(
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )
+    if report.get("stale_reviews"):
+        console.print(f"{report['stale_reviews']} stale reviews (of an earlier answer) kept as history, not counted")
     agreement = ws.read(REVIEW_AGREEMENT).filter(_in_campaign(review_cfg.campaign))
     table = Table(title="agreement")
     for col in ("question", "items", "annotators", "percent agreement", "Krippendorff alpha"):

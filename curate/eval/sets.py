@@ -20,7 +20,9 @@ from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
 from curate.judge.rubrics import CONTEXT_SEPARATOR
 from curate.release import ReleaseNotFound, ReleaseStore
-from curate.stages.ingest import read_rows, read_seeds
+from curate.rowfiles import read_rows
+from curate.stages.ingest import read_seeds
+from curate.release.split import held_out, split_key
 
 Kind = Literal["blocked", "harmbench", "xstest"]
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -122,13 +124,9 @@ def load_xstest(path: Path | None = None) -> pl.DataFrame:
 
 
 def holdout_mask(df: pl.DataFrame, fraction: float, seed: int = 0) -> pl.Series:
-    """True for the rows of the held-out split: a seeded hash of the question (or row) id, so every
-    translation and candidate of one question lands on the same side and cannot leak into training."""
-    key = next(c for c in ("question_id", "row_id", "prompt") if c in df.columns)
-    threshold = int(fraction * 2**32)
-    return df[key].cast(pl.String).fill_null("").map_elements(
-        lambda k: int(_stable_rank(k, seed)[:8], 16) < threshold, return_dtype=pl.Boolean
-    ).alias("held_out")
+    """True for the rows of the held-out split, for releases made before they carried a `split`
+    column: the same seeded hash of the question (or row) id that releases now record."""
+    return held_out(split_key(df), fraction, seed)
 
 
 def load_release_prompts(version: str, *, store: str, split: str = "test", holdout_fraction: float = 0.1,
@@ -144,7 +142,7 @@ def load_release_prompts(version: str, *, store: str, split: str = "test", holdo
     if "source" in rows.columns:
         rows = rows.filter(pl.col("source").fill_null("curate") == "curate")
     if split != "all":
-        if "split" in rows.columns:
+        if "split" in rows.columns and rows["split"].is_not_null().any():
             rows = rows.filter(pl.col("split") == split)
         else:
             held_out = holdout_mask(rows, holdout_fraction, seed)

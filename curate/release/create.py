@@ -16,20 +16,18 @@ import polars as pl
 from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
 from curate.release.auto import auto_decisions
-from curate.release.config import ReleaseConfig
+from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import _reviews_frame, build_release_rows
-from curate.release.store import CommitResult, ReleaseStore
-from curate.review.config import ReviewConfig
+from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
+from curate.review.config import ReviewConfig, decision_rule
 from curate.review.policy import resolve_reviews
 from curate.review.routing import RoutingConfig
 from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS, ROUTING
-from curate.workspace import StageOutput, Workspace
+from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
 
 STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
-# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
-FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
 LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
 MIX_TABLE = "mix_table__"
@@ -46,7 +44,7 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 def release_stage(
     reviews: pl.DataFrame | None,
     candidates: pl.DataFrame,
-    config: ReleaseConfig,
+    config: ReleaseBuild,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
@@ -58,15 +56,17 @@ def release_stage(
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
         )
+    rule = config.rule
+    config = config.release
     auto, auto_report = None, {}
     if routing is not None:
         gated = _reviews_frame(reviews)
         if config.campaigns:
             gated = gated.filter(pl.col("campaign").is_in(config.campaigns))
-        human = resolve_reviews(gated, config.policy, config.min_submitted or 1)
+        human = resolve_reviews(gated, rule.policy, rule.min_submitted)
         auto, auto_report = auto_decisions(routing, human, gate or RoutingConfig(), draft=config.include_pending)
-    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords,
-                                           auto_decisions=auto)
+    curated, excluded = build_release_rows(reviews, candidates, config, rule=rule, questions=questions,
+                                           keywords=keywords, auto_decisions=auto)
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -77,6 +77,7 @@ def release_stage(
     auto_accepted = pl.col("candidate_id").is_in(auto_report.get("auto_accepted_ids", []))
     tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items()}
     rows, mixes = mix_sources(curated, config.mix, tables)
+    rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
@@ -90,7 +91,7 @@ def release_stage(
         "mixes": mixes,
         "draft": config.include_pending,
         # Released without an accepted decision: fewer than min_submitted responses so far.
-        "pending_rows": int(curated.filter((pl.col("n_reviews") < (config.min_submitted or 1)) & ~auto_accepted).height),
+        "pending_rows": int(curated.filter((pl.col("n_reviews") < rule.min_submitted) & ~auto_accepted).height),
         "unreviewed_rows": int(curated.filter((pl.col("n_reviews") == 0) & ~auto_accepted).height),
         "review_split": _review_split(curated, auto_accepted, auto_report),
     }
@@ -150,10 +151,10 @@ def create_release(
     """
     rcfg = release_config(cfg)
     include_pending = rcfg.include_pending if draft is None else draft
-    # Resolved here so the threshold and the mode enter the stage's config hash.
-    rcfg = rcfg.model_copy(
-        update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted, "include_pending": include_pending}
-    )
+    # Resolved here so the mode and the review rule enter the stage's config hash.
+    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
+    rule = decision_rule(cfg)
+    build = ReleaseBuild(release=rcfg, rule=rule)
     tags = list(tags)
     if include_pending:
         bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
@@ -167,7 +168,7 @@ def create_release(
         manifest = ws.manifest(stage)
         if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
             continue  # a draft may come before the first review sync
-        if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+        if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
             raise CurateError(
                 f"{ws.root}: table '{ref}' is missing; a release needs '{ref}' (run stage '{stage}' first)"
             )
@@ -175,7 +176,7 @@ def create_release(
     for name, ref in LINEAGE_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
-        if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
+        if manifest and manifest.get("status") in USABLE_STATUSES and table in manifest.get("outputs", {}):
             inputs[name] = ref
     if any(m.path for m in rcfg.mix):
         inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix if m.path]
@@ -183,7 +184,7 @@ def create_release(
         if mix.table:
             stage, _, table = mix.table.partition("/")
             manifest = ws.manifest(stage)
-            if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+            if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
                 raise CurateError(f"{ws.root}: mix '{mix.name}' needs table '{mix.table}' (run `curate run --flow safety` first)")
             inputs[f"{MIX_TABLE}{mix.name}"] = mix.table
     gate = None
@@ -195,7 +196,7 @@ def create_release(
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
         # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
         version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, version=version, gate=gate,
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
                               **no_reviews)
         rows = ws.read(RELEASE_ROWS)
         report = result.manifest["report"]
@@ -205,10 +206,10 @@ def create_release(
             models["answers"] = ", ".join(report["answer_models"])
         metadata = {
             "config": rcfg.model_dump(mode="json"),
-            "config_hash": config_hash(rcfg),
+            "config_hash": config_hash(build),
             "format": rcfg.format,
-            "policy": rcfg.policy,
-            "min_submitted": rcfg.min_submitted,
+            "policy": rule.policy,
+            "min_submitted": rule.min_submitted,
             "review_campaigns": report["review_campaigns"],
             "answers_corrected": report["answers_corrected"],
             "excluded_by_reason": report["excluded_by_reason"],

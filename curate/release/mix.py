@@ -19,7 +19,7 @@ from curate.llm.reasoning import split_reasoning
 from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
 from curate.release.table_mix import rows_from_table, taken_by_subset
-from curate.stages.ingest import read_jsonl_rows, read_rows
+from curate.rowfiles import read_jsonl_rows, read_rows
 from curate.workspace import sha256_path
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")

@@ -23,6 +23,7 @@ from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
 from curate.review.routing import RoutingConfig, route_stage
+from curate.review.identity import record_key, split_record_key, with_answer_version
 from curate.review.settings import ReviewSettings
 from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
 from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, ROUTING, TableRef
@@ -46,6 +47,7 @@ class PushReport:
     batches: int
     seconds: float
     routed: dict[str, Any] | None = None  # route counts when the judge stage ran (see curate.review.routing)
+    superseded: int = 0  # candidates whose answer changed: a new record; the old one's verdicts no longer count
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,14 +147,17 @@ def record_payloads(df: pl.DataFrame, settings: ReviewSettings) -> list[dict[str
     missing_required = [f.source for f in settings.fields if f.required and f.source not in df.columns]
     if missing_required:
         raise CurateError(f"candidate table lacks the column(s) {missing_required} that required review fields need")
-    columns = ["candidate_id", *sorted(c for c in sources if c in df.columns)]
+    df = with_answer_version(df)
+    columns = ["candidate_id", "answer_version", *sorted(c for c in sources if c in df.columns)]
     payloads = []
     for row in df.select(columns).iter_rows(named=True):
         fields = {f.name: str(row[f.source]) for f in settings.fields if row.get(f.source) not in (None, "")}
         metadata = {m.name: str(row[m.source]) for m in settings.metadata if row.get(m.source) not in (None, "")}
         hashed = {"fields": fields, "metadata": {k: v for k, v in metadata.items() if k not in UNHASHED_METADATA}}
         digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        payloads.append({"external_id": row["candidate_id"], "fields": fields, "metadata": metadata, "_hash": digest})
+        # Keyed by the text reviewers judge, so a changed answer is a new record (curate.review.identity).
+        key = record_key(row["candidate_id"], row["answer_version"])
+        payloads.append({"external_id": key, "fields": fields, "metadata": metadata, "_hash": digest})
     return payloads
 
 
@@ -203,8 +208,17 @@ def push_records(
 ) -> dict[str, int]:
     """Send records whose hash differs from the ledger; the ledger advances per acknowledged batch."""
     known = dict(ledger.hashes(dataset_id).iter_rows())
+    for p in payloads:
+        # A record pushed before keys carried the answer version keeps its bare candidate key while
+        # its text is unchanged, so upgrading does not duplicate a campaign's records.
+        bare = split_record_key(p["external_id"])[0]
+        if p["external_id"] not in known and known.get(bare) == p["_hash"]:
+            p["external_id"] = bare
     todo = [p for p in payloads if known.get(p["external_id"]) != p["_hash"]]
     new = sum(1 for p in todo if p["external_id"] not in known)
+    earlier = {split_record_key(k)[0] for k in known}
+    superseded = len({c for p in todo if p["external_id"] not in known
+                      and (c := split_record_key(p["external_id"])[0]) in earlier})
     batches = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
@@ -213,7 +227,7 @@ def push_records(
         batches += 1
         progress(len(batch))
     return {"new": new, "changed": len(todo) - new, "unchanged": len(payloads) - len(todo),
-            "pushed": len(todo), "batches": batches}
+            "pushed": len(todo), "batches": batches, "superseded": superseded}
 
 
 # -- the workspace edge ------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Read blocked seed prompts from JSONL, JSON, CSV/TSV, Parquet, plain text or a saved `datasets` folder.
 
 Everything is validated before anything is written: bad input raises one `InputError` naming
-the file, the line (or row) and the field.
+the file, the line (or row) and the field. Rows that are readable but unusable go to the
+`rejects` table instead, naming file and line: prompts longer than `[ingest] max_prompt_chars`,
+and prompts empty once control characters are removed (the rule: curate.text.clean).
+Identical prompts (after normalization) are kept once and counted in the report. A seed's ID is
+a hash of its normalized text; the source's own id column is kept as `source_id`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from curate.config import IngestConfig, LangIdConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
 from curate.records import Seed, conform
-from curate.rowfiles import Row, read_jsonl_rows, read_rows
+from curate.rowfiles import read_rows
 from curate.stages.declaration import Stage
-from curate.tables import SEEDS
+from curate.tables import INGEST_REJECTS, SEEDS
+from curate.text.clean import remove_control_characters
 from curate.text.langid import detect_languages, model_file
+from curate.workspace import StageOutput
 
 TEXT_FIELD_CANDIDATES = ("prompt", "text", "question", "instruction", "query", "input", "content")
 ID_FIELD_CANDIDATES = ("id", "seed_id", "prompt_id", "uid")
@@ -30,6 +36,10 @@ TOPIC_FIELD_CANDIDATES = ("topic", "category")
 class IngestStageConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
+
+
+REJECT_SCHEMA = {"source": pl.String, "source_line": pl.Int64, "source_id": pl.String, "reason": pl.String,
+                 "detail": pl.String}
 
 
 def _pick(path: Path, columns: list[str], configured: str | None, candidates: tuple[str, ...], required: bool) -> str | None:
@@ -47,7 +57,8 @@ def _pick(path: Path, columns: list[str], configured: str | None, candidates: tu
     return found
 
 
-def _seeds_from_file(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
+def _seeds_from_file(path: Path, cfg: IngestConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(seeds, rejects, kept rows whose control characters were removed) of one file."""
     rows = list(read_rows(path))
     if not rows:
         raise InputError(path, "file is empty: no seed prompts found")
@@ -58,7 +69,7 @@ def _seeds_from_file(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
     topic_f = _pick(path, columns, cfg.topic_field, TOPIC_FIELD_CANDIDATES, required=False)
 
     seen_ids: dict[str, int] = {}
-    seeds = []
+    seeds, rejects, cleaned = [], [], 0
     for line, row in rows:
         if text_f not in row:
             raise InputError(path, "missing", line=line, field=text_f)
@@ -74,13 +85,24 @@ def _seeds_from_file(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
             if source_id in seen_ids:
                 raise InputError(path, f"duplicate id '{source_id}' (first seen on line {seen_ids[source_id]})", line=line, field=id_f)
             seen_ids[source_id] = line
+        text, removed = remove_control_characters(text)
+        text = text.strip()
+        reject = {"source": str(path), "source_line": line, "source_id": source_id}
+        if not text:
+            rejects.append(reject | {"reason": "empty_after_cleaning", "detail": f"{removed} control characters, no text"})
+            continue
+        if len(text) > cfg.max_prompt_chars:
+            rejects.append(reject | {"reason": "too_long",
+                                     "detail": f"{len(text)} characters > max_prompt_chars {cfg.max_prompt_chars}"})
+            continue
+        cleaned += bool(removed)
         language = None
         if lang_f is not None and row.get(lang_f) not in (None, ""):
             language = str(row[lang_f]).strip().lower().replace("_", "-").split("-")[0]
         topic = row.get(topic_f) if topic_f else None
         seeds.append(
             {
-                "text": text.strip(),
+                "text": text,
                 "source": str(path),
                 "source_line": line,
                 "source_id": source_id,
@@ -88,28 +110,35 @@ def _seeds_from_file(path: Path, cfg: IngestConfig) -> list[dict[str, Any]]:
                 "topic": str(topic) if topic not in (None, "") else None,
             }
         )
-    return seeds
+    return seeds, rejects, cleaned
 
 
-def read_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) -> pl.DataFrame:
-    """All seeds from `paths` as a Seed table; identical prompts (after normalization) are kept once."""
+def ingest_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) -> StageOutput:
+    """Tables `seeds` (one per normalized prompt text) and `rejects`, with a report of what was
+    read, dropped as a duplicate, cleaned and rejected."""
     if not paths:
         raise InputError("<none>", "no seed files given")
     records: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    cleaned = 0
     for path in paths:
-        records.extend(_seeds_from_file(Path(path), config))
+        file_seeds, file_rejects, file_cleaned = _seeds_from_file(Path(path), config)
+        records.extend(file_seeds)
+        rejects.extend(file_rejects)
+        cleaned += file_cleaned
+    if not records:
+        raise InputError(paths[0], f"no usable seed prompts: all {len(rejects)} rows were rejected "
+                                   f"({', '.join(sorted({r['reason'] for r in rejects}))})")
 
     unique: dict[str, dict[str, Any]] = {}
+    duplicates: list[dict[str, str]] = []
     for rec in records:
-        # Seeds with their own ids keep them distinct; otherwise identity is the normalized text.
-        key = f"id\x1f{rec['source_id']}" if rec["source_id"] else normalize_text(rec["text"])
-        if key in unique and rec["source_id"]:
-            first = unique[key]
-            raise InputError(
-                rec["source"], f"duplicate id '{rec['source_id']}' (also {first['source']}:{first['source_line']})",
-                line=rec["source_line"], field="id",
-            )
-        unique.setdefault(key, rec)
+        # Identity is the normalized text, whatever id the source gave it.
+        key = normalize_text(rec["text"])
+        first = unique.setdefault(key, rec)
+        if first is not rec:
+            duplicates.append({"text": rec["text"][:80], "at": f"{rec['source']}:{rec['source_line']}",
+                               "first": f"{first['source']}:{first['source_line']}"})
     seeds = list(unique.values())
 
     missing = [i for i, s in enumerate(seeds) if s["language"] is None]
@@ -122,19 +151,35 @@ def read_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) ->
             seeds[i]["language"], seeds[i]["language_confidence"] = lang, conf
 
     for s in seeds:
-        s["seed_id"] = content_id("seed", s["source_id"] or s["text"])
-    df = pl.DataFrame(seeds, infer_schema_length=None)
-    return conform(df, Seed)
+        s["seed_id"] = content_id("seed", s["text"])
+    report = {
+        "rows_read": len(records) + len(rejects),
+        "duplicates": len(duplicates),
+        "duplicate_examples": duplicates[:5],
+        "control_characters_removed": cleaned,
+        "rejected": {reason: sum(r["reason"] == reason for r in rejects) for reason in sorted({r["reason"] for r in rejects})},
+    }
+    return StageOutput(
+        tables={"seeds": conform(pl.DataFrame(seeds, infer_schema_length=None), Seed),
+                "rejects": pl.DataFrame(rejects, schema=REJECT_SCHEMA)},
+        report=report,
+    )
 
 
-def ingest_stage(sources: list[Path], config: IngestStageConfig) -> dict[str, pl.DataFrame]:
-    return {"seeds": read_seeds(sources, config.ingest, config.langid)}
+def read_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) -> pl.DataFrame:
+    """All usable seeds from `paths` as a Seed table (see `ingest_seeds` for rejects and counts)."""
+    return ingest_seeds(paths, config, langid).tables["seeds"]
+
+
+def ingest_stage(sources: list[Path], config: IngestStageConfig) -> StageOutput:
+    return ingest_seeds(sources, config.ingest, config.langid)
 
 
 STAGE = Stage(
     name="ingest", run=ingest_stage, config=IngestConfig, section="ingest",
     summary="Read seed prompts into the workspace (language detected with fastText where missing).",
-    writes=(SEEDS,), external=("sources",),
+    writes=(SEEDS, INGEST_REJECTS), external=("sources",),
+    report_keys=("rows_read", "duplicates", "control_characters_removed", "rejected"),
     settings=lambda cfg, section: IngestStageConfig(ingest=section, langid=cfg.langid),
     depends_on=lambda settings: [model_file(settings.langid.model_path)] if settings.ingest.default_language is None else [],
 )
