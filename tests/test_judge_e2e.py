@@ -62,6 +62,11 @@ def test_judged_candidates_are_routed_pushed_with_suggestions_and_released_as_a_
     assert split["human_reviewed"] == 0 and split["auto_accepted"] == 0  # nobody has reviewed: nothing is trusted
     assert manifest["judges"][0]["model"] == llm_server.endpoint.model and "satisfaction" in manifest["rubrics"]
     export = tmp_path / "hf"
-    cli("export", "hf", str(export), "--release", str(created["version"]), "-c", str(config))
+    cli("export", "hf", str(export), "--release", str(created["version"]), "--allow-draft", "-c", str(config))
     card = (export / "README.md").read_text(encoding="utf-8")
     assert "Reviewed by people: **0** rows" in card and f"= {llm_server.endpoint.model}" in card
+    # The preference export follows the same draft guard as the SFT export: a draft needs --allow-draft.
+    refused = runner.invoke(app, ["export", "hf", str(tmp_path / "pref-refused"), "--format", "preference",
+                                  "--release", str(created["version"]), "-c", str(config)])
+    assert refused.exit_code != 0 and "--allow-draft" in str(refused.exception)
+    assert not (tmp_path / "pref-refused").exists()

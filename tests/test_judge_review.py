@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from curate.review.client import ArgillaClient
+from curate.review.identity import split_record_key
 from curate.workspace import Workspace
 from tests.test_review import campaign, cli, project  # noqa: F401  (fixtures)
 
@@ -56,7 +57,7 @@ def records_with_suggestions(stack, name: str) -> dict[str, dict]:
     out = {}
     for record in page["items"]:
         record["by_question"] = {names[s["question_id"]]: s for s in record.get("suggestions") or []}
-        out[record["external_id"]] = record
+        out[split_record_key(record["external_id"])[0]] = record  # keyed <candidate_id>@<answer version>
     return out
 
 

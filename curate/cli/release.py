@@ -263,7 +263,8 @@ def export_hf_command(
         raise CurateError(f"--push needs a Hugging Face token in the environment variable {rcfg.hf_token_env}")
     if fmt == "preference":
         # DPO pairs from the workspace's judge stage, limited to chosen answers in this release.
-        out = export_release_preferences(Workspace(get_config(config).workspace_path), rs, ref, dest, rcfg)
+        out = export_release_preferences(Workspace(get_config(config).workspace_path), rs, ref, dest, rcfg,
+                                         allow_draft=allow_draft, include_test=include_test)
     else:
         out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push, allow_draft=allow_draft,
                         include_test=include_test)

@@ -29,7 +29,7 @@ def _fresh_destination(dest: Path) -> None:
         raise CurateError(f"{dest}: already exists and is not empty; choose a new folder")
 
 
-def _check_draft(store: ReleaseStore, version: int, allow_draft: bool) -> None:
+def check_draft(store: ReleaseStore, version: int, allow_draft: bool) -> None:
     """A draft holds rows no reviewer accepted yet; writing one out has to be asked for."""
     if store.is_draft(version) and not allow_draft:
         raise CurateError(
@@ -38,7 +38,7 @@ def _check_draft(store: ReleaseStore, version: int, allow_draft: bool) -> None:
         )
 
 
-def _training_rows(store: ReleaseStore, version: int, include_test: bool) -> tuple[pl.DataFrame, int]:
+def training_rows(store: ReleaseStore, version: int, include_test: bool) -> tuple[pl.DataFrame, int]:
     """The release's rows without its `test` split (held out for evaluation) unless asked; and how
     many test rows were left out."""
     rows = store.read(version)
@@ -73,10 +73,10 @@ def checkout(
         raise CurateError(f"unknown file format '{file_format}' (use one of: {', '.join(FILE_FORMATS)})")
     config = config or ReleaseConfig()
     version = store.resolve(ref)
-    _check_draft(store, version, allow_draft)
+    check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
-    kept, left_out = _training_rows(store, version, include_test)
+    kept, left_out = training_rows(store, version, include_test)
     rows = format_rows(kept, fmt, think_open=config.think_open, think_close=config.think_close)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -206,11 +206,11 @@ def export_hf(
     check_format(fmt)
     config = config or ReleaseConfig()
     version = store.resolve(ref)
-    _check_draft(store, version, allow_draft)
+    check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
     manifest = store.manifest(version)
-    kept, left_out = _training_rows(store, version, include_test)
+    kept, left_out = training_rows(store, version, include_test)
     rows = format_rows(kept, fmt, think_open=config.think_open, think_close=config.think_close)
     languages = sorted(rows["language"].unique().to_list())
     dest.parent.mkdir(parents=True, exist_ok=True)

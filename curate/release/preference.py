@@ -21,7 +21,14 @@ import yaml
 
 from curate.errors import CurateError
 from curate.release.config import ReleaseConfig
-from curate.release.export import _fresh_destination, _publish, _size_category, write_language_shards
+from curate.release.export import (
+    _fresh_destination,
+    _publish,
+    _size_category,
+    check_draft,
+    training_rows,
+    write_language_shards,
+)
 from curate.release.store import ReleaseStore
 from curate.tables import PREFERENCES
 from curate.workspace import Workspace
@@ -109,12 +116,16 @@ def export_preference(pairs: pl.DataFrame, dest: Path, *, config: ReleaseConfig 
 
 
 def export_release_preferences(ws: Workspace, store: ReleaseStore, ref: str | int, dest: Path,
-                               config: ReleaseConfig | None = None) -> Path:
-    """`export_preference` of the workspace's judge/preferences against release `ref`."""
+                               config: ReleaseConfig | None = None, *, allow_draft: bool = False,
+                               include_test: bool = False) -> Path:
+    """`export_preference` of the workspace's judge/preferences against release `ref`: the same draft
+    guard and the same held-out test split as the SFT export (curate.release.export)."""
     version = store.resolve(ref)
+    check_draft(store, version, allow_draft)
+    release_rows, _ = training_rows(store, version, include_test)
     manifest = ws.manifest(PREFERENCES.stage) or {}
     report = manifest.get("report", {})
     source = {"release": version, "judges": report.get("judges"), "rubrics": report.get("rubrics"),
               "judge_run_id": manifest.get("run_id")}
-    return export_preference(ws.read(PREFERENCES), dest, config=config, release_rows=store.read(version),
+    return export_preference(ws.read(PREFERENCES), dest, config=config, release_rows=release_rows,
                              source=source)

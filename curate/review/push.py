@@ -1,6 +1,6 @@
 """Push candidate answers to an Argilla dataset, sending only new or changed records.
 
-Records are keyed by `candidate_id` (Argilla's `external_id`), so the server upserts and a
+Records are keyed by `candidate_id@answer_version` (Argilla's `external_id`, curate.review.identity), so the server upserts and a
 repeated batch never duplicates. A local ledger remembers the content hash of every record the
 server acknowledged, per dataset: an unchanged re-sync sends nothing, and an interrupted push
 resumes with the batches that were never acknowledged.

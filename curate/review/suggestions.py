@@ -20,6 +20,8 @@ from typing import Any
 
 import polars as pl
 
+from curate.review.identity import split_record_key
+
 SUGGESTED_QUESTIONS = ("satisfaction", "harmful", "accept")
 _AGENT_UNSAFE = re.compile(r"[^A-Za-z0-9\-_:./\s]")
 JUDGE_COLUMNS = ("satisfaction", "satisfaction_min", "satisfaction_max", "harmful", "harm_votes", "refused",
@@ -97,7 +99,7 @@ def attach_suggestions(payloads: list[dict[str, Any]], frame: pl.DataFrame, ques
     so a changed judgment is re-sent."""
     by_id = {r["candidate_id"]: r for r in frame.iter_rows(named=True)}
     for payload in payloads:
-        row = by_id.get(payload["external_id"])
+        row = by_id.get(split_record_key(payload["external_id"])[0])  # keys are <candidate_id>@<answer version>
         if row is None:
             continue
         suggestions = [
