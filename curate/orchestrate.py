@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, stage_config
 from curate.errors import ConfigError, CurateError
+from curate.llm.budget import set_process_share
 from curate.progress import progress_bar
 from curate.workspace import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
 
@@ -180,7 +182,24 @@ def _portable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: _CacheAt(v.path) if isinstance(v, LLMCache) else v for k, v in kwargs.items()}
 
 
-def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any]) -> StageOutput:
+@dataclass(frozen=True)
+class _BudgetShare:
+    """The part of each LLM endpoint's budget a shard's process may use when it is not the flow's
+    own process (a process-pool or Dask worker cannot share the flow's limiter; see curate.llm.budget)."""
+
+    flow_host: str
+    flow_pid: int
+    share: float
+
+    def apply(self) -> None:
+        if (socket.gethostname(), os.getpid()) != (self.flow_host, self.flow_pid):
+            set_process_share(self.share)
+
+
+def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any],
+               llm_share: _BudgetShare | None = None) -> StageOutput:
+    if llm_share is not None:
+        llm_share.apply()
     opened = {k: v for k, v in kwargs.items() if isinstance(v, _CacheAt)}
     if opened:
         from curate.llm.cache import LLMCache
@@ -219,11 +238,14 @@ def map_shards(
     retry_delay_s: float = 0.0,
     stage: str = "stage",
     progress: bool = False,
+    llm_share: float | None = None,
 ) -> StageOutput:
     """Apply a row-independent stage to `frame` shard by shard and concatenate, in input order.
 
     With `runner` (a Prefect task runner that is already started) each shard is one task run;
     without it the shards run here, one after another (a plain function call, no Prefect).
+    `llm_share`: the part of each LLM endpoint's budget a shard may use when it runs in another
+    process (1 / shards that can call the endpoint at once); shards in this process share its budget.
     """
     kwargs = dict(kwargs or {})
     shards = shard_frame(frame, shard_size)
@@ -251,13 +273,15 @@ def map_shards(
             from prefect.task_runners import ThreadPoolTaskRunner
 
             shard_task = _shard_task(retries, retry_delay_s)
+            share = _BudgetShare(socket.gethostname(), os.getpid(), llm_share) if llm_share else None
             if not isinstance(runner, ThreadPoolTaskRunner):
                 kwargs = _portable(kwargs)
 
             def submit(i: int):
                 return runner.submit(
                     shard_task.with_options(task_run_name=f"{stage}[{i}/{len(shards)}]"),
-                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs},
+                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs,
+                                "llm_share": share},
                 )
 
             # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the
@@ -363,6 +387,8 @@ def execute_stage(
     llm_limit = cfg.llm_limit_name if spec.uses_llm and runner is not None and not fresh else None
     # Shards the stage keeps in flight, and so the LLM slots it holds while it runs.
     in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
+    # Out of process, each shard gets its part of the endpoint budget: at most this many call it at once.
+    llm_share = 1 / (in_flight or cfg.runner_workers()) if spec.uses_llm else None
     if spec.shard_input is None:
         func = spec.func
         if spec.progress_input is not None:
@@ -384,7 +410,7 @@ def execute_stage(
         return map_shards(
             spec.func, frame, shard_input=spec.shard_input, kwargs=args, shard_size=cfg.shard_size, runner=runner,
             checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
-            stage=spec.name, progress=progress,
+            stage=spec.name, progress=progress, llm_share=llm_share,
         )
 
     with llm_slot(llm_limit, in_flight or 1, cfg.llm_lease_s):

@@ -6,6 +6,11 @@ non-retryable 400s, and a fixed latency for throughput measurements. Its success
 canned text, never a stand-in for a model: every test of real model behaviour uses the llama.cpp
 server (tests/fixtures/llm_server.py).
 
+It also counts what a client's flow control is supposed to bound, on the server side: requests in
+flight at once (`max_in_flight`, meaningful with a fixed `latency_s`) and when each request
+arrived (`arrivals`: `time.monotonic()` and the reply chosen; the same clock as a client in the
+same process, e.g. to check a requests/min budget or a pause after a 429).
+
 Faults are chosen per distinct request body, either by a deterministic `plan` (the k-th attempt
 of each request gets plan[k]; after the plan, requests succeed) or at random by `rates`.
 Plan steps: "ok", "429", "500", "503", "slow", "drop", "garbage", "garbage_json", "no_choices",
@@ -70,6 +75,7 @@ class FaultServer:
         self.started_at = time.time()
         self.last_authorization: str | None = None
         self.bodies: list[bytes] = []  # every chat request, in arrival order
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), reply kind) per chat request
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -149,6 +155,7 @@ class FaultServer:
             kind = self._choose(key, body)
             if self.config.reject_response_format and b'"response_format"' in body:
                 kind = "reject_schema"
+            self.arrivals.append((time.monotonic(), kind))
             self.last_authorization = headers.get("authorization")
             if kind != "ok" and not kind.startswith(("reply:", "reasoning:", "cut:")):
                 self.faults[kind] += 1

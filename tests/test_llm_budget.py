@@ -1,0 +1,155 @@
+"""One budget per endpoint (curate.llm.budget): concurrency, requests/min and 429 pauses are
+shared by every shard running in the process, counted on the server side by the fault injector
+(tests/fault_server.py, a stand-in that replays a fixed latency; it is never a model)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import polars as pl
+import pytest
+
+from curate.config import EndpointConfig
+from curate.llm import RetryPolicy, complete_frame
+from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity
+from curate.llm.limits import LoopSafeSemaphore
+from tests.fault_server import FaultConfig, FaultServer
+
+
+@pytest.fixture
+def faults():
+    with FaultServer(FaultConfig(reply="fine")) as server:
+        yield server
+
+
+def endpoint(server: FaultServer, **kw) -> EndpointConfig:
+    return EndpointConfig(**({"base_url": server.base_url, "model": "m", "timeout_s": 10.0, "max_retries": 4} | kw))
+
+
+def requests(n: int, tag: str) -> pl.DataFrame:
+    return pl.DataFrame({"request_id": [f"{tag}{i}" for i in range(n)], "prompt": [f"{tag} question {i}" for i in range(n)]})
+
+
+def run_shards(frames: list[pl.DataFrame], ep: EndpointConfig, **kw) -> list[pl.DataFrame]:
+    """Each frame on a thread of its own, all at once: the way the threads task runner runs shards
+    (each `complete_frame` then has its own event loop)."""
+    with ThreadPoolExecutor(max_workers=len(frames)) as pool:
+        return list(pool.map(lambda df: complete_frame(df, ep, **kw), frames))
+
+
+# -- the limiter itself ---------------------------------------------------------------------------
+def test_loop_safe_semaphore_bounds_holders_across_threads_and_their_loops():
+    slots = LoopSafeSemaphore(3)
+    held, peak = 0, 0
+    lock = threading.Lock()
+
+    async def one() -> None:
+        nonlocal held, peak
+        async with slots:
+            with lock:
+                held += 1
+                peak = max(peak, held)
+            await asyncio.sleep(0.01)
+            with lock:
+                held -= 1
+
+    async def shard() -> None:
+        await asyncio.gather(*(one() for _ in range(20)))
+
+    threads = [threading.Thread(target=asyncio.run, args=(shard(),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 3
+    assert slots.in_use == 0
+
+
+def test_cancelled_waiters_give_their_slot_back():
+    slots = LoopSafeSemaphore(1)
+
+    async def run() -> None:
+        await slots.acquire()
+        waiters = [asyncio.ensure_future(slots.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        waiters[0].cancel()  # cancelled while queued
+        slots.release()  # hands the slot to waiters[1]...
+        waiters[1].cancel()  # ...which is cancelled before it resumes: the slot must go on to waiters[2]
+        await asyncio.wait_for(waiters[2], 2)
+        assert slots.in_use == 1
+        slots.release()
+
+    asyncio.run(run())
+    assert slots.in_use == 0
+
+
+def test_a_worker_share_splits_the_budget_and_never_drops_below_one_request():
+    ep = EndpointConfig(max_concurrency=10, requests_per_minute=600, tokens_per_minute=None)
+    assert EndpointLimits.of(ep, 0.25) == EndpointLimits(2, 150.0, None)
+    assert EndpointLimits.of(ep.model_copy(update={"max_concurrency": 2}), 0.25).max_concurrency == 1
+    assert EndpointLimits.of(ep, 1.0) == EndpointLimits(10, 600, None)
+
+
+def test_the_budget_is_keyed_by_endpoint_identity_never_by_the_key(monkeypatch):
+    monkeypatch.setenv("BUDGET_TEST_KEY", "sk-secret-value")
+    a = EndpointConfig(base_url="http://budget-test:1/v1/", model="m", api_key_env="BUDGET_TEST_KEY")
+    b = a.model_copy(update={"base_url": "http://budget-test:1/v1", "max_concurrency": 3})
+    assert endpoint_budget(a) is endpoint_budget(b)  # same endpoint, whatever its limits say
+    assert "sk-secret-value" not in repr(endpoint_identity(a))
+    assert endpoint_budget(a.model_copy(update={"model": "other"})) is not endpoint_budget(a)
+    assert endpoint_budget(a.model_copy(update={"api_key_env": "OTHER_KEY"})) is not endpoint_budget(a)
+
+
+def test_overlapping_runs_with_different_limits_get_the_strictest_until_they_finish():
+    budget = endpoint_budget(EndpointConfig(base_url="http://budget-test:2/v1", model="m"))
+    loose, strict = EndpointLimits(16, None, 6000.0), EndpointLimits(4, 60.0, None)
+    with budget.use(loose):
+        assert budget.slots.capacity == 16
+        with budget.use(strict):
+            assert budget.slots.capacity == 4
+            assert (budget.rates.rpm, budget.rates.tpm) == (60.0, 6000.0)
+        assert budget.slots.capacity == 16 and budget.rates.rpm is None
+
+
+# -- shards against the server --------------------------------------------------------------------
+def test_four_shards_at_once_never_put_more_than_max_concurrency_in_flight(faults):
+    faults.config.latency_s = 0.1
+    frames = [requests(24, f"shard{s}-") for s in range(4)]
+    outs = run_shards(frames, endpoint(faults, max_concurrency=6))
+    assert all(out["status"].to_list() == ["ok"] * 24 for out in outs)
+    # Per-shard limiters would have let 4 x 6 = 24 in; one budget lets in 6, and keeps 6 busy.
+    assert faults.stats()["max_in_flight"] == 6
+
+
+def test_a_429_with_retry_after_on_one_shard_pauses_every_shard(faults):
+    faults.config.latency_s = 0.05
+    faults.config.retry_after = "1"
+    faults.config.plans = {"pausing question": ["429"]}
+    pausing = pl.DataFrame({"request_id": ["p"], "prompt": ["pausing question"]})
+    # Three busy shards: 60 requests at 2 in flight and 50 ms each need 1.5 s without a pause.
+    frames = [pausing] + [requests(20, f"busy{s}-") for s in range(3)]
+    outs = run_shards(frames, endpoint(faults, max_concurrency=2), retry=RetryPolicy(base_delay_s=0.001, max_delay_s=0.001))
+    assert all((out["status"] == "ok").all() for out in outs)
+    assert outs[0]["attempts"].to_list() == [2]
+    (refused_at,) = [t for t, kind in faults.arrivals if kind == "429"]
+    # Requests already admitted when the 429 came back may still arrive just after it; after that,
+    # nothing from any shard until the server's second is up.
+    during_pause = [t - refused_at for t, _ in faults.arrivals if refused_at + 0.2 < t < refused_at + 0.95]
+    assert during_pause == []
+    assert any(t >= refused_at + 0.95 for t, kind in faults.arrivals if kind != "429")
+
+
+def test_requests_per_minute_is_one_budget_across_shards(faults):
+    # 600/min = 10/s with a 2 s burst of 20. Four shards of 10 requests: 20 at once, then 10 a second.
+    # Per-shard buckets would have sent all 40 at once.
+    started = time.monotonic()
+    outs = run_shards([requests(10, f"rpm{s}-") for s in range(4)], endpoint(faults, requests_per_minute=600, max_concurrency=40))
+    assert all((out["status"] == "ok").all() for out in outs)
+    times = sorted(t for t, _ in faults.arrivals)
+    assert len(times) == 40
+    assert times[-1] - started >= 1.8
+    # In any one-second window: at most the burst plus a second's refill (and one for rounding).
+    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 20 + 10 + 1
