@@ -5,18 +5,37 @@ shared by every shard running in the process, counted on the server side by the 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from curate.config import EndpointConfig
 from curate.llm import RetryPolicy, complete_frame
-from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity
+from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share
 from curate.llm.limits import LoopSafeSemaphore
+from curate.orchestrate import (
+    OrchestrationConfig,
+    StageSpec,
+    ensure_llm_limit,
+    execute_stage,
+    make_task_runner,
+    summarize_result,
+)
+from curate.records import Translation, conform
+from curate.stages.answers import AnswersConfig, answers_stage
+from curate.workspace import StageOutput, Workspace
+from tests.conftest import DATA
 from tests.fault_server import FaultConfig, FaultServer
+
+
+def harness(test):
+    """Runs under the session's embedded Prefect server (a server start: slow)."""
+    return pytest.mark.slow(pytest.mark.usefixtures("prefect_harness")(test))
 
 
 @pytest.fixture
@@ -153,3 +172,68 @@ def test_requests_per_minute_is_one_budget_across_shards(faults):
     assert times[-1] - started >= 1.8
     # In any one-second window: at most the burst plus a second's refill (and one for rounding).
     assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 20 + 10 + 1
+
+
+# -- real stage shards, scheduled the way the flow schedules them --------------------------------------
+def translations(n: int) -> pl.DataFrame:
+    """`n` public deccp questions as English translations (what the answers stage reads)."""
+    lines = [ln for ln in (DATA / "deccp" / "censored.txt").read_text(encoding="utf-8").splitlines() if ln.strip()][:n]
+    return conform(pl.DataFrame({
+        "translation_id": [f"tr{i}" for i in range(len(lines))], "question_id": [f"q{i}" for i in range(len(lines))],
+        "source_language": ["en"] * len(lines), "language": ["en"] * len(lines), "text": lines, "status": ["ok"] * len(lines),
+    }), Translation)
+
+
+def answers_noting_budget(translations: pl.DataFrame, config: AnswersConfig, **kwargs) -> StageOutput:
+    """The answers stage, plus which process ran the shard and what part of the budget it had."""
+    output = answers_stage(translations, config, **kwargs)
+    budget = endpoint_budget(config.generator)
+    output.tables["budget"] = pl.DataFrame({"pid": [os.getpid()], "share": [process_share()],
+                                            "max_concurrency": [budget.limits.max_concurrency]})
+    return output
+
+
+def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationConfig, max_concurrency: int) -> tuple[dict, pl.DataFrame]:
+    from prefect import flow
+
+    ws = Workspace(tmp_path / "ws")
+    ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(48)}))
+    config = AnswersConfig(generator=endpoint(server, max_concurrency=max_concurrency), candidates_per_prompt=2)
+    spec = StageSpec("answers", answers_noting_budget, inputs={"translations": "translate/translations"}, config=config,
+                     shard_input="translations", uses_llm=True)
+
+    @flow
+    def answers_on_slots() -> dict:
+        ensure_llm_limit(orch)
+        with make_task_runner(orch) as runner:
+            return summarize_result(execute_stage(ws, spec, orch, runner=runner))
+
+    summary = answers_on_slots()
+    assert summary["rows"]["candidates"] + summary["rows"]["rejects"] == 96  # every request accounted for
+    return server.stats(), ws.read("answers/budget")
+
+
+@harness
+def test_answers_shards_on_four_slots_never_exceed_max_concurrency_at_the_server(tmp_path, faults):
+    faults.config.latency_s = 0.1
+    orch = OrchestrationConfig(task_runner="threads", max_workers=4, llm_slots=4, shard_size=6,
+                               llm_limit_name=f"budget-{tmp_path.name}")
+    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
+    assert budget.height == 8 and budget["pid"].unique().to_list() == [os.getpid()]  # 8 shards, here
+    assert stats["completed"] == 96
+    assert stats["max_in_flight"] == 6  # never above the setting, and the four shards keep it full
+
+
+@harness
+@pytest.mark.timeout(240)
+def test_shards_in_worker_processes_split_the_budget_between_them(tmp_path, faults):
+    faults.config.latency_s = 0.2
+    # Two worker processes, so two shards at once: each worker may have 3 of the 6 in flight.
+    orch = OrchestrationConfig(task_runner="processes", max_workers=2, llm_slots=4, shard_size=6,
+                               llm_limit_name=f"budget-{tmp_path.name}")
+    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
+    assert os.getpid() not in budget["pid"].to_list()
+    assert budget["share"].unique().to_list() == [0.5]
+    assert budget["max_concurrency"].unique().to_list() == [3]
+    assert stats["completed"] == 96
+    assert stats["max_in_flight"] <= 6
