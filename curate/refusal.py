@@ -32,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import EndpointConfig
 from curate.errors import ConfigError
+from curate.identity import stamp
+from curate.llm import complete_frame
+from curate.prompts import render_prompt, template_path
 
 RULES_PATH = Path(__file__).parent / "resources" / "refusal_rules.toml"
 KINDS = ("hard", "deflection", "official_line")
@@ -73,12 +76,30 @@ class RefusalConfig(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def load_rules(path: str | None = None) -> dict[str, tuple[str, ...]]:
-    """Patterns per group (all languages together), each prefixed case-insensitive and validated."""
+def rules_file(path: str | None = None) -> Path:
     file = Path(path) if path else RULES_PATH
     if not file.is_file():
         raise ConfigError(f"{file}: refusal rules file not found")
+    return file
+
+
+def refusal_files(config: RefusalConfig) -> list[Path]:
+    """The files a detector's verdicts depend on: its rules, and the judge's template if it has one."""
+    files = [rules_file(config.rules_path)]
+    if config.mode != "rules":
+        files.append(template_path(config.judge_template))
+    return files
+
+
+def load_rules(path: str | None = None) -> dict[str, tuple[str, ...]]:
+    """Patterns per group (all languages together), each prefixed case-insensitive and validated."""
+    file = rules_file(path)
+    # Keyed by modification time and size too: an edited rules file is reread (`curate serve`).
+    return _load_rules(file, *stamp(file)[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def _load_rules(file: Path, mtime_ns: int, size: int) -> dict[str, tuple[str, ...]]:
     try:
         tree = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -221,7 +242,6 @@ def parse_judge_output(content: str) -> dict[str, Any]:
 
 
 def judge_requests(df: pl.DataFrame, config: RefusalConfig, response_col: str, prompt_col: str, language_col: str) -> pl.DataFrame:
-    from curate.prompts import render_prompt
 
     has_prompt = prompt_col in df.columns
     has_language = language_col in df.columns
@@ -243,7 +263,6 @@ def classify_llm(
     prompt_col: str = "prompt", language_col: str = "language", progress=None,
 ) -> pl.DataFrame:
     """Judge every row; a failed call leaves refused null with the error in judge_error."""
-    from curate.llm import complete_frame
 
     empty = df[response_col].fill_null("").str.strip_chars().str.len_chars() == 0
     to_judge = df.filter(~empty)

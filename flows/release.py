@@ -9,13 +9,13 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from curate.config import load_config
+from curate.release.create import create_release, release_config, store_uri
 
 
 @task(name="release", cache_policy=NONE, persist_result=False)
 def commit_release(
     config_path: str | None, tags: list[str], notes: str | None, force: bool, draft: bool | None = None
 ) -> dict[str, Any]:
-    from curate.release.create import create_release, release_config, store_uri
 
     cfg = load_config(config_path)
     result = create_release(

@@ -5,6 +5,7 @@ shared by every shard running in the process, counted on the server side by the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -18,15 +19,10 @@ from curate.config import EndpointConfig
 from curate.llm import RetryPolicy, complete_frame
 from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share
 from curate.llm.limits import LoopSafeSemaphore
-from curate.orchestrate import (
-    OrchestrationConfig,
-    StageSpec,
-    ensure_llm_limit,
-    execute_stage,
-    make_task_runner,
-    summarize_result,
-)
+from curate.orchestrate import OrchestrationConfig, ensure_llm_limit, execute_stage, make_task_runner
 from curate.records import Translation, conform
+from curate.runner import StageCall, summarize_result
+from curate.stages import answers
 from curate.stages.answers import AnswersConfig, answers_stage
 from curate.workspace import StageOutput, Workspace
 from tests.conftest import DATA
@@ -199,14 +195,15 @@ def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationCon
     ws = Workspace(tmp_path / "ws")
     ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(48)}))
     config = AnswersConfig(generator=endpoint(server, max_concurrency=max_concurrency), candidates_per_prompt=2)
-    spec = StageSpec("answers", answers_noting_budget, inputs={"translations": "translate/translations"}, config=config,
-                     shard_input="translations", uses_llm=True)
+    # The declared answers stage (sharded by translations, uses the LLM), noting its budget.
+    call = StageCall(dataclasses.replace(answers.STAGE, run=answers_noting_budget), config,
+                     {"translations": "translate/translations"})
 
     @flow
     def answers_on_slots() -> dict:
         ensure_llm_limit(orch)
         with make_task_runner(orch) as runner:
-            return summarize_result(execute_stage(ws, spec, orch, runner=runner))
+            return summarize_result(execute_stage(ws, call, orch, runner=runner))
 
     summary = answers_on_slots()
     assert summary["rows"]["candidates"] + summary["rows"]["rejects"] == 96  # every request accounted for

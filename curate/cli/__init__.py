@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from curate.cli import curation, dedupe, eval, flows, llm, refusals, release, review, workspace
+from curate.cli import dedupe, eval, flows, llm, refusals, release, review, stages, workspace
 from curate.cli.options import err_console
 from curate.errors import CurateError
 from curate.secrets import install_log_redaction
@@ -24,7 +24,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
 
 # Order is the order of `curate --help`.
-for _group in (workspace, curation, refusals, dedupe, review, release, eval, llm, flows):
+for _group in (workspace, stages, refusals, dedupe, review, release, eval, llm, flows):
     _group.register(app)
 
 

@@ -16,11 +16,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import polars as pl
-from openai.types.chat import ChatCompletion
 
 from curate.config import EndpointConfig
 from curate.llm.budget import EndpointLimits, endpoint_budget, process_share
@@ -30,6 +28,16 @@ from curate.llm.reasoning import split_reasoning
 from curate.llm.structured import InvalidOutput, parse_structured
 from curate.progress import Advance
 from curate.secrets import redact
+
+if TYPE_CHECKING:
+    import openai
+
+
+def _openai():
+    """The openai SDK, imported on the first call: it is heavy (~0.5 s) and most commands never call an endpoint."""
+    import openai
+
+    return openai
 
 log = logging.getLogger("curate.llm")
 # The SDK's HTTP client logs every request at INFO; at thousands of calls that drowns the CLI.
@@ -206,7 +214,7 @@ def cost_of(prices: dict[str, dict[str, float]] | None, model: str, prompt_token
 
 
 def _extract(response: object) -> dict[str, Any]:
-    if not isinstance(response, ChatCompletion):
+    if not isinstance(response, _openai().types.chat.ChatCompletion):
         raise MalformedResponse(f"not a chat completion: {str(response)[:200]!r}")
     try:
         choice = response.choices[0]
@@ -250,6 +258,7 @@ async def _run_call(
     validate: Callable[[str], Any] | None,
     secret: str | None,
 ) -> dict[str, Any]:
+    openai = _openai()
     attempts = retries = invalid = 0
     billed_prompt = billed_completion = 0
     last: dict[str, Any] = {}
@@ -356,6 +365,7 @@ def _error_row(call: Call, error: str, attempts: int, prompt_tokens: int, comple
 def _http_client(endpoint: EndpointConfig) -> Any:
     # The SDK's default pool keeps only 100 idle connections; at higher concurrency that means a
     # new TCP connection per request. Size the pool to the concurrency bound instead.
+    openai = _openai()
     limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
     limits = limits_type(max_connections=endpoint.max_concurrency, max_keepalive_connections=endpoint.max_concurrency)
     return openai.DefaultAsyncHttpxClient(limits=limits)
@@ -412,7 +422,7 @@ async def acomplete_frame(
         state = RunState(schema_format=first_format)
         # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
         budget = endpoint_budget(endpoint)
-        async with openai.AsyncOpenAI(
+        async with _openai().AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=secret or _NO_KEY,
             max_retries=0,  # retries are ours: they must honour the shared rate limiter and pauses
