@@ -189,12 +189,16 @@ def answers_noting_budget(translations: pl.DataFrame, config: AnswersConfig, **k
     return output
 
 
-def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationConfig, max_concurrency: int) -> tuple[dict, pl.DataFrame]:
+def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationConfig, max_concurrency: int,
+                     *, first_text: str | None = None, timeout_s: float = 10.0) -> tuple[dict, pl.DataFrame]:
     from prefect import flow
 
     ws = Workspace(tmp_path / "ws")
-    ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(48)}))
-    config = AnswersConfig(generator=endpoint(server, max_concurrency=max_concurrency), candidates_per_prompt=2)
+    rows = translations(48)
+    if first_text is not None:
+        rows = rows.with_columns(text=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(first_text)).otherwise("text"))
+    ws.run_stage("translate", lambda: StageOutput(tables={"translations": rows}))
+    config = AnswersConfig(generator=endpoint(server, max_concurrency=max_concurrency, timeout_s=timeout_s), candidates_per_prompt=2)
     # The declared answers stage (sharded by translations, uses the LLM), noting its budget.
     call = StageCall(dataclasses.replace(answers.STAGE, run=answers_noting_budget), config,
                      {"translations": "translate/translations"})
@@ -234,3 +238,32 @@ def test_shards_in_worker_processes_split_the_budget_between_them(tmp_path, faul
     assert budget["max_concurrency"].unique().to_list() == [3]
     assert stats["completed"] == 96
     assert stats["max_in_flight"] <= 6
+
+
+@harness
+def test_a_shard_held_up_at_the_endpoint_does_not_hold_up_the_next_shards(tmp_path, faults):
+    """A rolling window, not waves: with two shard slots and one request of the first shard held by
+    the server, every other shard of the stage runs and finishes through the other slot."""
+    faults.config.latency_s = 0.02
+    faults.config.plans = {"held question": ["hold"]}
+    orch = OrchestrationConfig(task_runner="threads", max_workers=4, llm_slots=2, shard_size=6,
+                               llm_limit_name=f"budget-{tmp_path.name}")
+    rest_done_while_held = threading.Event()
+
+    def release_once_the_rest_is_done() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # polls the server for the state the test needs
+            stats = faults.stats()
+            if stats["faults"].get("hold") and stats["completed"] + stats["faults"]["hold"] >= 96:
+                rest_done_while_held.set()
+                break
+            time.sleep(0.05)
+        faults.release_held()
+
+    releaser = threading.Thread(target=release_once_the_rest_is_done, daemon=True)
+    releaser.start()
+    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=4, first_text="held question: who decides?",
+                                     timeout_s=180)
+    releaser.join()
+    assert rest_done_while_held.is_set(), "the other shards waited for the held one"
+    assert budget.height == 8 and stats["completed"] == 96

@@ -10,7 +10,7 @@ Retry-After pauses the whole budget, so every shard and stage using that endpoin
 
 Worker processes (the `processes` task runner, Dask workers) cannot share memory with the flow,
 so each takes a share of the budget instead: `set_process_share(1 / shards_in_flight)`, set by
-the orchestrator before a shard runs out of process (curate.orchestrate). Since at most
+the flow before a shard runs out of process (curate.shards). Since at most
 `shards_in_flight` shards run at once, the shares add up to the configured budget.
 """
 
