@@ -194,11 +194,17 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     return list(model.model_fields)
 
 
+# Settings whose name changed: old dotted name -> new one. The old name is an error naming the new.
+RENAMED: dict[str, str] = {}
+
+
 def describe_error(err: Any, model: type[BaseModel], where: str = "") -> str:
     """One pydantic error as `where.key: message`, an unknown key with a "did you mean"."""
     loc = [str(p) for p in err["loc"]]
     dotted = ".".join([where, *loc] if where else loc)
     if err["type"] == "extra_forbidden":
+        if dotted in RENAMED:
+            return f"{dotted}: renamed to '{RENAMED[dotted]}'"
         return f"{dotted}: unknown key{did_you_mean(loc[-1], _fields_at(model, loc[:-1]))}"
     return f"{dotted}: {err['msg']}"
 

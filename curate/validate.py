@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from curate.config import Config, EndpointConfig, did_you_mean, validate_section, with_endpoint_defaults
+from curate.config import RENAMED, Config, EndpointConfig, did_you_mean, validate_section, with_endpoint_defaults
 from curate.errors import ConfigError
 from curate.eval.run import EvalConfig
 from curate.orchestrate import orchestration_config
@@ -65,6 +65,8 @@ def check_config(cfg: Config) -> Config:
     """`cfg` if every section is known and valid, else a ConfigError naming the file and each problem."""
     where = cfg.source or "config"
     for name in cfg.stages:
+        if f"stages.{name}" in RENAMED:
+            raise ConfigError(f"{where}: [stages.{name}]: renamed to [{RENAMED[f'stages.{name}']}]")
         if name not in SECTIONS:
             raise ConfigError(f"{where}: [stages.{name}]: unknown section{did_you_mean(name, SECTIONS)}")
     for name, check in SECTIONS.items():

@@ -23,9 +23,24 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     install_log_redaction()
 
 
+# Commands whose name changed: old -> new. The old name stays, hidden, as an error naming the new.
+RENAMED_COMMANDS: dict[str, str] = {}
+
+
+def register_renamed(target: typer.Typer, renamed: dict[str, str]) -> None:
+    for old, new in renamed.items():
+
+        def command(ctx: typer.Context, old: str = old, new: str = new) -> None:
+            raise CurateError(f"`curate {old}` was renamed: use `curate {new}`")
+
+        settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+        target.command(old, hidden=True, context_settings=settings)(command)
+
+
 # Order is the order of `curate --help`.
 for _group in (workspace, stages, refusals, dedupe, review, release, eval, llm, flows):
     _group.register(app)
+register_renamed(app, RENAMED_COMMANDS)
 
 
 def run() -> None:

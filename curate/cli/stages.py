@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
 
 from curate.cli.dedupe import CrossOpt, ExactOpt, KeepOpt, ModelOpt, ThresholdOpt, print_dedupe_summary
@@ -114,8 +115,8 @@ def dedupe(
     overrides = {"threshold": threshold, "model": model, "keep": keep, "cross_language": cross_language,
                  "semantic": False if exact_only else None}
     result = run_stage_command(stage("dedupe"), config, force=force, quiet=quiet, overrides=overrides)
-    ws = workspace_for(get_config(config))
-    print_dedupe_summary(result.manifest.get("report", {}), ws.read(DEDUPE_NEAR_PAIRS), show_pairs)
+    near = pl.read_parquet(result.outputs[DEDUPE_NEAR_PAIRS.table])
+    print_dedupe_summary(result.manifest.get("report", {}), near, show_pairs)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {
