@@ -27,6 +27,7 @@ from curate.stages.answers import AnswersConfig, answers_stage
 from curate.workspace import StageOutput, Workspace
 from tests.conftest import DATA
 from tests.fault_server import FaultConfig, FaultServer
+from tests.polling import wait_for
 
 
 def harness(test):
@@ -250,15 +251,19 @@ def test_a_shard_held_up_at_the_endpoint_does_not_hold_up_the_next_shards(tmp_pa
                                llm_limit_name=f"budget-{tmp_path.name}")
     rest_done_while_held = threading.Event()
 
+    def rest_done() -> bool:
+        stats = faults.stats()
+        held = stats["faults"].get("hold", 0)
+        return held > 0 and stats["completed"] + held >= 96
+
     def release_once_the_rest_is_done() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # polls the server for the state the test needs
-            stats = faults.stats()
-            if stats["faults"].get("hold") and stats["completed"] + stats["faults"]["hold"] >= 96:
-                rest_done_while_held.set()
-                break
-            time.sleep(0.05)
-        faults.release_held()
+        try:
+            wait_for(rest_done, "every other request answered while one is held", timeout=120, interval=0.05)
+            rest_done_while_held.set()
+        except AssertionError:
+            pass  # the assertion below says what went wrong
+        finally:
+            faults.release_held()
 
     releaser = threading.Thread(target=release_once_the_rest_is_done, daemon=True)
     releaser.start()
