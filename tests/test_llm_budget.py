@@ -272,3 +272,13 @@ def test_a_shard_held_up_at_the_endpoint_does_not_hold_up_the_next_shards(tmp_pa
     releaser.join()
     assert rest_done_while_held.is_set(), "the other shards waited for the held one"
     assert budget.height == 8 and stats["completed"] == 96
+
+
+@pytest.mark.slow
+def test_the_issue_target_256_in_flight_at_most_with_four_shard_slots(faults):
+    # The full-size setting: max_concurrency = 256 and four shards at once, each with more than
+    # enough requests to fill the endpoint alone.
+    faults.config.latency_s = 0.5
+    outs = run_shards([requests(300, f"big{s}-") for s in range(4)], endpoint(faults, max_concurrency=256, timeout_s=60))
+    assert all((out["status"] == "ok").all() for out in outs)
+    assert faults.stats()["max_in_flight"] == 256
