@@ -17,7 +17,7 @@ import pytest
 
 from curate.config import EndpointConfig
 from curate.llm import RetryPolicy, complete_frame
-from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share
+from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share, utilization_meter
 from curate.llm.limits import LoopSafeSemaphore
 from curate.orchestrate import OrchestrationConfig, ensure_llm_limit, execute_stage, make_task_runner
 from curate.records import Translation, conform
@@ -130,6 +130,18 @@ def test_overlapping_runs_with_different_limits_get_the_strictest_until_they_fin
         assert budget.slots.capacity == 16 and budget.rates.rpm is None
 
 
+def test_the_utilization_meter_counts_slot_seconds_per_endpoint_without_credentials(faults):
+    faults.config.latency_s = 0.1
+    ep = endpoint(faults, max_concurrency=4, base_url=faults.base_url.replace("http://", "http://user:pw@"))
+    with utilization_meter() as endpoint_use:
+        run_shards([requests(8, f"meter{s}-") for s in range(2)], ep)
+    ((label, use),) = endpoint_use().items()
+    assert label == f"m at {faults.base_url}" and "pw" not in label
+    # 16 requests, each holding a slot for at least the server's 0.1 s; never more than 4 slots busy.
+    assert use["slots"] == 4 and use["busy_slot_s"] >= 16 * 0.1
+    assert use["busy_slot_s"] <= 4 * use["wall_s"] and 0 < use["utilization"] <= 1.0
+
+
 # -- shards against the server --------------------------------------------------------------------
 def test_four_shards_at_once_never_put_more_than_max_concurrency_in_flight(faults):
     faults.config.latency_s = 0.1
@@ -191,7 +203,8 @@ def answers_noting_budget(translations: pl.DataFrame, config: AnswersConfig, **k
 
 
 def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationConfig, max_concurrency: int,
-                     *, first_text: str | None = None, timeout_s: float = 10.0) -> tuple[dict, pl.DataFrame]:
+                     *, first_text: str | None = None, timeout_s: float = 10.0) -> tuple[dict, pl.DataFrame, dict]:
+    """Server stats, the shards' budget notes, and the stage's manifest report."""
     from prefect import flow
 
     ws = Workspace(tmp_path / "ws")
@@ -208,11 +221,12 @@ def run_answers_flow(tmp_path: Path, server: FaultServer, orch: OrchestrationCon
     def answers_on_slots() -> dict:
         ensure_llm_limit(orch)
         with make_task_runner(orch) as runner:
-            return summarize_result(execute_stage(ws, call, orch, runner=runner))
+            result = execute_stage(ws, call, orch, runner=runner)
+            return summarize_result(result) | {"report": result.manifest["report"]}
 
     summary = answers_on_slots()
     assert summary["rows"]["candidates"] + summary["rows"]["rejects"] == 96  # every request accounted for
-    return server.stats(), ws.read("answers/budget")
+    return server.stats(), ws.read("answers/budget"), summary["report"]
 
 
 @harness
@@ -220,10 +234,14 @@ def test_answers_shards_on_four_slots_never_exceed_max_concurrency_at_the_server
     faults.config.latency_s = 0.1
     orch = OrchestrationConfig(task_runner="threads", max_workers=4, llm_slots=4, shard_size=6,
                                llm_limit_name=f"budget-{tmp_path.name}")
-    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
+    stats, budget, report = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
     assert budget.height == 8 and budget["pid"].unique().to_list() == [os.getpid()]  # 8 shards, here
     assert stats["completed"] == 96
     assert stats["max_in_flight"] == 6  # never above the setting, and the four shards keep it full
+    # The stage's manifest says how busy it kept the endpoint: 96 requests of at least 0.1 s each.
+    (use,) = report["endpoint_utilization"].values()
+    assert use["slots"] == 6 and use["busy_slot_s"] >= 96 * 0.1
+    assert 0 < use["utilization"] <= 1.0
 
 
 @harness
@@ -233,7 +251,7 @@ def test_shards_in_worker_processes_split_the_budget_between_them(tmp_path, faul
     # Two worker processes, so two shards at once: each worker may have 3 of the 6 in flight.
     orch = OrchestrationConfig(task_runner="processes", max_workers=2, llm_slots=4, shard_size=6,
                                llm_limit_name=f"budget-{tmp_path.name}")
-    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
+    stats, budget, _ = run_answers_flow(tmp_path, faults, orch, max_concurrency=6)
     assert os.getpid() not in budget["pid"].to_list()
     assert budget["share"].unique().to_list() == [0.5]
     assert budget["max_concurrency"].unique().to_list() == [3]
@@ -267,7 +285,7 @@ def test_a_shard_held_up_at_the_endpoint_does_not_hold_up_the_next_shards(tmp_pa
 
     releaser = threading.Thread(target=release_once_the_rest_is_done, daemon=True)
     releaser.start()
-    stats, budget = run_answers_flow(tmp_path, faults, orch, max_concurrency=4, first_text="held question: who decides?",
+    stats, budget, _ = run_answers_flow(tmp_path, faults, orch, max_concurrency=4, first_text="held question: who decides?",
                                      timeout_s=180)
     releaser.join()
     assert rest_done_while_held.is_set(), "the other shards waited for the held one"

@@ -19,10 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from curate.config import EndpointConfig
 from curate.llm.limits import LoopSafeSemaphore, RateLimiter
@@ -140,3 +143,42 @@ def endpoint_budget(endpoint: EndpointConfig) -> EndpointBudget:
         if budget is None:
             budget = _budgets[identity] = EndpointBudget(identity, EndpointLimits.of(endpoint, _process_share))
         return budget
+
+
+def _label(identity: tuple[str, str, str]) -> str:
+    """`model at scheme://host:port/path`, without any user:password a base URL might carry."""
+    base_url, model, _ = identity
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{model} at {parts.scheme}://{host}{parts.path}"
+
+
+@contextmanager
+def utilization_meter() -> Iterator[Callable[[], dict[str, dict[str, Any]]]]:
+    """Measures how busy each endpoint of this process is kept inside the `with` block.
+
+    The callable it yields gives, per endpoint used in the block: `busy_slot_s` (seconds of
+    requests in flight, summed), `slots` (its max_concurrency here), `wall_s`, and `utilization`,
+    busy_slot_s / (slots x wall_s): 1.0 means every allowed slot was busy the whole time.
+    Requests made in worker processes are not seen (each worker has its own budgets)."""
+    with _registry_lock:
+        before = {identity: budget.slots.busy_slot_seconds() for identity, budget in _budgets.items()}
+    started = time.monotonic()
+
+    def read() -> dict[str, dict[str, Any]]:
+        wall = time.monotonic() - started
+        with _registry_lock:
+            budgets = list(_budgets.items())
+        out: dict[str, dict[str, Any]] = {}
+        for identity, budget in budgets:
+            busy = budget.slots.busy_slot_seconds() - before.get(identity, 0.0)
+            if busy <= 0:
+                continue
+            slots = budget.limits.max_concurrency
+            out[_label(identity)] = {"busy_slot_s": round(busy, 3), "slots": slots, "wall_s": round(wall, 3),
+                                     "utilization": round(busy / (slots * wall), 3) if wall > 0 else None}
+        return out
+
+    yield read

@@ -71,6 +71,9 @@ class LoopSafeSemaphore:
         self._capacity = capacity
         self._in_use = 0
         self._waiters: deque[_Waiter] = deque()
+        # Slot-seconds held so far: how busy the endpoint was kept (see busy_slot_seconds).
+        self._busy_s = 0.0
+        self._changed = time.monotonic()
 
     @property
     def capacity(self) -> int:
@@ -79,6 +82,19 @@ class LoopSafeSemaphore:
     @property
     def in_use(self) -> int:
         return self._in_use
+
+    def busy_slot_seconds(self) -> float:
+        """Time integral of slots held since creation: divided by capacity x wall time over a
+        window, the share of the allowed concurrency that was in use."""
+        with self._lock:
+            self._count_locked(0)
+            return self._busy_s
+
+    def _count_locked(self, change: int) -> None:
+        now = time.monotonic()
+        self._busy_s += self._in_use * (now - self._changed)
+        self._changed = now
+        self._in_use += change
 
     @property
     def idle(self) -> bool:
@@ -94,7 +110,7 @@ class LoopSafeSemaphore:
     async def acquire(self) -> None:
         with self._lock:
             if self._in_use < self._capacity and not self._waiters:
-                self._in_use += 1
+                self._count_locked(1)
                 return
             loop = asyncio.get_running_loop()
             waiter = _Waiter(loop, loop.create_future())
@@ -111,19 +127,19 @@ class LoopSafeSemaphore:
 
     def release(self) -> None:
         with self._lock:
-            self._in_use -= 1
+            self._count_locked(-1)
             self._wake_locked()
 
     def _wake_locked(self) -> None:
         while self._waiters and self._in_use < self._capacity:
             waiter = self._waiters.popleft()
             waiter.granted = True
-            self._in_use += 1
+            self._count_locked(1)
             try:
                 waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
             except RuntimeError:  # its loop is closed: nobody is waiting any more
                 waiter.granted = False
-                self._in_use -= 1
+                self._count_locked(-1)
 
     async def __aenter__(self) -> None:
         await self.acquire()
