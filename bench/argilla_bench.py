@@ -34,6 +34,7 @@ from curate.review.push import push_workspace, record_payloads, review_frame  # 
 from curate.review.settings import ReviewSettings, load_review_settings  # noqa: E402
 from curate.tables import CANDIDATES  # noqa: E402
 from curate.workspace import Workspace  # noqa: E402
+from tests.fixtures.argilla_stack import LEGACY, read_credentials  # noqa: E402
 
 
 def synthetic_candidates(n: int) -> pl.DataFrame:
@@ -83,7 +84,10 @@ def main() -> None:
     parser.add_argument("--api-url", default=os.environ.get("CURATE_BENCH_ARGILLA_URL", "http://127.0.0.1:6900"))
     parser.add_argument("--workspace", default="curate")
     args = parser.parse_args()
-    api_key = os.environ.setdefault("ARGILLA_API_KEY", "argilla.apikey")
+    # The local stack's owner key: environment, else the stack's credentials file (scripts/argilla-stack.sh).
+    api_key = os.environ.get("CURATE_ARGILLA_OWNER_API_KEY") or read_credentials().get("CURATE_ARGILLA_OWNER_API_KEY") \
+        or LEGACY["CURATE_ARGILLA_OWNER_API_KEY"]
+    os.environ.setdefault("ARGILLA_API_KEY", api_key)  # the SDK side and the CLI step read this variable
     settings = load_review_settings(REPO / "annotations" / "review.toml")
     n = args.records
     tag = uuid.uuid4().hex[:8]

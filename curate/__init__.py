@@ -2,7 +2,13 @@
 
 __version__ = "0.1.0"
 
-from curate.secrets import install_log_redaction as _install_log_redaction
+import os as _os
+
+# No telemetry: Prefect's embedded server (`curate run` without PREFECT_API_URL) sends usage
+# analytics by default. Off unless the user chose; set before anything imports prefect.
+_os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from curate.secrets import install_log_redaction as _install_log_redaction  # noqa: E402
 
 # Importing the library is enough to keep secrets out of every log line.
 _install_log_redaction()

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from curate.errors import ConfigError
+from curate.secrets import env_names_in, register_secret_env_names
 from curate.text.languages import check_language_codes
 
 ENV_PREFIX = "CURATE__"
@@ -54,6 +55,10 @@ class IngestConfig(Section):
     language_field: str | None = None
     topic_field: str | None = None
     default_language: str | None = Field(default=None, description="Skip detection and use this for every seed.")
+    max_prompt_chars: int = Field(
+        default=8000, ge=1,
+        description="Longer prompts go to ingest/rejects. Public seed sets stay under ~2,600 characters (HarmBench).",
+    )
 
 
 class EndpointConfig(Section):
@@ -163,12 +168,15 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
         _reject_secrets(tree, file)
     tree = _merge(tree, _env_overrides(environ))
+    # Mask every variable a `*_env` setting names, whatever its name (also stage sections).
+    register_secret_env_names(env_names_in(tree))
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
         problems = "; ".join(describe_error(err, Config) for err in exc.errors(include_url=False))
         raise ConfigError(f"{file if file.exists() else 'config'}: {problems}") from exc
     config._source = file if file.exists() else None
+    register_secret_env_names(env_names_in(config.model_dump()))
     return config
 
 
@@ -220,7 +228,9 @@ def validate_section(model: type[BaseModel], raw: dict[str, Any], where: str, so
 
 def stage_config(config: Config, name: str, model: type[BaseModel]) -> BaseModel:
     """Validate `[stages.<name>]` against the stage's own config model."""
-    return validate_section(model, config.stages.get(name, {}), f"stages.{name}", config.source)
+    validated = validate_section(model, config.stages.get(name, {}), f"stages.{name}", config.source)
+    register_secret_env_names(env_names_in(validated.model_dump()))  # the stage's defaults too
+    return validated
 
 
 def with_endpoint_defaults(llm: EndpointConfig, raw: dict[str, Any], *keys: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, stage_config
+from curate.llm.budget import utilization_meter
 from curate.pipeline import STEPS
 from curate.runner import StageCall, run_call, summarize_result
 from curate.shards import SHARDS_DIR, ShardCheckpoints, map_shards
@@ -159,6 +160,8 @@ def execute_stage(
     llm_limit = cfg.llm_limit_name if call.uses_llm and runner is not None and not fresh else None
     # Shards the stage keeps in flight, and so the LLM slots it holds while it runs.
     in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
+    # Out of process, each shard gets its part of the endpoint budget: at most this many call it at once.
+    llm_share = 1 / (in_flight or cfg.runner_workers()) if call.uses_llm else None
     shard_by = call.stage.shard_by if runner is not None else None
     if shard_by is None:
         extra: dict[str, Any] = {}
@@ -174,11 +177,17 @@ def execute_stage(
 
     def fanned_out(**args: Any) -> Any:
         frame = args.pop(shard_by)
-        return map_shards(
-            call.stage.run, frame, shard_input=shard_by, kwargs=args, shard_size=cfg.shard_size, runner=runner,
-            checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
-            stage=call.name, progress=progress,
-        )
+        with utilization_meter() as endpoint_use:
+            output = map_shards(
+                call.stage.run, frame, shard_input=shard_by, kwargs=args, shard_size=cfg.shard_size, runner=runner,
+                checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
+                stage=call.name, progress=progress, llm_share=llm_share,
+            )
+        if call.uses_llm and (use := endpoint_use()):
+            # How busy the stage kept each endpoint, shard tails included (threads runner: shards
+            # in worker processes use budgets this process cannot see).
+            output.report["endpoint_utilization"] = use
+        return output
 
     with llm_slot(llm_limit, in_flight or 1, cfg.llm_lease_s):
         result = ws.run_stage(call.name, fanned_out, inputs=call.inputs, config=call.settings, version=call.version,

@@ -6,7 +6,20 @@ to `CURATION` here; the command line, `curate run` and the Prefect flows all rea
 
 from __future__ import annotations
 
-from curate.stages import answers, blocked, dedupe, ingest, keywords, questions, translate
+from curate.stages import (
+    answers,
+    blocked,
+    dedupe,
+    ingest,
+    judge,
+    keywords,
+    questions,
+    safety_answers,
+    safety_filter,
+    safety_prompts,
+    safety_translate,
+    translate,
+)
 from curate.stages.declaration import Stage
 from curate.tables import (
     ANSWER_REJECTS,
@@ -37,10 +50,15 @@ CURATION: tuple[Stage, ...] = (
     translate.STAGE,
     dedupe.STAGE,
     answers.STAGE,
+    judge.STAGE,
 )
 # After the stages, a curation flow sends new candidates to review; `until` and `skip` name it too.
 REVIEW_PUSH = "review_push"
 STEPS: tuple[str, ...] = (*(stage.name for stage in CURATION), REVIEW_PUSH)
+# The safety flow (`curate run --flow safety`, docs/safety.md): safety prompts answered by R1 and
+# kept only where the behaviour is safe; releases mix in safety_filter/selected.
+SAFETY: tuple[Stage, ...] = (safety_prompts.STAGE, safety_translate.STAGE, safety_answers.STAGE, safety_filter.STAGE)
+SAFETY_STEPS: tuple[str, ...] = tuple(stage.name for stage in SAFETY)
 STAGES: dict[str, Stage] = {stage.name: stage for stage in CURATION}
 
 
@@ -51,6 +69,7 @@ def stage(name: str) -> Stage:
 __all__ = [
     "ANSWER_REJECTS", "BLOCKED_PROBES", "BLOCKED_SEEDS", "CANDIDATES", "CURATION", "DEDUPED_TRANSLATIONS",
     "DEDUPE_CLUSTERS", "DEDUPE_NEAR_PAIRS", "KEYWORDS", "KEYWORD_REJECTS", "QUESTIONS", "QUESTION_REJECTS",
-    "RELEASE_ROWS", "REVIEWS", "REVIEW_AGREEMENT", "REVIEW_DECISIONS", "REVIEW_PUSH", "SEEDS", "STAGES", "STEPS",
+    "RELEASE_ROWS", "REVIEWS", "REVIEW_AGREEMENT", "REVIEW_DECISIONS", "REVIEW_PUSH", "SAFETY", "SAFETY_STEPS", "SEEDS",
+    "STAGES", "STEPS",
     "TRANSLATIONS", "TableRef", "stage",
 ]

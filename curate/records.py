@@ -29,7 +29,7 @@ class Record(BaseModel):
 class Seed(Record):
     """A prompt a model may have blocked, as read from the user's files."""
 
-    seed_id: str = Field(description="Content hash of the normalized text (or of the source's own id).")
+    seed_id: str = Field(description="Content hash of the normalized text (the source's own id is `source_id`).")
     text: str
     language: str = Field(description="ISO 639-1 code; detected with fastText when the source has none.")
     language_confidence: float | None = None
@@ -124,6 +124,9 @@ class ReviewItem(Record):
     status: str = Field(default="submitted", description="Argilla response status: submitted, discarded, draft.")
     submitted_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    answer_version: str | None = Field(
+        default=None, description="Hash of the reasoning and answer the reviewer saw (curate.review.identity)."
+    )
 
 
 class ReleaseRow(Record):
@@ -136,16 +139,25 @@ class ReleaseRow(Record):
     reasoning: str | None
     answer: str
     answer_corrected: bool = False
+    reasoning_matches_answer: bool = Field(
+        default=True, description="False when a reviewer's correction replaced the answer the reasoning led to."
+    )
     n_reviews: int = 0
     accept_votes: int = 0
     satisfaction_mean: float | None = None
     harmful_votes: int = 0
     source: str = Field(default="curate", description="'curate' or the name of a mixed-in dataset.")
+    context: str | None = Field(
+        default=None, description="Earlier turns of a multi-turn conversation, as a JSON list of {role, content}; "
+        "the prompt is the last user turn.")
     seed_ids: list[str] | None = None
     keyword_id: str | None = None
     question_id: str | None = None
     translation_id: str | None = None
     candidate_id: str | None = None
+    split: str | None = Field(
+        default=None, description="'train' or 'test' (held out for evaluation, by question); null in old releases."
+    )
 
 
 RECORDS: dict[str, type[Record]] = {

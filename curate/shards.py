@@ -5,7 +5,9 @@ run resumes with the shards it already has, and concatenated back in input order
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from curate.errors import ConfigError
+from curate.llm.budget import set_process_share
 from curate.llm.cache import LLMCache
 from curate.progress import progress_bar
 from curate.tasks import prefect_task
@@ -92,7 +95,24 @@ def _portable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: _CacheAt(v.path) if isinstance(v, LLMCache) else v for k, v in kwargs.items()}
 
 
-def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any]) -> StageOutput:
+@dataclass(frozen=True)
+class _BudgetShare:
+    """The part of each LLM endpoint's budget a shard's process may use when it is not the flow's
+    own process (a process-pool or Dask worker cannot share the flow's limiter; see curate.llm.budget)."""
+
+    flow_host: str
+    flow_pid: int
+    share: float
+
+    def apply(self) -> None:
+        if (socket.gethostname(), os.getpid()) != (self.flow_host, self.flow_pid):
+            set_process_share(self.share)
+
+
+def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any],
+               llm_share: _BudgetShare | None = None) -> StageOutput:
+    if llm_share is not None:
+        llm_share.apply()
     opened = {k: LLMCache(v.path) for k, v in kwargs.items() if isinstance(v, _CacheAt)}
     try:
         return _as_output(func(**{shard_input: shard}, **{**kwargs, **opened}))
@@ -115,11 +135,14 @@ def map_shards(
     retry_delay_s: float = 0.0,
     stage: str = "stage",
     progress: bool = False,
+    llm_share: float | None = None,
 ) -> StageOutput:
     """Apply a row-independent stage to `frame` shard by shard and concatenate, in input order.
 
     With `runner` (a Prefect task runner that is already started) each shard is one task run;
     without it the shards run here, one after another (a plain function call, no Prefect).
+    `llm_share`: the part of each LLM endpoint's budget a shard may use when it runs in another
+    process (1 / shards that can call the endpoint at once); shards in this process share its budget.
     """
     kwargs = dict(kwargs or {})
     shards = shard_frame(frame, shard_size)
@@ -149,13 +172,15 @@ def map_shards(
 
             # Shard outputs are persisted by ShardCheckpoints, not by Prefect.
             shard_task = prefect_task(_run_shard, "shard", retries=retries, retry_delay_s=retry_delay_s)
+            share = _BudgetShare(socket.gethostname(), os.getpid(), llm_share) if llm_share else None
             if not isinstance(runner, ThreadPoolTaskRunner):
                 kwargs = _portable(kwargs)
 
             def submit(i: int):
                 return runner.submit(
                     shard_task.with_options(task_run_name=f"{stage}[{i}/{len(shards)}]"),
-                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs},
+                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs,
+                                "llm_share": share},
                 )
 
             # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the

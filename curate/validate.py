@@ -15,7 +15,7 @@ from curate.config import RENAMED, Config, EndpointConfig, did_you_mean, validat
 from curate.errors import ConfigError
 from curate.eval.run import EvalConfig
 from curate.orchestrate import orchestration_config
-from curate.pipeline import CURATION
+from curate.pipeline import CURATION, SAFETY
 from curate.refusal import RefusalConfig
 from curate.release.create import release_config
 from curate.review.sync import review_config
@@ -39,7 +39,8 @@ def _eval(cfg: Config) -> Any:
 # Every [stages.<name>] section a config may have, and how to check it. The curation stages come
 # from the pipeline table; the rest belong to the commands and flows around it.
 SECTIONS: dict[str, Callable[[Config], Any]] = {
-    **{stage.name: (lambda cfg, stage=stage: stage_settings(stage, cfg)) for stage in CURATION if stage.section is None},
+    **{stage.name: (lambda cfg, stage=stage: stage_settings(stage, cfg)) for stage in (*CURATION, *SAFETY)
+       if stage.section is None},
     "orchestrate": orchestration_config,
     "refusal": lambda cfg: validate_section(RefusalConfig, cfg.stages.get("refusal", {}), "stages.refusal", cfg.source),
     "refusal_judge": _refusal_judge,

@@ -32,11 +32,15 @@ from pydantic import BaseModel
 
 from curate.config import config_hash
 from curate.errors import CurateError
+from curate.failures import llm_errors
 from curate.secrets import redact
 from curate.tables import TableRef
 
 MANIFEST = "manifest.json"
 FAILURE = "failed.json"
+# A stage's outputs can be read by later stages when it is complete, or incomplete (some LLM
+# calls failed: those rows carry status "error"); only a complete stage is skipped on rerun.
+USABLE_STATUSES = ("complete", "incomplete")
 
 
 @dataclass
@@ -125,10 +129,14 @@ def summarize_table(df: pl.DataFrame, examples_per_reason: int = 3) -> dict[str,
     if "reject_reason" in df.columns:
         text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in df.columns), None)
         if text_col:
+            # A failed call has no text to show; its error says what went wrong.
+            shown = pl.col(text_col)
+            if "error" in df.columns:
+                shown = pl.when(pl.col("reject_reason") == "llm_error").then(pl.col("error")).otherwise(shown)
             examples = (
                 df.filter(pl.col("reject_reason").is_not_null())
                 .group_by("reject_reason", maintain_order=True)
-                .agg(pl.col(text_col).head(examples_per_reason).str.slice(0, 200))
+                .agg(shown.head(examples_per_reason).str.slice(0, 200))
             )
             summary["reject_examples"] = {r: list(ex) for r, ex in examples.iter_rows()}
     return summary
@@ -174,10 +182,10 @@ class Workspace:
         return pl.read_parquet(path)
 
     def has_table(self, ref: str | TableRef) -> bool:
-        """Whether the last run of the table's stage completed and wrote it."""
+        """Whether the last run of the table's stage wrote it (complete, or incomplete with failed LLM calls)."""
         ref = TableRef.parse(ref)
         manifest = self.manifest(ref.stage)
-        return bool(manifest and manifest.get("status") == "complete" and ref.table in manifest.get("outputs", {}))
+        return bool(manifest and manifest.get("status") in USABLE_STATUSES and ref.table in manifest.get("outputs", {}))
 
     # -- locking ---------------------------------------------------------------------------
     @contextmanager
@@ -300,7 +308,9 @@ class Workspace:
         for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
             self.table_path(stage, stale).unlink(missing_ok=True)
         manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
-        manifest["status"] = "complete"
+        # Failed LLM calls leave the stage incomplete: usable outputs, but not skipped next time.
+        manifest["llm_errors"] = llm_errors(output.tables)
+        manifest["status"] = "incomplete" if manifest["llm_errors"]["count"] else "complete"
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         manifest["duration_s"] = round(time.perf_counter() - started, 3)
         atomic_write_json(stage_dir / MANIFEST, manifest)

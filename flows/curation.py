@@ -3,7 +3,7 @@
 Each stage runs through the one runner (curate.runner: skipped when its inputs, config and
 files are unchanged) as a Prefect task with retries. Stages that declare `shard_by` fan out by
 shard on the configured task runner; LLM stages hold slots of a Prefect global concurrency
-limit. After the answers, new or changed candidates are pushed to Argilla for review.
+limit. After the answers (and the judge, which routes them), new or changed candidates are pushed to Argilla for review.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from curate.config import Config, load_config
 from curate.errors import ConfigError
+from curate.flow_runs import workspace_run
 from curate.orchestrate import OrchestrationConfig, ensure_llm_limit, flow_runner, orchestration_config, run_stage_task
 from curate.pipeline import REVIEW_PUSH, STEPS
 from curate.review.sync import push_for_review
@@ -64,7 +65,9 @@ def curation_flow(
     logger.info("workspace %s, seeds %s, task runner %s", ws.root, [str(p) for p in sources], orch.task_runner)
     ensure_llm_limit(orch)
 
-    with ws.locked(timeout=orch.lock_timeout_s), flow_runner(orch) as runner, Services(ws, cfg) as services:
+    with workspace_run(ws, timeout=orch.lock_timeout_s) as crashed, flow_runner(orch) as runner, Services(ws, cfg) as services:
+        if crashed:
+            logger.warning("marked %d earlier flow run(s) of this workspace as crashed: %s", len(crashed), crashed)
         summaries = list(run_pipeline(
             cfg, ws, services, lambda call: run_stage_task(ws, call, orch, runner=runner, force=force),
             sources=sources, until=until, skip=orch.skip,

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from curate.config import Config, load_config
+from curate.flow_runs import workspace_run
 from curate.orchestrate import orchestration_config
 from curate.review.sync import pull_reviews, review_config
 from curate.tasks import prefect_task
@@ -29,7 +30,7 @@ def review_sync_flow(config_path: str | None = None) -> dict[str, Any]:
     orch = orchestration_config(cfg)
     ws = Workspace(cfg.workspace_path.resolve())
     pull = prefect_task(review_pull, "review-pull", retries=orch.retries, retry_delay_s=orch.retry_delay_s)
-    with ws.locked(timeout=orch.lock_timeout_s):
+    with workspace_run(ws, timeout=orch.lock_timeout_s):
         summary = pull(cfg.model_copy(update={"workspace": str(ws.root)}), ws)
     get_run_logger().info("review %s: %s, decisions %s", summary["campaign"], summary["pull"], summary["decisions"])
     return summary

@@ -5,21 +5,25 @@
 #   bash scripts/argilla-stack.sh install   # virtualenv under $CURATE_HOME/argilla-venv (fast when done)
 #   bash scripts/argilla-stack.sh start     # start everything, reindex, create users, wait until healthy
 #   bash scripts/argilla-stack.sh stop
-#   bash scripts/argilla-stack.sh status    # exit 0 when healthy
+#   bash scripts/argilla-stack.sh status       # exit 0 when healthy
+#   bash scripts/argilla-stack.sh credentials  # print the local credentials as shell exports
 #
 # Every server binds to 127.0.0.1. Settings (environment, with local defaults):
 #   CURATE_HOME                      ~/.cache/curate (venv in argilla-venv/, data in argilla/, logs+pids in run/)
 #   CURATE_ARGILLA_PORT              6900
 #   CURATE_ARGILLA_OSMEM_PORT        9200
 #   CURATE_ARGILLA_REDIS_PORT        6389
-#   ARGILLA_API_KEY                  owner's API key            (local default: argilla.apikey)
-#   CURATE_ARGILLA_OWNER             owner's username           (local default: argilla)
-#   CURATE_ARGILLA_OWNER_PASSWORD    owner's password           (local default: 12345678)
-#   CURATE_ARGILLA_ANNOTATORS        comma-separated usernames  (local default: annotator1,annotator2)
-#   CURATE_ARGILLA_ANNOTATOR_PASSWORD  annotators' password     (local default: annotate123)
+#   CURATE_ARGILLA_OWNER             owner's username           (default: argilla)
+#   CURATE_ARGILLA_OWNER_API_KEY     owner's API key            (default: random, generated on first start)
+#   CURATE_ARGILLA_OWNER_PASSWORD    owner's password           (default: random, generated on first start)
+#   CURATE_ARGILLA_ANNOTATORS        comma-separated usernames  (default: annotator1,annotator2)
+#   CURATE_ARGILLA_ANNOTATOR_PASSWORD  annotators' password     (default: random, generated on first start)
 #   CURATE_ARGILLA_WORKSPACE         workspace every user joins (default: curate)
-# The defaults are for this throwaway local stack only; production points the toolkit at its
-# own Argilla through [argilla] api_url and the env var named by [argilla] api_key_env.
+# Credentials: a value set in the environment wins; otherwise the stack's own file
+# $CURATE_HOME/argilla/credentials.env (mode 600, written on first start with random values) holds
+# them. Secrets never go on a command line (`ps` shows command lines): they travel by environment
+# or by file. The local owner key has its own variable; ARGILLA_API_KEY is left to a production
+# Argilla (the toolkit reads whichever variable [argilla] api_key_env names).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,12 +42,10 @@ URL="http://127.0.0.1:$ARGILLA_PORT"
 REQUIREMENTS=("argilla-server==2.8.0" "click<8.2" "osmem-server==0.1.6")
 STAMP="$VENV/.curate-requirements"
 
-export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
-OWNER="${CURATE_ARGILLA_OWNER:-argilla}"
-OWNER_PASSWORD="${CURATE_ARGILLA_OWNER_PASSWORD:-12345678}"
-ANNOTATORS="${CURATE_ARGILLA_ANNOTATORS:-annotator1,annotator2}"
-ANNOTATOR_PASSWORD="${CURATE_ARGILLA_ANNOTATOR_PASSWORD:-annotate123}"
+CREDENTIALS="$DATA/credentials.env"
 WORKSPACE="${CURATE_ARGILLA_WORKSPACE:-curate}"
+# Stacks started before credentials were generated used these; kept so such a stack stays usable.
+LEGACY_OWNER_API_KEY="argilla.apikey" LEGACY_OWNER_PASSWORD="12345678" LEGACY_ANNOTATOR_PASSWORD="annotate123"
 
 log() { printf '\033[1m[argilla]\033[0m %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -59,6 +61,48 @@ argilla_env() {
   # Argilla's own module names (logging.py) must not shadow the stdlib: never run from its folder.
   cd "$CURATE_HOME"
 }
+
+random_secret() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom 2>/dev/null | head -c 32 || true; }
+
+stored_credential() { if [ -f "$CREDENTIALS" ]; then sed -n "s/^$1=//p" "$CREDENTIALS" | tail -n 1; fi; }
+
+# Effective credentials: environment, else the stack's file, else new random values (or, for a
+# database an older script created without a file, the defaults it used). Written once, mode 600.
+load_credentials() {
+  local fresh_owner_key fresh_owner_password fresh_annotator_password
+  if [ -f "$CREDENTIALS" ]; then
+    fresh_owner_key="$(stored_credential CURATE_ARGILLA_OWNER_API_KEY)"
+    fresh_owner_password="$(stored_credential CURATE_ARGILLA_OWNER_PASSWORD)"
+    fresh_annotator_password="$(stored_credential CURATE_ARGILLA_ANNOTATOR_PASSWORD)"
+  elif [ -f "$DATA/argilla.db" ] && [ -x "$PY" ] && OWNER="${CURATE_ARGILLA_OWNER:-argilla}" owner_exists; then
+    fresh_owner_key="$LEGACY_OWNER_API_KEY" fresh_owner_password="$LEGACY_OWNER_PASSWORD"
+    fresh_annotator_password="$LEGACY_ANNOTATOR_PASSWORD"
+  else
+    fresh_owner_key="$(random_secret)" fresh_owner_password="$(random_secret)"
+    fresh_annotator_password="$(random_secret)"
+  fi
+  OWNER="${CURATE_ARGILLA_OWNER:-$(stored_credential CURATE_ARGILLA_OWNER)}"
+  OWNER="${OWNER:-argilla}"
+  ANNOTATORS="${CURATE_ARGILLA_ANNOTATORS:-$(stored_credential CURATE_ARGILLA_ANNOTATORS)}"
+  ANNOTATORS="${ANNOTATORS:-annotator1,annotator2}"
+  export CURATE_ARGILLA_OWNER_API_KEY="${CURATE_ARGILLA_OWNER_API_KEY:-$fresh_owner_key}"
+  export CURATE_ARGILLA_OWNER_PASSWORD="${CURATE_ARGILLA_OWNER_PASSWORD:-$fresh_owner_password}"
+  export CURATE_ARGILLA_ANNOTATOR_PASSWORD="${CURATE_ARGILLA_ANNOTATOR_PASSWORD:-$fresh_annotator_password}"
+  if [ ! -f "$CREDENTIALS" ]; then
+    mkdir -p "$DATA"
+    ( umask 077
+      printf '%s\n' "# Local Argilla stack credentials (scripts/argilla-stack.sh); environment variables override them." \
+        "CURATE_ARGILLA_OWNER=$OWNER" "CURATE_ARGILLA_OWNER_API_KEY=$CURATE_ARGILLA_OWNER_API_KEY" \
+        "CURATE_ARGILLA_OWNER_PASSWORD=$CURATE_ARGILLA_OWNER_PASSWORD" "CURATE_ARGILLA_ANNOTATORS=$ANNOTATORS" \
+        "CURATE_ARGILLA_ANNOTATOR_PASSWORD=$CURATE_ARGILLA_ANNOTATOR_PASSWORD" > "$CREDENTIALS.tmp"
+      mv "$CREDENTIALS.tmp" "$CREDENTIALS" )
+  fi
+  # curl reads the key header from a file, so the key is not in its command line either.
+  mkdir -p "$RUN"
+  ( umask 077; printf 'X-Argilla-Api-Key: %s\n' "$CURATE_ARGILLA_OWNER_API_KEY" > "$RUN/owner-key.header" )
+}
+
+api_me() { curl -fsS -m "${1:-3}" -H @"$RUN/owner-key.header" "$URL/api/v1/me"; }
 
 cmd_install() {
   if [ -x "$PY" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "${REQUIREMENTS[*]}" ]; then
@@ -82,7 +126,7 @@ pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null
 
 healthy() {
   pid_alive redis && pid_alive osmem && pid_alive server && pid_alive worker \
-    && curl -fsS -m 3 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me" >/dev/null 2>&1
+    && api_me 3 >/dev/null 2>&1
 }
 
 # Each daemon runs in its own session so `stop` can end it with all its children.
@@ -135,13 +179,12 @@ PY
 # Annotators are created through the REST API with the owner's key (one short process), and
 # every user joins the review workspace. Passwords and keys go through the environment only.
 ensure_annotators() {
-  CURATE_ARGILLA_URL="$URL" CURATE_ARGILLA_WS="$WORKSPACE" CURATE_ARGILLA_USERS="$ANNOTATORS" \
-  CURATE_ARGILLA_PASSWORD_="$ANNOTATOR_PASSWORD" "$PY" - <<'PY'
+  CURATE_ARGILLA_URL="$URL" CURATE_ARGILLA_WS="$WORKSPACE" CURATE_ARGILLA_USERS="$ANNOTATORS" "$PY" - <<'PY'
 import os, sys
 import httpx
 
 api = httpx.Client(base_url=os.environ["CURATE_ARGILLA_URL"], timeout=30,
-                   headers={"X-Argilla-Api-Key": os.environ["ARGILLA_API_KEY"]})
+                   headers={"X-Argilla-Api-Key": os.environ["CURATE_ARGILLA_OWNER_API_KEY"]})
 ws_name = os.environ["CURATE_ARGILLA_WS"]
 workspaces = {w["name"]: w for w in api.get("/api/v1/me/workspaces").raise_for_status().json()["items"]}
 ws = workspaces.get(ws_name) or api.post("/api/v1/workspaces", json={"name": ws_name}).raise_for_status().json()
@@ -151,7 +194,7 @@ me = api.get("/api/v1/me").raise_for_status().json()
 wanted = [name.strip() for name in os.environ["CURATE_ARGILLA_USERS"].split(",") if name.strip()]
 for name in wanted:
     if name not in users:
-        body = {"username": name, "first_name": name, "role": "annotator", "password": os.environ["CURATE_ARGILLA_PASSWORD_"]}
+        body = {"username": name, "first_name": name, "role": "annotator", "password": os.environ["CURATE_ARGILLA_ANNOTATOR_PASSWORD"]}
         r = api.post("/api/v1/users", json=body)
         if r.status_code >= 400:
             sys.exit(f"creating annotator {name!r} failed: HTTP {r.status_code} {r.text[:200]}")
@@ -165,6 +208,7 @@ PY
 cmd_start() {
   cmd_install
   mkdir -p "$RUN" "$DATA"
+  load_credentials
   if healthy; then
     log "already running at $URL"
     return 0
@@ -191,10 +235,19 @@ cmd_start() {
     touch "$migrated"
   fi
   if ! owner_exists; then
-    # The CLI echoes the key it stored; keep that out of the logs.
-    "$PY" -m argilla_server database users create --username "$OWNER" --first-name "$OWNER" --role owner \
-      --password "$OWNER_PASSWORD" --api-key "$ARGILLA_API_KEY" --workspace "$WORKSPACE" >/dev/null 2>"$RUN/users.log" \
+    # Argilla's own `database users create`, run in-process with its arguments built from the
+    # environment: this process's command line is just `python -`. It echoes the key; keep that out of logs.
+    CURATE_ARGILLA_OWNER_NAME="$OWNER" CURATE_ARGILLA_WS="$WORKSPACE" "$PY" - >/dev/null 2>"$RUN/users.log" <<'PY' \
       || die "creating owner '$OWNER' failed; see $RUN/users.log"
+import os, runpy, sys
+
+env = os.environ
+sys.argv = ["argilla_server", "database", "users", "create", "--username", env["CURATE_ARGILLA_OWNER_NAME"],
+            "--first-name", env["CURATE_ARGILLA_OWNER_NAME"], "--role", "owner",
+            "--password", env["CURATE_ARGILLA_OWNER_PASSWORD"], "--api-key", env["CURATE_ARGILLA_OWNER_API_KEY"],
+            "--workspace", env["CURATE_ARGILLA_WS"]]
+runpy.run_module("argilla_server", run_name="__main__", alter_sys=True)
+PY
   fi
   wait_until "redis-server" 20 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
   wait_until "osmem-server" 20 curl -fsS -m 2 "http://127.0.0.1:$OSMEM_PORT/"
@@ -203,20 +256,22 @@ cmd_start() {
   spawn worker "$PY" "$COMPAT" worker --num-workers 1
   # osmem keeps its index in memory only: rebuild it from SQLite on every start.
   "$PY" -m argilla_server search-engine reindex >"$RUN/reindex.log" 2>&1 || die "search-engine reindex failed; see $RUN/reindex.log"
-  wait_until "argilla-server" 180 curl -fsS -m 2 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me"
+  wait_until "argilla-server" 180 api_me 2
   ensure_annotators 2>"$RUN/users.log" || die "creating annotators failed; see $RUN/users.log"
   healthy || die "stack is not healthy after start; see $RUN/"
   trap - EXIT
   log "running at $URL (owner '$OWNER', annotators '$ANNOTATORS', workspace '$WORKSPACE') in $((SECONDS - started))s"
+  log "credentials in $CREDENTIALS (or: bash scripts/argilla-stack.sh credentials)"
 }
 
 cmd_status() {
   local name state ok=0
+  load_credentials
   for name in redis osmem server worker; do
     if pid_alive "$name"; then state="running (pid $(cat "$RUN/$name.pid"))"; else state="stopped"; ok=1; fi
     printf '%-8s %s\n' "$name" "$state"
   done
-  if curl -fsS -m 3 -H "X-Argilla-Api-Key: $ARGILLA_API_KEY" "$URL/api/v1/me" >/dev/null 2>&1; then
+  if api_me 3 >/dev/null 2>&1; then
     echo "api      healthy at $URL"
   else
     echo "api      not answering at $URL"; ok=1
@@ -224,10 +279,19 @@ cmd_status() {
   return $ok
 }
 
+# Shell exports of the effective credentials, for `eval "$(bash scripts/argilla-stack.sh credentials)"`.
+cmd_credentials() {
+  load_credentials
+  printf 'export %s=%q\n' CURATE_ARGILLA_OWNER "$OWNER" CURATE_ARGILLA_OWNER_API_KEY "$CURATE_ARGILLA_OWNER_API_KEY" \
+    CURATE_ARGILLA_OWNER_PASSWORD "$CURATE_ARGILLA_OWNER_PASSWORD" CURATE_ARGILLA_ANNOTATORS "$ANNOTATORS" \
+    CURATE_ARGILLA_ANNOTATOR_PASSWORD "$CURATE_ARGILLA_ANNOTATOR_PASSWORD" CURATE_ARGILLA_WORKSPACE "$WORKSPACE"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
   start) cmd_start ;;
+  credentials) cmd_credentials ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|credentials" >&2; exit 2 ;;
 esac

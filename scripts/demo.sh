@@ -2,7 +2,8 @@
 # The README's main command: the whole job end to end, offline, on local services.
 #
 #   setup -> local LLM server -> local Argilla -> local Prefect server (UI) ->
-#   curation flow over the deccp seeds -> records in Argilla -> review sync -> draft release ->
+#   curation flow over the deccp seeds (answers judged; the routed subset goes to Argilla with the
+#   judge's suggestions) -> review sync -> draft release ->
 #   Hugging Face-format export of that draft
 #
 # Idempotent: services already running are reused, and a second run is fast because every stage
@@ -25,7 +26,6 @@ DEMO_SEEDS="${DEMO_SEEDS:-12}"
 DEMO_LLM_MODEL="${DEMO_LLM_MODEL:-qwen0.5b}"
 DEMO_LLM_PORT="${DEMO_LLM_PORT:-8081}"
 export CURATE__LLM__BASE_URL="${CURATE__LLM__BASE_URL:-http://127.0.0.1:$DEMO_LLM_PORT/v1}"
-export ARGILLA_API_KEY="${ARGILLA_API_KEY:-argilla.apikey}"
 PREFECT_PORT="${PREFECT_SERVER_PORT:-4200}"
 export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 
@@ -42,6 +42,9 @@ bash scripts/llm-server.sh start --model "$DEMO_LLM_MODEL" --port "$DEMO_LLM_POR
 
 step "local Argilla stack (127.0.0.1:6900)"
 bash scripts/argilla-stack.sh start
+# The stack's own credentials (random on its first start, or what the environment set); demo/curate.toml
+# reads the owner key from CURATE_ARGILLA_OWNER_API_KEY, never from a production ARGILLA_API_KEY.
+eval "$(bash scripts/argilla-stack.sh credentials)"
 
 step "local Prefect server with UI (127.0.0.1:$PREFECT_PORT)"
 bash scripts/prefect-server.sh start --port "$PREFECT_PORT"
@@ -55,7 +58,7 @@ else
   head -n "$DEMO_SEEDS" data/deccp/censored.txt > "$SEEDS.tmp" && mv "$SEEDS.tmp" "$SEEDS"
 fi
 
-step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> dedupe -> answers -> review push"
+step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> dedupe -> answers -> judge -> review push (routed)"
 uv run --locked curate run -c "$CONFIG" --seeds "$SEEDS"
 
 CANDIDATES="$(uv run --locked python -c "
@@ -81,7 +84,7 @@ cfg = load_config('$CONFIG'); print(ReleaseStore(store_uri(cfg, release_config(c
     step "export: draft release $DRAFT_VERSION already exported to $EXPORT"
   else
     step "export: draft release $DRAFT_VERSION as a Hugging Face dataset folder"
-    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" -c "$CONFIG"
+    uv run --locked curate export hf "$EXPORT" --release "$DRAFT_VERSION" --allow-draft -c "$CONFIG"
   fi
 else
   step "no candidate answers survived the filters: nothing to review or release (see: uv run curate status -c $CONFIG)"
@@ -98,18 +101,23 @@ from curate.config import load_config
 from curate.release import ReleaseStore, release_config, store_uri
 cfg = load_config('$CONFIG'); m = ReleaseStore(store_uri(cfg, release_config(cfg))).manifest($DRAFT_VERSION)
 langs = ', '.join(f'{k}={v}' for k, v in m['by_language'].items())
-print(f\"release {m['version']} (draft): {m['rows']} rows ({langs}), {m['unreviewed_rows']} not yet reviewed\")")"
+split = m.get('review_split') or {}
+print(f\"release {m['version']} (draft): {m['rows']} rows ({langs}), {m['unreviewed_rows']} not yet reviewed, \"
+      f\"{split.get('human_reviewed', 0)} human-reviewed, {split.get('auto_accepted', 0)} auto-accepted\")")"
 fi
 step "done in $(( $(date +%s) - STARTED ))s"
 cat <<EOF
 
-  Review in Argilla     http://127.0.0.1:6900   (annotators: annotator1 / annotator2, password annotate123;
-                                                 owner: argilla / 12345678), dataset "demo" in workspace "curate"
+  Review in Argilla     http://127.0.0.1:6900   dataset "demo-judged" in workspace "$CURATE_ARGILLA_WORKSPACE"
+                        annotators: ${CURATE_ARGILLA_ANNOTATORS//,/ / }, password $CURATE_ARGILLA_ANNOTATOR_PASSWORD
+                        owner: $CURATE_ARGILLA_OWNER / $CURATE_ARGILLA_OWNER_PASSWORD
+                        (kept in ${CURATE_HOME:-$HOME/.cache/curate}/argilla/credentials.env; local stack only)
   Prefect UI            http://127.0.0.1:$PREFECT_PORT   (flow runs, task runs per stage and shard, schedules)
   Workspace             $WORKSPACE   (uv run curate status -c $CONFIG)
   Release store         $RELEASES   (uv run curate versions list -c $CONFIG)
   Draft release         ${SUMMARY:-none (no candidates)}
   Draft export (HF)     ${EXPORT:-none}   (datasets.load_dataset on this folder)
+  Judge report          uv run curate judge-report -c $CONFIG; uv run curate review status -c $CONFIG
 
   After reviewing:      uv run curate run -c $CONFIG --flow review-sync && uv run curate run -c $CONFIG --flow release
                         (accepted rows only; add --draft for another draft with the still-pending ones)

@@ -6,11 +6,17 @@ non-retryable 400s, and a fixed latency for throughput measurements. Its success
 canned text, never a stand-in for a model: every test of real model behaviour uses the llama.cpp
 server (tests/fixtures/llm_server.py).
 
+It also counts what a client's flow control is supposed to bound, on the server side: requests in
+flight at once (`max_in_flight`, meaningful with a fixed `latency_s`) and when each request
+arrived (`arrivals`: `time.monotonic()` and the reply chosen; the same clock as a client in the
+same process, e.g. to check a requests/min budget or a pause after a 429).
+
 Faults are chosen per distinct request body, either by a deterministic `plan` (the k-th attempt
 of each request gets plan[k]; after the plan, requests succeed) or at random by `rates`.
 Plan steps: "ok", "429", "500", "503", "slow", "drop", "garbage", "garbage_json", "no_choices",
-"400", "401", "context", or a canned success: "reply:<text>", "reasoning:<reasoning>|<answer>"
-(separate reasoning_content field), "cut:<text>" (finish_reason "length").
+"400", "401", "context", "hold" (answered only once `release_held()` is called), or a canned
+success: "reply:<text>", "reasoning:<reasoning>|<answer>" (separate reasoning_content field),
+"cut:<text>" (finish_reason "length").
 
     python -m tests.fault_server --port 0 --latency 0.5      # prints "PORT <n>" when listening
     GET /stats, POST /config (JSON: plan, rates, latency, reply, ...), POST /reset
@@ -70,6 +76,8 @@ class FaultServer:
         self.started_at = time.time()
         self.last_authorization: str | None = None
         self.bodies: list[bytes] = []  # every chat request, in arrival order
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), reply kind) per chat request
+        self._held = asyncio.Event()  # "hold" requests wait for it
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -149,6 +157,7 @@ class FaultServer:
             kind = self._choose(key, body)
             if self.config.reject_response_format and b'"response_format"' in body:
                 kind = "reject_schema"
+            self.arrivals.append((time.monotonic(), kind))
             self.last_authorization = headers.get("authorization")
             if kind != "ok" and not kind.startswith(("reply:", "reasoning:", "cut:")):
                 self.faults[kind] += 1
@@ -156,6 +165,8 @@ class FaultServer:
                 await asyncio.sleep(self.config.latency_s)
             if kind == "slow":
                 await asyncio.sleep(self.config.slow_s)
+            if kind == "hold":
+                await self._held.wait()
             if kind == "drop":
                 writer.transport.abort()
                 return False
@@ -206,6 +217,13 @@ class FaultServer:
             return True
         finally:
             self.in_flight -= 1
+
+    def release_held(self) -> None:
+        """Let every "hold" request (now and later) be answered; callable from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._held.set)
+        else:
+            self._held.set()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def serve(self) -> None:

@@ -90,6 +90,9 @@ def test_killed_flow_resumes_without_lost_or_duplicated_rows_then_reruns_only_ne
     assert (ws.manifest("blocked") or {}).get("status") != "complete"
     before = slow_llm.stats()
     assert 0 < before["completed_distinct"] < 95
+    # The killed run left its marker: it died holding the workspace (Prefect still says RUNNING).
+    killed = [p.name for p in (ws_root / ".flow-runs").glob("*")]
+    assert len(killed) == 1
 
     # 2. Resume: finished shards are read back, the rest is computed; nothing lost or doubled.
     resumed = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -105,10 +108,15 @@ def test_killed_flow_resumes_without_lost_or_duplicated_rows_then_reruns_only_ne
     # Only calls in flight at the kill (at most slots x concurrency) can have been made twice.
     assert after["repeated_completed"] <= 4
     assert not (ws_root / "stages" / "blocked" / ".shards").exists() or done_shards(ws_root, "blocked") == 0
-
-    # 3. In-process runs against the same server: unchanged inputs skip every stage and ask nothing.
+    # The resumed run took the lock and marked the killed run crashed instead of leaving it RUNNING.
+    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        assert client.read_flow_run(killed[0]).state.type.value == "CRASHED"
+    assert not list((ws_root / ".flow-runs").glob("*"))
+
+    # 3. In-process runs against the same server: unchanged inputs skip every stage and ask nothing.
     from flows.curation import curation_flow
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):

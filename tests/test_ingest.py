@@ -102,12 +102,13 @@ def test_configured_text_field_missing(tmp_path):
         _read(path, text_field="body")
 
 
-def test_duplicate_ids_across_files(tmp_path):
+def test_same_ids_in_two_files_are_two_seeds(tmp_path):
+    # Seed IDs hash the text; each file's own id is only a field, so numbered files coexist.
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"id": "1", "prompt": "x"}\n', encoding="utf-8")
     b.write_text('{"id": "1", "prompt": "y"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"b.jsonl:1: field 'id': duplicate id '1'"):
-        _read(a, b)
+    df = _read(a, b, default_language="en")
+    assert df["source_id"].to_list() == ["1", "1"] and df["seed_id"].n_unique() == 2
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch):

@@ -157,6 +157,7 @@ def test_push_needs_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_rows_follow_policy_threshold_and_campaign_filter() -> None:
     from curate.release import ReleaseConfig, build_release_rows
+    from curate.review.config import DecisionRule
     from tests.test_release_helpers import FIRST_REVIEWS, review, reviews_frame, upstream_frames
 
     frames = upstream_frames()
@@ -164,7 +165,8 @@ def test_rows_follow_policy_threshold_and_campaign_filter() -> None:
     rows, excluded = build_release_rows(
         reviews,
         frames["candidates"],
-        ReleaseConfig(policy="any-reject"),
+        ReleaseConfig(),
+        rule=DecisionRule(policy="any-reject"),
         questions=frames["questions"],
         keywords=frames["keywords"],
     )
@@ -172,7 +174,7 @@ def test_rows_follow_policy_threshold_and_campaign_filter() -> None:
     reasons = dict(excluded.select("candidate_id", "exclude_reason").iter_rows())
     assert reasons == {"cand-c4": "rejected", "cand-c5": "rejected", "cand-zz": "unknown_candidate"}
 
-    rows, excluded = build_release_rows(reviews, frames["candidates"], ReleaseConfig(min_submitted=2))
+    rows, excluded = build_release_rows(reviews, frames["candidates"], ReleaseConfig(), rule=DecisionRule(min_submitted=2))
     assert sorted(rows["candidate_id"]) == ["cand-c1", "cand-c2", "cand-c5"]
     assert dict(excluded.select("candidate_id", "exclude_reason").iter_rows())["cand-c3"] == "pending"
     assert rows["topic"].is_null().all() and rows["seed_ids"].is_null().all()  # no lineage tables given

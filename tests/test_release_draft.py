@@ -68,7 +68,7 @@ def test_draft_adds_pending_keeps_rejected_out_and_normal_release_is_unchanged(t
 
     # The exported card says it is a draft.
     out = tmp_path / "hf-draft"
-    cli("export", "hf", str(out), "--release", "draft", "-c", config)
+    cli("export", "hf", str(out), "--release", "draft", "--allow-draft", "-c", config)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "Draft release" in card and "1 rows have no review yet" in card
     assert json.loads((out / "release_manifest.json").read_text())["draft"] is True
@@ -76,7 +76,7 @@ def test_draft_adds_pending_keeps_rejected_out_and_normal_release_is_unchanged(t
 
 def test_draft_counts_under_threshold_reviews_as_pending(tmp_path: Path) -> None:
     # min_submitted = 2: c3 (one accept) is pending, not accepted; c4 (two rejects) is still out.
-    config = str(make_workspace(tmp_path, extra_config="min_submitted = 2\ninclude_pending = true\n"))
+    config = str(make_workspace(tmp_path, extra_config="include_pending = true\n[argilla]\nmin_submitted = 2\n"))
     draft = cli_json("release", "create", "-c", config)
     assert draft["draft"] and draft["rows"] == 5
     assert (draft["pending_rows"], draft["unreviewed_rows"]) == (2, 1)

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.errors import CurateError
 from curate.review.client import ArgillaClient, ArgillaError
+from curate.review.config import DecisionRule
+from curate.review.identity import split_record_key
 from curate.review.pull import pull_workspace
 from curate.review.push import PushLedger, push_workspace
 from curate.review.settings import load_review_settings
@@ -65,6 +67,10 @@ def server_records(stack, campaign: str) -> list[dict]:
         return list(client._iter_all_records(ds["id"]))
 
 
+def candidate_of(record: dict) -> str:
+    return split_record_key(record["external_id"])[0]
+
+
 def cli(*args: str):
     result = runner.invoke(app, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -77,8 +83,8 @@ def test_push_skips_unchanged_and_resends_changed(project, argilla_stack, campai
     out = cli("review", "push", "--config", str(config))
     assert "sent 45 (new 45, changed 0)" in out
     records = server_records(argilla_stack, campaign)
-    assert sorted(r["external_id"] for r in records) == sorted(f"cand-{i}" for i in range(45))
-    first = next(r for r in records if r["external_id"] == "cand-1")
+    assert sorted(candidate_of(r) for r in records) == sorted(f"cand-{i}" for i in range(45))
+    first = next(r for r in records if candidate_of(r) == "cand-1")
     assert first["fields"]["answer"] == "Answer 1" and first["metadata"]["model"] == "model-a"
 
     # Unchanged re-sync sends nothing and is fast.
@@ -87,15 +93,18 @@ def test_push_skips_unchanged_and_resends_changed(project, argilla_stack, campai
     assert "sent 0 (new 0, changed 0), skipped 45 unchanged" in out
     assert time.perf_counter() - started < 2.0
 
-    # One answer edited, one candidate added: exactly those two travel; no duplicates appear.
+    # One answer edited, one candidate added: exactly those two travel. The edited answer is a new
+    # record (the old one keeps its verdicts as history); a context-only change updates in place.
     answers = [f"Answer {i}" for i in range(46)]
     answers[7] = "A corrected answer"
-    write_candidates(ws, candidates(46, answer=answers))
+    write_candidates(ws, candidates(46, answer=answers, model=["model-b"] + ["model-a"] * 45))
     out = cli("review", "push", "--config", str(config))
-    assert "sent 2 (new 1, changed 1), skipped 44 unchanged" in out
+    assert "sent 3 (new 2, changed 1), skipped 43 unchanged" in out and "1 superseded" in out
     records = server_records(argilla_stack, campaign)
-    assert len(records) == 46
-    assert next(r for r in records if r["external_id"] == "cand-7")["fields"]["answer"] == "A corrected answer"
+    assert len(records) == 47 and len({r["external_id"] for r in records}) == 47
+    sevens = sorted(r["fields"]["answer"] for r in records if candidate_of(r) == "cand-7")
+    assert sevens == ["A corrected answer", "Answer 7"]
+    assert next(r for r in records if candidate_of(r) == "cand-0")["metadata"]["model"] == "model-b"
 
     # The dataset links back to the run that produced the candidates.
     with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
@@ -184,10 +193,10 @@ def submit_as(stack, campaign: str, answers: dict[str, dict[str, dict]]) -> None
     dataset = client.datasets(name=campaign, workspace=stack.workspace)
     wanted = {cid for per_user in answers.values() for cid in per_user}
     # Without the stored responses: the upsert replaces only the listed users' responses.
-    records = [r for r in dataset.records(with_responses=False) if r.id in wanted]
+    records = [r for r in dataset.records(with_responses=False) if split_record_key(r.id)[0] in wanted]
     for record in records:
         for annotator, per_candidate in answers.items():
-            values = per_candidate.get(record.id)
+            values = per_candidate.get(split_record_key(record.id)[0])
             if values:
                 user_id = client.users(annotator).id
                 for question, value in values.items():
@@ -199,8 +208,9 @@ def answer(accept: str, satisfaction: int, harmful: str = "no", **extra) -> dict
     return {"accept": accept, "satisfaction": satisfaction, "harmful": harmful, **extra}
 
 
-def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaign):
+def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaign, monkeypatch):
     config, ws = project
+    monkeypatch.setenv("CURATE__ARGILLA__MIN_SUBMITTED", "2")  # the one review rule, as push and release see it
     write_candidates(ws, candidates(6))
     cli("review", "push", "--config", str(config))
     one, two = argilla_stack.annotators[:2]
@@ -211,7 +221,8 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
               "cand-2": answer("reject", 1), "cand-3": answer("reject", 1, "yes")},
     })
 
-    out = cli("review", "pull", "--config", str(config), "--min-submitted", "2")
+    out = cli("review", "pull", "--config", str(config))
+    assert "min_submitted 2" in out
     assert "8 responses, 8 new, 0 changed" in out
     reviews = ws.read("review/reviews")
     assert reviews.height == 8 and set(reviews["annotator"]) == {one, two}
@@ -242,12 +253,13 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
     submit_as(argilla_stack, campaign, {two: {"cand-1": answer("accept", 3, corrected_answer="Fixed answer")}})
     with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
         result = pull_workspace(ws, client, campaign=campaign, workspace=argilla_stack.workspace,
-                                policy="majority", min_submitted=2)
+                                rule=DecisionRule(policy="majority", min_submitted=2))
     assert result.manifest["report"]["pull"]["changed"] == 1 and result.manifest["report"]["pull"]["new"] == 0
     decisions = ws.read("review/decisions").filter(pl.col("candidate_id") == "cand-1").row(0, named=True)
     assert decisions["decision"] == "accepted" and decisions["corrected_answer"] == "Fixed answer"
 
-    out = cli("review", "pull", "--config", str(config), "--policy", "any-reject", "--min-submitted", "2")
+    monkeypatch.setenv("CURATE__STAGES__REVIEW__POLICY", "any-reject")
+    out = cli("review", "pull", "--config", str(config))
     decisions = dict(ws.read("review/decisions").select("candidate_id", "decision").iter_rows())
     assert decisions["cand-1"] == "accepted" and decisions["cand-0"] == "accepted"
 
@@ -296,3 +308,27 @@ def test_stack_restart_rebuilds_the_search_index(project, argilla_stack, campaig
     out = cli("review", "pull", "--config", str(config))
     assert "1 responses, 1 new" in out
     assert ws.read("review/reviews")["comment"].to_list() == ["evasive"]
+
+
+def test_a_regenerated_answer_is_reviewed_afresh(project, argilla_stack, campaign):
+    config, ws = project
+    write_candidates(ws, candidates(3))
+    cli("review", "push", "--config", str(config))
+    one, two = argilla_stack.annotators[:2]
+    submit_as(argilla_stack, campaign, {one: {"cand-0": answer("accept", 4)}, two: {"cand-0": answer("accept", 3)}})
+    cli("review", "pull", "--config", str(config))
+    assert dict(ws.read("review/decisions").select("candidate_id", "decision").iter_rows())["cand-0"] == "accepted"
+
+    # The answers stage regenerates cand-0: its two accepts judged the old text and no longer count.
+    write_candidates(ws, candidates(3, answer=["A regenerated answer", "Answer 1", "Answer 2"]))
+    out = cli("review", "push", "--config", str(config))
+    assert "sent 1 (new 1, changed 0)" in out and "1 superseded" in out
+    out = cli("review", "pull", "--config", str(config))
+    assert "2 stale" in out
+    assert "cand-0" not in set(ws.read("review/decisions")["candidate_id"])
+    assert ws.read("review/reviews").height == 2  # the old verdicts stay as history
+
+    submit_as(argilla_stack, campaign, {one: {"cand-0": answer("reject", 1)}})
+    cli("review", "pull", "--config", str(config))
+    decisions = dict(ws.read("review/decisions").select("candidate_id", "decision").iter_rows())
+    assert decisions["cand-0"] == "rejected"

@@ -20,6 +20,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 
 
+def sign_in(page, stack, annotator: str) -> None:
+    """Sign in through the login form, as a person would."""
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{stack.url}/sign-in")
+    page.get_by_label("Username").fill(annotator)
+    page.get_by_label("Password").fill(stack.annotator_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "sign-in" not in url)
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (scripts/setup.sh installs it)")
 def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_stack, campaign, tmp_path):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
@@ -38,12 +48,7 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(WAIT_MS)
-            page.goto(f"{argilla_stack.url}/sign-in")
-            page.get_by_label("Username").fill(annotator)
-            page.get_by_label("Password").fill(argilla_stack.annotator_password)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "sign-in" not in url)
+            sign_in(page, argilla_stack, annotator)
 
             # The annotator finds the dataset from the home page, as a person would.
             page.get_by_text(campaign).first.click()

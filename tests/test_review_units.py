@@ -11,6 +11,8 @@ import pytest
 
 from curate.errors import InputError
 from curate.review.agreement import agreement_table
+from curate.review.config import DecisionRule
+from curate.review.policy import resolve_reviews
 from curate.review.pull import merge_reviews, responses_to_reviews, review_stage
 from curate.review.push import record_payloads, review_frame
 from curate.review.settings import load_review_settings
@@ -206,13 +208,13 @@ def test_conflict_policies_through_the_review_stage():
         ("harm", "x", True, 3, True), ("harm", "y", True, 3, False), ("harm", "z", True, 3, False),
         ("single", "x", True, 4, False),
     ])
-    majority = review_stage(None, reviews, policy="majority", min_submitted=2).tables["decisions"]
-    any_reject = review_stage(None, reviews, policy="any-reject", min_submitted=2).tables["decisions"]
+    majority = review_stage(None, reviews, rule=DecisionRule(policy="majority", min_submitted=2)).tables["decisions"]
+    any_reject = review_stage(None, reviews, rule=DecisionRule(policy="any-reject", min_submitted=2)).tables["decisions"]
     decide = lambda df: dict(df.select("candidate_id", "decision").iter_rows())  # noqa: E731
     assert decide(majority) == {"split": "accepted", "harm": "accepted", "single": "pending"}
     assert decide(any_reject) == {"split": "rejected", "harm": "rejected", "single": "pending"}
     with pytest.raises(ValueError, match="unknown conflict policy"):
-        review_stage(None, reviews, policy="unanimous", min_submitted=1)  # type: ignore[arg-type]
+        resolve_reviews(reviews, "unanimous", 1)  # type: ignore[arg-type]
 
 
 def test_cli_push_without_candidates_and_bad_policy_are_clean_errors(tmp_path, monkeypatch):

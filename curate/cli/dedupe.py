@@ -12,10 +12,10 @@ from rich.table import Table
 from curate.cli.options import ConfigOpt, QuietOpt, console, err_console, get_config
 from curate.errors import InputError
 from curate.progress import progress_bar
+from curate.rowfiles import read_rows
 from curate.runner import stage_settings
 from curate.stages.dedupe import STAGE as DEDUPE
 from curate.stages.dedupe import PairVerifier, dedupe_frame
-from curate.stages.ingest import read_rows
 from curate.text.embeddings import curate_home
 from curate.text.langid import detect_languages
 from curate.workspace import atomic_write_json, atomic_write_parquet

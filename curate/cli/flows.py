@@ -15,7 +15,7 @@ from curate.cli.options import ConfigOpt, ForceOpt, console, get_config
 from curate.errors import CurateError
 
 DEFAULT_SERVER = "http://127.0.0.1:4200/api"
-FLOWS = ("curation", "review-sync", "release")
+FLOWS = ("curation", "review-sync", "release", "safety")
 
 
 def _flow(name: str):
@@ -32,11 +32,15 @@ def _flow(name: str):
         from flows.release import release_flow
 
         return release_flow
+    if name == "safety":
+        from flows.safety import safety_flow
+
+        return safety_flow
     raise CurateError(f"unknown flow '{name}' (one of {', '.join(FLOWS)})")
 
 
-def _print_summaries(summaries: list[dict]) -> None:
-    table = Table(title="curation flow")
+def _print_summaries(summaries: list[dict], title: str = "curation flow") -> None:
+    table = Table(title=title)
     for col in ("stage", "state", "rows", "seconds", "shards"):
         table.add_column(col)
     for s in summaries:
@@ -74,9 +78,9 @@ def _quiet_http_logs() -> None:
 
 def run(
     config: ConfigOpt = None,
-    flow: Annotated[str, typer.Option("--flow", help="curation, review-sync or release.")] = "curation",
+    flow: Annotated[str, typer.Option("--flow", help="curation, review-sync, release or safety.")] = "curation",
     seeds: Annotated[list[Path] | None, typer.Option("--seeds", help="Seed files (default: \\[stages.orchestrate] seeds).")] = None,
-    until: Annotated[str | None, typer.Option(help="Stop after this curation stage.")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this curation (or safety) stage.")] = None,
     force: ForceOpt = False,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Release flow: tag the new release (repeatable).")] = None,
     draft: Annotated[bool, typer.Option("--draft", help="Release flow: include candidates still pending review; tagged 'draft'.")] = False,
@@ -92,8 +96,17 @@ def run(
         summaries = curation_flow(config_path=config_path, seeds=seed_args, until=until, force=force)
         _print_summaries(summaries)
         return
+    if flow == "safety":
+        from flows.safety import check_safety_args, safety_flow  # Prefect: see _flow
+
+        if seeds or tag or draft:
+            raise CurateError("--seeds, --tag and --draft do not apply to the safety flow")
+        check_safety_args(config_path, until)
+        _quiet_http_logs()
+        _print_summaries(safety_flow(config_path=config_path, until=until, force=force), "safety flow")
+        return
     if seeds or until:
-        raise CurateError("--seeds and --until apply to the curation flow only")
+        raise CurateError("--seeds and --until apply to the curation and safety flows only")
     if (tag or draft) and flow != "release":
         raise CurateError("--tag and --draft apply to the release flow only")
     _quiet_http_logs()

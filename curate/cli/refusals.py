@@ -15,7 +15,7 @@ from curate.config import Config, EndpointConfig, stage_config
 from curate.errors import CurateError, InputError
 from curate.llm.cache import LLMCache
 from curate.refusal import RefusalConfig, classify_refusals, evaluate_refusals
-from curate.stages.ingest import read_rows
+from curate.rowfiles import read_rows
 from curate.workspace import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 
 

@@ -12,15 +12,32 @@ from rich.table import Table
 
 from curate.cli.options import ConfigOpt, JsonOpt, console, get_config
 from curate.errors import CurateError
-from curate.release import ReleaseStore, checkout, create_release, diff_releases, export_hf, push_to_hub, release_config, store_uri
+from curate.release import (
+    ReleaseStore,
+    checkout,
+    create_release,
+    diff_releases,
+    export_hf,
+    push_to_hub,
+    release_config,
+    store_uri,
+)
+from curate.release.preference import export_release_preferences
+from curate.workspace import Workspace
 
 release_app = typer.Typer(no_args_is_help=True, help="Build releases from reviewed candidates.")
 versions_app = typer.Typer(no_args_is_help=True, help="Inspect, compare, verify, tag and check out releases.")
 export_app = typer.Typer(no_args_is_help=True, help="Export a release.")
 
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Release store URI (default: [stages.release].store).")]
+IncludeTestOpt = Annotated[
+    bool, typer.Option("--include-test", help="Also write the test split held out for evaluation (left out by default).")
+]
+AllowDraftOpt = Annotated[
+    bool, typer.Option("--allow-draft", help="Write out a draft release (rows pending review); its card says so.")
+]
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response (default: config).")
+    str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response | preference (default: config).")
 ]
 
 
@@ -207,11 +224,13 @@ def versions_checkout(
     store: StoreOpt = None,
     fmt: FormatOpt = None,
     file_format: Annotated[str, typer.Option("--as", help="parquet | jsonl")] = "parquet",
+    allow_draft: AllowDraftOpt = False,
+    include_test: IncludeTestOpt = False,
 ) -> None:
     """Write a release to a new folder (data file + manifest)."""
 
     rs, rcfg = _open(config, store)
-    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg)
+    out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg, allow_draft=allow_draft, include_test=include_test)
     console.print(f"release {rs.resolve(ref)} written to {out}")
 
 
@@ -226,7 +245,7 @@ def versions_tag(name: str, ref: str, config: ConfigOpt = None, store: StoreOpt 
 @export_app.command("hf")
 def export_hf_command(
     dest: Path,
-    ref: Annotated[str, typer.Option("--release", "-r", help="Release to export.")] = "latest",
+    ref: Annotated[str, typer.Option("--release", "-r", help="Release to export (latest = newest non-draft).")] = "latest",
     config: ConfigOpt = None,
     store: StoreOpt = None,
     fmt: FormatOpt = None,
@@ -234,13 +253,21 @@ def export_hf_command(
         str | None, typer.Option("--push", help="Also upload to this Hub dataset repo (needs the token env var).")
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="Create the Hub repo public (default private).")] = False,
+    allow_draft: AllowDraftOpt = False,
+    include_test: IncludeTestOpt = False,
 ) -> None:
     """Write Parquet shards per language + README.md dataset card that `datasets.load_dataset` reads."""
 
     rs, rcfg = _open(config, store)
     if push and not os.environ.get(rcfg.hf_token_env):
         raise CurateError(f"--push needs a Hugging Face token in the environment variable {rcfg.hf_token_env}")
-    out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push)
+    if fmt == "preference":
+        # DPO pairs from the workspace's judge stage, limited to chosen answers in this release.
+        out = export_release_preferences(Workspace(get_config(config).workspace_path), rs, ref, dest, rcfg,
+                                         allow_draft=allow_draft, include_test=include_test)
+    else:
+        out = export_hf(rs, ref, dest, fmt or rcfg.format, rcfg, repo_hint=push, allow_draft=allow_draft,
+                        include_test=include_test)
     console.print(f"release {rs.resolve(ref)} exported to {out}")
     if push:
         console.print(f"pushed: {push_to_hub(out, push, token_env=rcfg.hf_token_env, private=not public)}")

@@ -12,6 +12,7 @@ from rich.table import Table
 from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.progress import progress_bar
 from curate.review.push import PushLedger
+from curate.review.routing import workspace_routing_status
 from curate.review.sync import pull_reviews, push_for_review, review_client, review_config
 from curate.tables import REVIEW_AGREEMENT, REVIEWS
 
@@ -39,21 +40,27 @@ def push(
         f"skipped {report.unchanged} unchanged of {report.candidates} in {report.seconds:.2f}s "
         f"-> {cfg.argilla.api_url.rstrip('/')} dataset {report.dataset_id}"
     )
+    if report.routed is not None:
+        console.print(f"routed by the judge: {report.routed} (only 'human' is sent for review)")
+    if report.superseded:
+        console.print(f"{report.superseded} superseded: answers changed since their last push went out as new records; "
+                      "verdicts on the old text no longer count")
 
 
 @review_app.command("pull")
 def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
-    policy: Annotated[str | None, typer.Option(help="Conflict policy: majority or any-reject.")] = None,
-    min_submitted: Annotated[int | None, typer.Option(help="Responses needed for a decision (default: the dataset's).")] = None,
 ) -> None:
-    """Fetch submitted responses into review/reviews, with agreement and decisions."""
+    """Fetch submitted responses into review/reviews, with agreement and decisions.
+
+    Decisions follow the one review rule ([stages.review] policy, min_submitted from the settings
+    file or [argilla]) that a release uses too, so there is no per-command override."""
     cfg = get_config(config)
-    review_cfg = review_config(cfg, campaign=campaign, policy=policy)
+    review_cfg = review_config(cfg, campaign=campaign)
     ws = workspace_for(cfg)
     with ws.locked():
-        result = pull_reviews(cfg, ws, review_cfg, min_submitted=min_submitted)
+        result = pull_reviews(cfg, ws, review_cfg)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
@@ -61,6 +68,8 @@ def pull(
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )
+    if report.get("stale_reviews"):
+        console.print(f"{report['stale_reviews']} stale reviews (of an earlier answer) kept as history, not counted")
     agreement = ws.read(REVIEW_AGREEMENT).filter(_in_campaign(review_cfg.campaign))
     table = Table(title="agreement")
     for col in ("question", "items", "annotators", "percent agreement", "Krippendorff alpha"):
@@ -87,6 +96,7 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
         ds = client.find_dataset(review_cfg.campaign, workspace_id)
         if ds is None:
             console.print(f"campaign '{review_cfg.campaign}': no dataset at {client.api_url} yet (run `curate review push`)")
+            _print_routing(ws, review_cfg.routing)
             return
         progress = client.progress(ds["id"])
     pushed = PushLedger.for_workspace(ws).count(ds["id"])
@@ -97,6 +107,27 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
         f"min_submitted {ds['distribution'].get('min_submitted')}; pushed from this workspace {pushed}; "
         f"responses pulled {pulled}"
     )
+    _print_routing(ws, review_cfg.routing)
+
+
+def _print_routing(ws, routing) -> None:
+    """Per language: routed to people, auto-decided, audit precision of auto-accept and judge-human kappa."""
+    status = workspace_routing_status(ws, routing)
+    if status is None:
+        console.print("routing: the judge stage has not routed this workspace (every candidate goes to people)")
+        return
+    fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = Table(title=f"judge routing and audit (target precision {routing.precision_target:.2f}, "
+                        f"{routing.confidence:.0%} Wilson lower bound)")
+    columns = ("language", "to_people", "auto_accept", "auto_reject", "audited", "precision", "precision_lower",
+               "trusted", "kappa_accept", "kappa_satisfaction", "kappa_harmful")
+    for col in columns:
+        table.add_column(col)
+    for row in status.iter_rows(named=True):
+        table.add_row(*(fmt(row[c]) for c in columns))
+    console.print(table)
+    for row in status.iter_rows(named=True):
+        console.print(f"  {row['language']}: {row['reason']}")
 
 
 def register(app: typer.Typer) -> None:

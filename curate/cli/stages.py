@@ -24,7 +24,7 @@ from curate.cli.options import (
     print_result,
     workspace_for,
 )
-from curate.pipeline import CURATION, DEDUPE_NEAR_PAIRS, stage
+from curate.pipeline import CURATION, DEDUPE_NEAR_PAIRS, SAFETY, stage
 from curate.runner import Services, prepare, run_call
 from curate.stages.declaration import Stage
 from curate.workspace import StageResult
@@ -126,7 +126,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
 
 
 def register(app: typer.Typer) -> None:
-    for declared in CURATION:
+    for declared in (*CURATION, *SAFETY):
         command = COMMANDS.get(declared.name)
         if command is None:
             command = stage_command(declared)

@@ -13,6 +13,7 @@ from rich.table import Table
 from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.errors import CurateError
 from curate.records import write_json_schemas
+from curate.status import describe_llm_errors, workspace_status
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "curate.toml"
 
@@ -29,21 +30,28 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
     """Show each stage's status, row counts and last run."""
     cfg = get_config(config)
     ws = workspace_for(cfg)
-    manifests = {s: ws.failure(s) or ws.manifest(s) for s in ws.stages()}
+    stages = workspace_status(ws)
     if as_json:
-        keys = ("status", "error", "fingerprint", "finished_at", "duration_s", "outputs")
-        console.print_json(json.dumps({s: {k: m.get(k) for k in keys} for s, m in manifests.items()}))
+        console.print_json(json.dumps(stages, default=str))
         return
-    if not manifests:
+    if not stages:
         console.print(f"no stages have run in {ws.root}")
         return
     table = Table(title=f"workspace {ws.root}")
     for col in ("stage", "status", "rows", "finished", "seconds"):
         table.add_column(col)
-    for stage, m in manifests.items():
-        rows = ", ".join(f"{t}={o['rows']}" for t, o in m.get("outputs", {}).items())
-        state = m.get("status", "?") if m.get("status") != "failed" else f"[red]failed[/]: {m.get('error', '')}"
-        table.add_row(stage, state, rows, str(m.get("finished_at", ""))[:19], str(m.get("duration_s", "")))
+    for stage, m in stages.items():
+        # After a failure the rows shown are the last good run's, which are still in place.
+        shown = m["last_good"] or m
+        rows = ", ".join(f"{t}={o['rows']}" for t, o in (shown.get("outputs") or {}).items())
+        state = m.get("status") or "?"
+        if state == "incomplete":
+            state = f"[yellow]incomplete[/]: {describe_llm_errors(m.get('llm_errors'))}"
+        if state == "failed":
+            state = f"[red]failed[/]: {m.get('error', '')}"
+            if m["last_good"]:
+                state += f" (last good run {str(m['last_good'].get('finished_at', ''))[:19]} kept)"
+        table.add_row(stage, state, rows, str(shown.get("finished_at") or "")[:19], str(shown.get("duration_s") or ""))
     console.print(table)
 
 

@@ -36,7 +36,7 @@ def format_value(metric: str, value: float | None) -> str:
     return f"{value * 100:.1f}%" if _scale(metric) == 100.0 else f"{value:.2f}"
 
 
-def _svg(fig: Any, chart_id: str) -> str:
+def svg(fig: Any, chart_id: str) -> str:
     buf = io.StringIO()
     fig.set_gid(chart_id)
     import matplotlib  # heavy (~1 s): loaded only when a report is drawn
@@ -88,7 +88,7 @@ def _bars(ax, frame: pl.DataFrame, groups: list[str], group_col: str, endpoints:
 
 
 def _legend(ax, endpoints: list[str]) -> None:
-    from matplotlib.patches import Patch  # heavy: see _svg
+    from matplotlib.patches import Patch  # heavy: see svg
 
     handles = [Patch(color=PALETTE[i % len(PALETTE)], label=e) for i, e in enumerate(endpoints)]
     ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
@@ -102,7 +102,7 @@ def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
         return None
     cols = min(3, len(present))
     rows = math.ceil(len(present) / cols)
-    from matplotlib.figure import Figure  # heavy: see _svg
+    from matplotlib.figure import Figure  # heavy: see svg
 
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -115,7 +115,7 @@ def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
         ax.set_visible(False)
     _legend(axes[0], endpoints)
     fig.tight_layout()
-    return _svg(fig, "chart-overview")
+    return svg(fig, "chart-overview")
 
 
 def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> list[dict[str, str]]:
@@ -130,7 +130,7 @@ def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> li
             horizontal = by == "category"
             height = max(2.4, 0.32 * len(groups) * max(1, len(endpoints)) * 0.7 + 1.2) if horizontal else 3.0
             width = 5.6 if horizontal else max(4.0, 1.0 + 0.9 * len(groups) * max(1, len(endpoints)) ** 0.5)
-            from matplotlib.figure import Figure  # heavy: see _svg
+            from matplotlib.figure import Figure  # heavy: see svg
 
             fig = Figure(figsize=(width, height))
             ax = fig.subplots()
@@ -140,7 +140,7 @@ def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> li
             _legend(ax, endpoints)
             fig.tight_layout()
             chart_id = f"chart-{by}-{m.name}-{re.sub(r'[^A-Za-z0-9]+', '-', set_name)}"
-            charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})
+            charts.append({"id": chart_id, "title": title, "svg": svg(fig, chart_id)})
     return charts
 
 

@@ -59,7 +59,8 @@ RESPONSE_SCHEMA = pl.Schema(
     {
         "response_id": pl.String(), "endpoint": pl.String(), "model": pl.String(), "set": pl.String(),
         "kind": pl.String(), "item_id": pl.String(), "language": pl.String(), "category": pl.String(),
-        "label": pl.String(), "prompt": pl.String(), "source_prompt": pl.String(), "sample_index": pl.Int64(),
+        "label": pl.String(), "prompt": pl.String(), "source_prompt": pl.String(), "context": pl.String(),
+        "sample_index": pl.Int64(),
         "response": pl.String(), "reasoning": pl.String(), "finish_reason": pl.String(), "status": pl.String(),
         "error_stage": pl.String(), "error": pl.String(),
     }

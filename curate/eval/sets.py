@@ -18,8 +18,11 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
+from curate.judge.rubrics import CONTEXT_SEPARATOR
 from curate.release import ReleaseNotFound, ReleaseStore
-from curate.stages.ingest import read_rows, read_seeds
+from curate.rowfiles import read_rows
+from curate.stages.ingest import read_seeds
+from curate.release.split import held_out, split_key
 
 Kind = Literal["blocked", "harmbench", "xstest"]
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -32,6 +35,7 @@ ITEM_SCHEMA = pl.Schema(
         "item_id": pl.String(),
         "prompt": pl.String(),
         "source_prompt": pl.String(),
+        "context": pl.String(),
         "language": pl.String(),
         "category": pl.String(),
         "label": pl.String(),
@@ -94,7 +98,7 @@ def load_harmbench(path: Path | None = None, functional_categories: tuple[str, .
         context = (row.get("ContextString") or "").strip()
         rows.append(
             {"item_id": f"harmbench-{_require(path, row, line, 'BehaviorID')}",
-             "prompt": f"{context}\n\n---\n\n{behavior}" if context else behavior,
+             "prompt": f"{context}{CONTEXT_SEPARATOR}{behavior}" if context else behavior, "context": context or None,
              "language": "en", "category": _require(path, row, line, "SemanticCategory"),
              "label": "harmful", "source": str(path), "source_line": line}
         )
@@ -120,13 +124,9 @@ def load_xstest(path: Path | None = None) -> pl.DataFrame:
 
 
 def holdout_mask(df: pl.DataFrame, fraction: float, seed: int = 0) -> pl.Series:
-    """True for the rows of the held-out split: a seeded hash of the question (or row) id, so every
-    translation and candidate of one question lands on the same side and cannot leak into training."""
-    key = next(c for c in ("question_id", "row_id", "prompt") if c in df.columns)
-    threshold = int(fraction * 2**32)
-    return df[key].cast(pl.String).fill_null("").map_elements(
-        lambda k: int(_stable_rank(k, seed)[:8], 16) < threshold, return_dtype=pl.Boolean
-    ).alias("held_out")
+    """True for the rows of the held-out split, for releases made before they carried a `split`
+    column: the same seeded hash of the question (or row) id that releases now record."""
+    return held_out(split_key(df), fraction, seed)
 
 
 def load_release_prompts(version: str, *, store: str, split: str = "test", holdout_fraction: float = 0.1,
@@ -142,7 +142,7 @@ def load_release_prompts(version: str, *, store: str, split: str = "test", holdo
     if "source" in rows.columns:
         rows = rows.filter(pl.col("source").fill_null("curate") == "curate")
     if split != "all":
-        if "split" in rows.columns:
+        if "split" in rows.columns and rows["split"].is_not_null().any():
             rows = rows.filter(pl.col("split") == split)
         else:
             held_out = holdout_mask(rows, holdout_fraction, seed)

@@ -1,6 +1,8 @@
 """complete_frame: run a frame of chat requests against an OpenAI-compatible endpoint.
 
 Async inside (the official `openai` SDK, one client per call of complete_frame), sync outside.
+Concurrency and rate limits come from the endpoint's process-wide budget (curate.llm.budget), so
+calls running at once on other threads share them.
 Every request ends as exactly one result row, in request order; failures are rows with
 status "error" and a reason, never exceptions that lose the rest of the frame.
 """
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from curate.config import EndpointConfig
+from curate.llm.budget import EndpointLimits, endpoint_budget, process_share
 from curate.llm.cache import LLMCache
-from curate.llm.limits import RateLimiter, RetryPolicy, parse_retry_after
+from curate.llm.limits import LoopSafeSemaphore, RateLimiter, RetryPolicy, parse_retry_after
 from curate.llm.reasoning import split_reasoning
 from curate.llm.requests import SCHEMA_FORMATS, SDK_PARAMS, Call, prepare_calls, response_format
 from curate.llm.structured import InvalidOutput, parse_structured
@@ -143,7 +146,7 @@ async def _run_call(
     endpoint: EndpointConfig,
     *,
     limiter: RateLimiter,
-    slots: asyncio.Semaphore,
+    slots: LoopSafeSemaphore,
     retry: RetryPolicy,
     state: RunState,
     response_schema: dict | None,
@@ -312,8 +315,8 @@ async def acomplete_frame(
         first_format = {"off": None, "json_schema": "json_schema"}.get(
             endpoint.structured_output, _ACCEPTED_FORMAT.get(memo, "json_schema"))
         state = RunState(schema_format=first_format)
-        limiter = RateLimiter(endpoint.requests_per_minute, endpoint.tokens_per_minute)
-        slots = asyncio.Semaphore(endpoint.max_concurrency)
+        # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
+        budget = endpoint_budget(endpoint)
         async with _openai().AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=secret or _NO_KEY,
@@ -324,7 +327,7 @@ async def acomplete_frame(
 
             async def one(call: Call) -> None:
                 try:
-                    row = await _run_call(call, client, endpoint, limiter=limiter, slots=slots, retry=retry, state=state,
+                    row = await _run_call(call, client, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
                                           response_schema=response_schema, validate=validate, secret=secret)
                 except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
                     log.exception("%s: unexpected error", call.request_id)
@@ -339,7 +342,8 @@ async def acomplete_frame(
                 if progress is not None:
                     progress(rows_per_key[call.key])
 
-            await asyncio.gather(*(one(c) for c in pending.values()))
+            with budget.use(EndpointLimits.of(endpoint, process_share())):
+                await asyncio.gather(*(one(c) for c in pending.values()))
         if response_schema and endpoint.structured_output == "auto":
             _ACCEPTED_FORMAT[memo] = state.schema_format
 

@@ -15,19 +15,22 @@ import polars as pl
 
 from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
-from curate.release.config import ReleaseConfig
+from curate.release.auto import auto_decisions
+from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.release.mix import mix_sources
-from curate.release.rows import build_release_rows
-from curate.release.store import CommitResult, ReleaseStore
-from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS
-from curate.workspace import StageOutput, Workspace
+from curate.release.rows import _reviews_frame, build_release_rows
+from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
+from curate.review.config import ReviewConfig, decision_rule
+from curate.review.policy import resolve_reviews
+from curate.review.routing import RoutingConfig
+from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS, ROUTING
+from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
 
 STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
-# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
-FORBIDDEN_DRAFT_TAGS = ("published",)
 REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
 LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
+MIX_TABLE = "mix_table__"
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -41,16 +44,29 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 def release_stage(
     reviews: pl.DataFrame | None,
     candidates: pl.DataFrame,
-    config: ReleaseConfig,
+    config: ReleaseBuild,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
+    routing: pl.DataFrame | None = None,
+    gate: RoutingConfig | None = None,
+    **mix_tables: pl.DataFrame,  # mix_table__<name>: the workspace table a `table` mix source names
 ) -> StageOutput:
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
         )
-    curated, excluded = build_release_rows(reviews, candidates, config, questions=questions, keywords=keywords)
+    rule = config.rule
+    config = config.release
+    auto, auto_report = None, {}
+    if routing is not None:
+        gated = _reviews_frame(reviews)
+        if config.campaigns:
+            gated = gated.filter(pl.col("campaign").is_in(config.campaigns))
+        human = resolve_reviews(gated, rule.policy, rule.min_submitted)
+        auto, auto_report = auto_decisions(routing, human, gate or RoutingConfig(), draft=config.include_pending)
+    curated, excluded = build_release_rows(reviews, candidates, config, rule=rule, questions=questions,
+                                           keywords=keywords, auto_decisions=auto)
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -58,7 +74,10 @@ def release_stage(
         raise CurateError(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
-    rows, mixes = mix_sources(curated, config.mix)
+    auto_accepted = pl.col("candidate_id").is_in(auto_report.get("auto_accepted_ids", []))
+    tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items()}
+    rows, mixes = mix_sources(curated, config.mix, tables)
+    rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
@@ -72,10 +91,30 @@ def release_stage(
         "mixes": mixes,
         "draft": config.include_pending,
         # Released without an accepted decision: fewer than min_submitted responses so far.
-        "pending_rows": int(curated.filter(pl.col("n_reviews") < (config.min_submitted or 1)).height),
-        "unreviewed_rows": int(curated.filter(pl.col("n_reviews") == 0).height),
+        "pending_rows": int(curated.filter((pl.col("n_reviews") < rule.min_submitted) & ~auto_accepted).height),
+        "unreviewed_rows": int(curated.filter((pl.col("n_reviews") == 0) & ~auto_accepted).height),
+        "review_split": _review_split(curated, auto_accepted, auto_report),
     }
     return StageOutput(tables={"rows": rows, "excluded": excluded}, report=report)
+
+
+def _review_split(curated: pl.DataFrame, auto_accepted: pl.Expr, auto_report: dict[str, Any]) -> dict[str, Any]:
+    """How the released curate rows were decided: by people, or by the judge's policy at its audited precision."""
+    return {
+        "human_reviewed": int(curated.filter(pl.col("n_reviews") > 0).height),
+        "auto_accepted": int(curated.filter(auto_accepted).height),
+        "auto_accepted_by_language": {str(k): int(v) for k, v in curated.filter(auto_accepted).group_by("language").len()
+                                      .sort("language").iter_rows()},
+        "auto_accept_refused": auto_report.get("auto_accept_refused", {}),
+        "audit": auto_report.get("audit", {}),
+        "audit_confidence": auto_report.get("audit_confidence"),
+    }
+
+
+def _judges(ws: Workspace) -> dict[str, Any]:
+    """Which judges and rubric versions scored the candidates (empty without a judge stage)."""
+    report = (ws.manifest(JUDGMENTS.stage) or {}).get("report") or {}
+    return {"judges": report.get("judges", []), "rubrics": report.get("rubrics", {})}
 
 
 def _stage_models(ws: Workspace) -> dict[str, str]:
@@ -112,10 +151,10 @@ def create_release(
     """
     rcfg = release_config(cfg)
     include_pending = rcfg.include_pending if draft is None else draft
-    # Resolved here so the threshold and the mode enter the stage's config hash.
-    rcfg = rcfg.model_copy(
-        update={"min_submitted": rcfg.min_submitted or cfg.argilla.min_submitted, "include_pending": include_pending}
-    )
+    # Resolved here so the mode and the review rule enter the stage's config hash.
+    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
+    rule = decision_rule(cfg)
+    build = ReleaseBuild(release=rcfg, rule=rule)
     tags = list(tags)
     if include_pending:
         bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
@@ -129,7 +168,7 @@ def create_release(
         manifest = ws.manifest(stage)
         if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
             continue  # a draft may come before the first review sync
-        if not manifest or manifest.get("status") != "complete" or table not in manifest.get("outputs", {}):
+        if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
             raise CurateError(
                 f"{ws.root}: table '{ref}' is missing; a release needs '{ref}' (run stage '{stage}' first)"
             )
@@ -137,14 +176,28 @@ def create_release(
     for name, ref in LINEAGE_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
-        if manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}):
+        if manifest and manifest.get("status") in USABLE_STATUSES and table in manifest.get("outputs", {}):
             inputs[name] = ref
-    if rcfg.mix:
-        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix]
+    if any(m.path for m in rcfg.mix):
+        inputs["mix_files"] = [Path(m.path).expanduser().resolve() for m in rcfg.mix if m.path]
+    for mix in rcfg.mix:
+        if mix.table:
+            stage, _, table = mix.table.partition("/")
+            manifest = ws.manifest(stage)
+            if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
+                raise CurateError(f"{ws.root}: mix '{mix.name}' needs table '{mix.table}' (run `curate run --flow safety` first)")
+            inputs[f"{MIX_TABLE}{mix.name}"] = mix.table
+    gate = None
+    if ws.has_table(ROUTING):
+        inputs["routing"] = str(ROUTING)
+        gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, **no_reviews)
+        # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
+        version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
+        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
+                              **no_reviews)
         rows = ws.read(RELEASE_ROWS)
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
@@ -153,10 +206,10 @@ def create_release(
             models["answers"] = ", ".join(report["answer_models"])
         metadata = {
             "config": rcfg.model_dump(mode="json"),
-            "config_hash": config_hash(rcfg),
+            "config_hash": config_hash(build),
             "format": rcfg.format,
-            "policy": rcfg.policy,
-            "min_submitted": rcfg.min_submitted,
+            "policy": rule.policy,
+            "min_submitted": rule.min_submitted,
             "review_campaigns": report["review_campaigns"],
             "answers_corrected": report["answers_corrected"],
             "excluded_by_reason": report["excluded_by_reason"],
@@ -170,5 +223,7 @@ def create_release(
             "draft": report.get("draft", False),
             "pending_rows": report.get("pending_rows", 0),
             "unreviewed_rows": report.get("unreviewed_rows", 0),
+            "review_split": report.get("review_split"),
+            **_judges(ws),
         }
         return store.commit(rows, metadata, tags=tags)

@@ -29,6 +29,25 @@ def _fresh_destination(dest: Path) -> None:
         raise CurateError(f"{dest}: already exists and is not empty; choose a new folder")
 
 
+def check_draft(store: ReleaseStore, version: int, allow_draft: bool) -> None:
+    """A draft holds rows no reviewer accepted yet; writing one out has to be asked for."""
+    if store.is_draft(version) and not allow_draft:
+        raise CurateError(
+            f"release {version} is a draft (rows still pending review); export it only on purpose, "
+            "with --allow-draft (allow_draft=True), and do not train on it"
+        )
+
+
+def training_rows(store: ReleaseStore, version: int, include_test: bool) -> tuple[pl.DataFrame, int]:
+    """The release's rows without its `test` split (held out for evaluation) unless asked; and how
+    many test rows were left out."""
+    rows = store.read(version)
+    if include_test or "split" not in rows.columns:
+        return rows, 0
+    kept = rows.filter(pl.col("split") != "test")
+    return kept, rows.height - kept.height
+
+
 def _publish(tmp: Path, dest: Path) -> None:
     """Move a fully written temporary folder into place, so a failure leaves nothing half-written."""
     if dest.exists():
@@ -43,16 +62,22 @@ def checkout(
     fmt: str,
     file_format: str = "parquet",
     config: ReleaseConfig | None = None,
+    *,
+    allow_draft: bool = False,
+    include_test: bool = False,
 ) -> Path:
-    """Write release `ref` to `dest` as one data file plus its manifest."""
+    """Write release `ref` to `dest` as one data file plus its manifest (a draft only with `allow_draft`;
+    the `test` split only with `include_test`)."""
     check_format(fmt)
     if file_format not in FILE_FORMATS:
         raise CurateError(f"unknown file format '{file_format}' (use one of: {', '.join(FILE_FORMATS)})")
     config = config or ReleaseConfig()
     version = store.resolve(ref)
+    check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
-    rows = format_rows(store.read(version), fmt, think_open=config.think_open, think_close=config.think_close)
+    kept, left_out = training_rows(store, version, include_test)
+    rows = format_rows(kept, fmt, think_open=config.think_open, think_close=config.think_close)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -60,7 +85,8 @@ def checkout(
             rows.write_parquet(tmp / "data.parquet", compression="zstd")
         else:
             rows.write_ndjson(tmp / "data.jsonl")
-        manifest = store.manifest(version) | {"checkout": {"format": fmt, "file_format": file_format}}
+        manifest = store.manifest(version) | {"checkout": {
+            "format": fmt, "file_format": file_format, "rows": rows.height, "test_rows_left_out": left_out}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _publish(tmp, dest)
     except BaseException:
@@ -111,6 +137,7 @@ def render_card(
     languages: list[str],
     think_open: str = "<think>",
     repo_hint: str = "path/to/this/folder",
+    exported: dict[str, Any] | None = None,
 ) -> str:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -127,6 +154,11 @@ def render_card(
         "draft": False,
         "pending_rows": 0,
         "unreviewed_rows": 0,
+        "review_split": None,
+        "judges": [],
+        "rubrics": {},
+        "by_split": {},
+        "config": {},
     } | manifest
     return env.get_template("dataset_card.md.j2").render(
         yaml_header=_yaml_header(manifest, card, languages),
@@ -138,7 +170,21 @@ def render_card(
         top_topics=topics[:30],
         more_topics=max(0, len(topics) - 30),
         repo_hint=repo_hint,
+        exported=exported or {"rows": manifest["rows"], "test_rows_left_out": 0, "include_test": True},
     )
+
+
+def write_language_shards(rows: pl.DataFrame, folder: Path, shard_rows: int) -> list[str]:
+    """data/<language>/train-*-of-*.parquet under `folder`, the layout the card's configs name."""
+    languages = sorted(rows["language"].unique().to_list())
+    for lang in languages:
+        part = rows.filter(pl.col("language") == lang)
+        shards = max(1, math.ceil(part.height / shard_rows))
+        (folder / "data" / lang).mkdir(parents=True)
+        for i in range(shards):
+            shard = part.slice(i * shard_rows, shard_rows)
+            shard.write_parquet(folder / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
+    return languages
 
 
 def export_hf(
@@ -148,27 +194,31 @@ def export_hf(
     fmt: str,
     config: ReleaseConfig | None = None,
     repo_hint: str | None = None,
+    *,
+    allow_draft: bool = False,
+    include_test: bool = False,
 ) -> Path:
-    """A folder `datasets.load_dataset(dest)` reads: data/<lang>/train-*.parquet + README.md card."""
+    """A folder `datasets.load_dataset(dest)` reads: data/<lang>/train-*.parquet + README.md card.
+
+    A draft release is refused unless `allow_draft`; its card then says it is a draft. The
+    release's `test` split (held out for evaluation) is left out unless `include_test`; the card
+    says which."""
     check_format(fmt)
     config = config or ReleaseConfig()
     version = store.resolve(ref)
+    check_draft(store, version, allow_draft)
     dest = Path(dest)
     _fresh_destination(dest)
     manifest = store.manifest(version)
-    rows = format_rows(store.read(version), fmt, think_open=config.think_open, think_close=config.think_close)
+    kept, left_out = training_rows(store, version, include_test)
+    rows = format_rows(kept, fmt, think_open=config.think_open, think_close=config.think_close)
     languages = sorted(rows["language"].unique().to_list())
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for lang in languages:
-            part = rows.filter(pl.col("language") == lang)
-            shards = max(1, math.ceil(part.height / config.shard_rows))
-            (tmp / "data" / lang).mkdir(parents=True)
-            for i in range(shards):
-                shard = part.slice(i * config.shard_rows, config.shard_rows)
-                shard.write_parquet(tmp / "data" / lang / f"train-{i:05d}-of-{shards:05d}.parquet", compression="zstd")
-        card = render_card(manifest, config.card, fmt, languages, config.think_open, repo_hint or dest.name)
+        write_language_shards(rows, tmp, config.shard_rows)
+        card = render_card(manifest, config.card, fmt, languages, config.think_open, repo_hint or dest.name,
+                           exported={"rows": rows.height, "test_rows_left_out": left_out, "include_test": include_test})
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / "release_manifest.json").write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"

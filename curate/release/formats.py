@@ -1,6 +1,7 @@
 """The training formats a release can be written in.
 
-- messages:        [{role: user, content: prompt}, {role: assistant, content: <think>reasoning</think> answer}]
+- messages:        [{role: user, content: prompt}, {role: assistant, content: <think>reasoning</think> answer}],
+                   after the earlier turns of a multi-turn row (its `context`)
 - reasoning:       prompt, reasoning, response (reasoning as its own field)
 - prompt_response: prompt, response (the answer only)
 
@@ -37,11 +38,17 @@ def format_rows(
             .then(pl.concat_str(pl.lit(think_open), pl.col("reasoning"), pl.lit(think_close), pl.col("answer")))
             .otherwise(pl.col("answer"))
         )
-        messages = pl.concat_list(
+        turn = pl.Struct({"role": pl.String, "content": pl.String})
+        last = pl.concat_list(
             pl.struct(role=pl.lit("user"), content=pl.col("prompt")),
             pl.struct(role=pl.lit("assistant"), content=assistant),
-        ).alias("messages")
-        return rows.select(messages, *metadata)
+        )
+        if "context" in rows.columns and rows["context"].is_not_null().any():
+            earlier = pl.col("context").str.json_decode(pl.List(turn))
+            messages = pl.when(pl.col("context").is_null()).then(last).otherwise(pl.concat_list(earlier, last))
+        else:
+            messages = last
+        return rows.select(messages.alias("messages"), *(c for c in metadata if c != "context"))
     if fmt == "reasoning":
         return rows.select("prompt", "reasoning", pl.col("answer").alias("response"), *metadata)
     return rows.select("prompt", pl.col("answer").alias("response"), *metadata)

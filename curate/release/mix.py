@@ -18,7 +18,8 @@ from curate.ids import content_id
 from curate.llm.reasoning import split_reasoning
 from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
-from curate.stages.ingest import read_jsonl_rows, read_rows
+from curate.release.table_mix import rows_from_table, taken_by_subset
+from curate.rowfiles import read_jsonl_rows, read_rows
 from curate.workspace import sha256_path
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -118,20 +119,31 @@ def sample_rows(pool: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
     return pool.with_columns(_rank=pl.Series(rank, dtype=pl.String)).sort("_rank").head(n).drop("_rank")
 
 
-def mix_sources(curated: pl.DataFrame, sources: list[MixSource]) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
-    """curated rows plus the sampled rows of each source, and one lineage record per source."""
+def mix_sources(
+    curated: pl.DataFrame, sources: list[MixSource], tables: dict[str, pl.DataFrame] | None = None
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """curated rows plus the sampled rows of each source, and one lineage record per source.
+
+    `tables` holds the workspace tables that `table` sources name, by source name."""
     parts = [curated]
     lineage = []
     for source in sources:
-        pool, stats = load_mix_source(source)
+        if source.table is not None:
+            pool, stats = rows_from_table(source, (tables or {})[source.name])
+        else:
+            pool, stats = load_mix_source(source)
         requested = source.count if source.count is not None else round(source.ratio * curated.height)
         taken = sample_rows(pool, requested, source.seed)
         parts.append(taken)
+        from_table = {"table": source.table, "answered_by": stats["answered_by"], "filtered_by": stats["filtered_by"],
+                      "eligible_by_subset": stats["eligible_by_subset"], "taken_by_subset": taken_by_subset(taken, source.name),
+                      "multi_turn": int(taken["context"].is_not_null().sum())} if source.table else {}
         lineage.append(
             {
+                **from_table,
                 "name": source.name,
                 "path": source.path,
-                "sha256": stats["sha256"],
+                "sha256": stats.get("sha256"),
                 "ratio": source.ratio,
                 "count": source.count,
                 "seed": source.seed,

@@ -11,7 +11,10 @@ from curate.errors import InputError
 from curate.ids import content_id
 from curate.records import ReleaseRow, conform, polars_schema
 from curate.release.config import ReleaseConfig
-from curate.review.policy import resolve_reviews
+from curate.release.split import with_split
+from curate.review.config import DecisionRule
+from curate.review.identity import with_answer_version
+from curate.review.policy import current_reviews, resolve_reviews
 from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, REVIEWS
 
 RELEASE_COLUMNS: list[str] = list(polars_schema(ReleaseRow).names())
@@ -43,6 +46,7 @@ def _reviews_frame(reviews: pl.DataFrame) -> pl.DataFrame:
         "corrected_answer": pl.String,
         "submitted_at": pl.Datetime("us", "UTC"),
         "updated_at": pl.Datetime("us", "UTC"),
+        "answer_version": pl.String,
     }
     return reviews.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in fill.items() if c not in reviews.columns])
 
@@ -52,17 +56,22 @@ def build_release_rows(
     candidates: pl.DataFrame,
     config: ReleaseConfig,
     *,
+    rule: DecisionRule | None = None,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
-    min_submitted: int = 1,
+    auto_decisions: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
 
+    `rule` is the review decision rule (`curate.review.config.decision_rule`), the one pull uses.
     With `config.include_pending` (a draft), candidates still pending review (fewer than
     min_submitted submitted responses, none at all included) are released too, with their vote
     counts as they stand; rejected candidates stay out either way.
 
-    The answer is the reviewers' correction when there is one (answer_corrected=True). Topic comes
+    Reviews of an earlier answer version than the candidate's current one do not count; a
+    candidate left with only such reviews is excluded as `answer_changed_since_review` (a draft
+    releases it as pending). The answer is the reviewers' correction when there is one
+    (answer_corrected=True, reasoning_matches_answer=False). Topic comes
     from the question, else the keyword; seed IDs come from the keyword.
     """
     require_columns(reviews, str(REVIEWS))
@@ -70,10 +79,26 @@ def build_release_rows(
     reviews = _reviews_frame(reviews)
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
-    decisions = resolve_reviews(reviews, config.policy, config.min_submitted or min_submitted)
+    rule = rule or DecisionRule()
     ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
+    # Only verdicts on the text being released count; reviews of an earlier answer are stale.
+    current = with_answer_version(ok_candidates).select("candidate_id", "answer_version")
+    reviews, stale = current_reviews(reviews, current)
+    decisions = resolve_reviews(reviews, rule.policy, rule.min_submitted)
+    if auto_decisions is not None:
+        # The judge's routing decides rows people did not (curate.release.auto); a person's decision wins.
+        by_people = decisions.filter(pl.col("decision") != "pending").select("candidate_id")
+        auto = auto_decisions.join(by_people, on="candidate_id", how="anti")
+        decisions = pl.concat([decisions.join(auto.select("candidate_id"), on="candidate_id", how="anti"), auto],
+                              how="diagonal_relaxed")
     if config.include_pending:
         decisions = _with_unreviewed(decisions, ok_candidates)
+    rereview = (
+        stale.filter(pl.col("status") == "submitted").select("candidate_id").unique()
+        .join(decisions, on="candidate_id", how="anti")
+        .with_columns(exclude_reason=pl.lit("answer_changed_since_review"),
+                      **{c: pl.lit(0, pl.Int64) for c in ("n_reviews", "accept_votes", "reject_votes", "harmful_votes")})
+    )
     campaigns = (
         reviews.filter(pl.col("status") == "submitted")
         .group_by("candidate_id")
@@ -97,16 +122,19 @@ def build_release_rows(
         .then(pl.lit("no_answer"))
     )
     joined = joined.with_columns(exclude_reason=reason)
-    excluded = joined.filter(pl.col("exclude_reason").is_not_null()).select(
-        "candidate_id", "exclude_reason", "n_reviews", "accept_votes", "reject_votes", "harmful_votes"
-    )
+    excluded_columns = ["candidate_id", "exclude_reason", "n_reviews", "accept_votes", "reject_votes", "harmful_votes"]
+    excluded = pl.concat([joined.filter(pl.col("exclude_reason").is_not_null()).select(excluded_columns),
+                          rereview.select(excluded_columns)])
     accepted = joined.filter(pl.col("exclude_reason").is_null()).with_columns(
         answer_corrected=pl.col("corrected_answer").is_not_null() & (pl.col("corrected_answer") != pl.col("answer")),
         answer=final_answer,
         row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String),
         source=pl.lit("curate"),
+    ).with_columns(
+        # The model's reasoning led to its own answer, not to a reviewer's replacement.
+        reasoning_matches_answer=~pl.col("answer_corrected"),
     )
-    accepted = _attach_lineage(accepted, questions, keywords)
+    accepted = with_split(_attach_lineage(accepted, questions, keywords), config.test_fraction, config.split_seed)
     rows = conform(accepted, ReleaseRow).sort("row_id")
     return rows, excluded.sort("candidate_id")
 

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
 from deltalake.exceptions import TableNotFoundError
 from filelock import FileLock
 
 from curate.errors import CurateError
 from curate.records import SCHEMA_VERSION, ReleaseRow, conform
+from curate.release.manifest import manifest_differences
 from curate.release.rows import content_hash, counts
 from curate.release.storage import StoreLocation, delta_storage_options, is_remote
 from curate.secrets import redact
@@ -40,8 +41,17 @@ TABLE = "rows"
 MANIFESTS = "manifests"
 TAGS = "tags"
 COMMIT_KEY = "curate.release"
+# Every release must stay readable (time travel) and verifiable (its commit body) forever, so the
+# Delta log never expires: a retention of ~1000 years on the table (set when the store is created;
+# delta-rs applies table properties only then), and our own writes never clean up expired logs.
+TABLE_PROPERTIES = {
+    "delta.logRetentionDuration": "interval 365000 days",
+    "delta.enableExpiredLogCleanup": "false",
+}
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
+# A draft holds unreviewed rows, so it must never carry the tag consumers train from.
+FORBIDDEN_DRAFT_TAGS = ("published",)
 
 
 class ReleaseNotFound(CurateError):
@@ -114,7 +124,10 @@ class ReleaseStore:
         return [json.loads(self.loc.read_bytes(_manifest_name(v))) for v in self.versions()]
 
     def resolve(self, ref: str | int) -> int:
-        """A release number (3 or v3), 'latest', a tag name, or a content-hash prefix (6+ hex chars)."""
+        """A release number (3 or v3), 'latest', a tag name, or a content-hash prefix (6+ hex chars).
+
+        'latest' is the newest release that is not a draft: drafts are reached only by number,
+        tag or hash, so nothing that defaults to 'latest' (export, eval) picks unreviewed rows."""
         versions = self.versions()
         if not versions:
             raise ReleaseNotFound(f"{self.uri}: no releases yet")
@@ -125,7 +138,7 @@ class ReleaseStore:
                 raise ReleaseNotFound(f"{self.uri}: no release {number} (releases: {versions[0]}..{versions[-1]})")
             return number
         if text == "latest":
-            return versions[-1]
+            return self._latest_reviewed(versions)
         tags = self.tags()
         if text in tags:
             return tags[text]["version"]
@@ -138,6 +151,18 @@ class ReleaseStore:
         raise ReleaseNotFound(
             f"{self.uri}: unknown release '{text}' (use a number, 'latest', a tag {sorted(tags)} or a content-hash prefix)"
         )
+
+    def _latest_reviewed(self, versions: list[int]) -> int:
+        for version in reversed(versions):
+            if not json.loads(self.loc.read_bytes(_manifest_name(version))).get("draft"):
+                return version
+        raise ReleaseNotFound(
+            f"{self.uri}: no reviewed release yet, only drafts {versions} ('latest' never means a draft; "
+            "name a draft by number or tag to use it)"
+        )
+
+    def is_draft(self, ref: str | int) -> bool:
+        return bool(self.manifest(ref).get("draft"))
 
     def read(self, ref: str | int) -> pl.DataFrame:
         version = self.resolve(ref)
@@ -197,6 +222,7 @@ class ReleaseStore:
             "by_language": counts(rows, "language"),
             "by_topic": counts(rows, "topic"),
             "by_source": counts(rows, "source"),
+            "by_split": counts(rows, "split"),
             "by_language_topic": _nested_counts(rows, "language", "topic"),
         }
         body = json.loads(redact(json.dumps(body, default=str)))
@@ -207,6 +233,8 @@ class ReleaseStore:
             delta_write_options={
                 "schema_mode": "overwrite",
                 "commit_properties": CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
+                "post_commithook_properties": PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
+                **({"configuration": TABLE_PROPERTIES} if head is None else {}),
             },
         )
         committed = self._commit_body(delta_version)
@@ -286,6 +314,10 @@ class ReleaseStore:
         self._check_tag_name(name)
         version = self.resolve(ref)
         manifest = self.manifest(version)
+        if manifest.get("draft") and name in FORBIDDEN_DRAFT_TAGS:
+            raise CurateError(
+                f"release {version} is a draft (it holds rows not yet accepted by review) and cannot be tagged '{name}'"
+            )
         previous = self.tags().get(name)
         history = (previous or {}).get("history", [])
         entry = {"version": version, "content_hash": manifest["content_hash"], "at": _now()}
@@ -308,10 +340,8 @@ class ReleaseStore:
         body = self._commit_body(manifest["delta_version"])
         if body is None:
             problems.append(f"release {version}: the Delta commit has no curate record")
-        elif body.get("content_hash") != manifest["content_hash"]:
-            problems.append(
-                f"release {version}: manifest content hash {manifest['content_hash'][:12]} != commit's {body.get('content_hash', '')[:12]}"
-            )
+        else:
+            problems += manifest_differences(version, manifest, body)
         recorded = {f["path"]: f for f in manifest["files"]}
         try:
             current = {f["path"]: f for f in self._data_files(manifest["delta_version"])}

@@ -6,6 +6,9 @@ Policies:
 - `any-reject`: accepted only when nobody rejected it and nobody flagged it harmful.
 
 Candidates with fewer than `min_submitted` submitted responses stay `pending`.
+
+Only reviews of a candidate's current text count (`current_reviews`): a review records the answer
+version it judged (curate.review.identity), and one of an earlier answer is history, not a vote.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ DECISION_SCHEMA = {
     "decision": pl.String,
     "accepted": pl.Boolean,
 }
+
+
+def current_reviews(reviews: pl.DataFrame, current: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(reviews that count, stale reviews): a review is stale when it judged another answer
+    version than the candidate's current one (`current`: candidate_id, answer_version). Reviews
+    without a version (pushed before versions existed) and of unknown candidates count as before."""
+    if current is None or "answer_version" not in reviews.columns:
+        return reviews, reviews.clear()
+    now = current.select("candidate_id", pl.col("answer_version").alias("_current")).unique("candidate_id")
+    joined = reviews.join(now, on="candidate_id", how="left")
+    stale = pl.col("answer_version").is_not_null() & pl.col("_current").is_not_null() & (
+        pl.col("answer_version") != pl.col("_current"))
+    return joined.filter(~stale).drop("_current"), joined.filter(stale).drop("_current")
 
 
 def resolve_reviews(

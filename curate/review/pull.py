@@ -23,8 +23,10 @@ from curate.ids import content_id
 from curate.records import ReviewItem, conform, empty_frame, polars_schema
 from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
-from curate.review.policy import ConflictPolicy, resolve_reviews
-from curate.tables import REVIEWS
+from curate.review.config import DecisionRule
+from curate.review.identity import split_record_key, with_answer_version
+from curate.review.policy import current_reviews, resolve_reviews
+from curate.tables import CANDIDATES, REVIEWS
 from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
@@ -58,9 +60,10 @@ def responses_to_reviews(records: list[dict], *, campaign: str, usernames: dict[
     """Flatten Argilla records (with `responses`) into ReviewItem rows."""
     rows = []
     for record in records:
-        candidate_id = record.get("external_id")
-        if not candidate_id:
+        key = record.get("external_id")
+        if not key:
             continue  # not pushed by curate
+        candidate_id, version = split_record_key(key)
         for response in record.get("responses") or []:
             if response["status"] not in PULLED_STATUSES:
                 continue
@@ -68,8 +71,9 @@ def responses_to_reviews(records: list[dict], *, campaign: str, usernames: dict[
             values = response.get("values") or {}
             satisfaction = _value(values, "satisfaction")
             rows.append({
-                "review_id": content_id("review", candidate_id, campaign, annotator),
+                "review_id": content_id("review", key, campaign, annotator),
                 "candidate_id": candidate_id,
+                "answer_version": version,
                 "campaign": campaign,
                 "annotator": annotator,
                 "accept": _label_flag(values, "accept"),
@@ -89,6 +93,7 @@ def responses_to_reviews(records: list[dict], *, campaign: str, usernames: dict[
 def merge_reviews(previous: pl.DataFrame | None, fetched: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     """Previous rows plus what is new or newer; rows no longer on the server are kept as history."""
     previous = conform(previous, ReviewItem) if previous is not None else empty_frame(ReviewItem)
+    fetched = conform(fetched, ReviewItem)
     known = previous.select("review_id", old_updated=pl.col("updated_at"))
     joined = fetched.join(known, on="review_id", how="left")
     fresh = joined.filter(pl.col("old_updated").is_null() | (pl.col("updated_at") > pl.col("old_updated")))
@@ -104,13 +109,17 @@ def review_stage(
     previous_reviews: pl.DataFrame | None,
     fetched: pl.DataFrame,
     *,
-    policy: ConflictPolicy,
-    min_submitted: int,
+    rule: DecisionRule,
+    current: pl.DataFrame | None = None,
 ) -> StageOutput:
+    """Merge, then decide by `rule` from the reviews of each candidate's `current` answer version
+    (candidate_id, answer_version); reviews of earlier answers stay in `reviews` as history."""
     reviews, counts = merge_reviews(previous_reviews, fetched)
-    decisions = resolve_reviews(reviews, policy, min_submitted)
+    counting, stale = current_reviews(reviews, current)
+    decisions = resolve_reviews(counting, rule.policy, rule.min_submitted)
     watermark = reviews["updated_at"].max() if reviews.height else None
-    report = {"pull": counts, "policy": policy, "min_submitted": min_submitted,
+    report = {"pull": counts, "policy": rule.policy, "min_submitted": rule.min_submitted,
+              "stale_reviews": stale.height,
               "watermark": watermark.isoformat() if watermark else None,
               "decisions": {str(k): int(v) for k, v in decisions.group_by("decision").len().iter_rows()}}
     return StageOutput(tables={"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions},
@@ -132,18 +141,22 @@ def pull_workspace(
     *,
     campaign: str,
     workspace: str,
-    policy: ConflictPolicy = "majority",
-    min_submitted: int | None = None,
+    rule: DecisionRule,
+    source: str = str(CANDIDATES),
 ):
     """Fetch, merge and write `review/reviews`, `review/agreement` and `review/decisions`.
 
-    `min_submitted` defaults to the dataset's own task distribution, so decisions wait for as
-    many responses as the annotators were asked for.
+    Decisions follow `rule` (from `curate.review.config.decision_rule`), the same rule push gave
+    Argilla as its task distribution and a release keeps rows by, and count only reviews of the
+    answers now in `source`.
     """
-    fetched, ds = fetch_reviews(client, campaign, workspace)
+    fetched, _ds = fetch_reviews(client, campaign, workspace)
     previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
-    needed = min_submitted or int(ds["distribution"].get("min_submitted") or 1)
+    stage, table = source.split("/", 1)
+    source_path = ws.table_path(stage, table)
+    current = (with_answer_version(pl.read_parquet(source_path)).select("candidate_id", "answer_version")
+               if source_path.exists() else None)
     # Pulling reads a live server, so it always runs; the previous table is read directly
     # instead of as a stage input because the stage writes it.
     return ws.run_stage(
@@ -152,6 +165,6 @@ def pull_workspace(
         force=True,
         previous_reviews=previous,
         fetched=fetched,
-        policy=policy,
-        min_submitted=needed,
+        rule=rule,
+        current=current,
     )

@@ -1,6 +1,6 @@
 """Push candidate answers to an Argilla dataset, sending only new or changed records.
 
-Records are keyed by `candidate_id` (Argilla's `external_id`), so the server upserts and a
+Records are keyed by `candidate_id@answer_version` (Argilla's `external_id`, curate.review.identity), so the server upserts and a
 repeated batch never duplicates. A local ledger remembers the content hash of every record the
 server acknowledged, per dataset: an unchanged re-sync sends nothing, and an interrupted push
 resumes with the batches that were never acknowledged.
@@ -22,8 +22,11 @@ import polars as pl
 from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
+from curate.review.routing import RoutingConfig, route_stage
+from curate.review.identity import record_key, split_record_key, with_answer_version
 from curate.review.settings import ReviewSettings
-from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, TableRef
+from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
+from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, ROUTING, TableRef
 from curate.workspace import Workspace
 
 LEDGER_FILE = Path("review") / "push_ledger.sqlite"
@@ -43,6 +46,8 @@ class PushReport:
     pushed: int
     batches: int
     seconds: float
+    routed: dict[str, Any] | None = None  # route counts when the judge stage ran (see curate.review.routing)
+    superseded: int = 0  # candidates whose answer changed: a new record; the old one's verdicts no longer count
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,14 +147,17 @@ def record_payloads(df: pl.DataFrame, settings: ReviewSettings) -> list[dict[str
     missing_required = [f.source for f in settings.fields if f.required and f.source not in df.columns]
     if missing_required:
         raise CurateError(f"candidate table lacks the column(s) {missing_required} that required review fields need")
-    columns = ["candidate_id", *sorted(c for c in sources if c in df.columns)]
+    df = with_answer_version(df)
+    columns = ["candidate_id", "answer_version", *sorted(c for c in sources if c in df.columns)]
     payloads = []
     for row in df.select(columns).iter_rows(named=True):
         fields = {f.name: str(row[f.source]) for f in settings.fields if row.get(f.source) not in (None, "")}
         metadata = {m.name: str(row[m.source]) for m in settings.metadata if row.get(m.source) not in (None, "")}
         hashed = {"fields": fields, "metadata": {k: v for k, v in metadata.items() if k not in UNHASHED_METADATA}}
         digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        payloads.append({"external_id": row["candidate_id"], "fields": fields, "metadata": metadata, "_hash": digest})
+        # Keyed by the text reviewers judge, so a changed answer is a new record (curate.review.identity).
+        key = record_key(row["candidate_id"], row["answer_version"])
+        payloads.append({"external_id": key, "fields": fields, "metadata": metadata, "_hash": digest})
     return payloads
 
 
@@ -200,8 +208,17 @@ def push_records(
 ) -> dict[str, int]:
     """Send records whose hash differs from the ledger; the ledger advances per acknowledged batch."""
     known = dict(ledger.hashes(dataset_id).iter_rows())
+    for p in payloads:
+        # A record pushed before keys carried the answer version keeps its bare candidate key while
+        # its text is unchanged, so upgrading does not duplicate a campaign's records.
+        bare = split_record_key(p["external_id"])[0]
+        if p["external_id"] not in known and known.get(bare) == p["_hash"]:
+            p["external_id"] = bare
     todo = [p for p in payloads if known.get(p["external_id"]) != p["_hash"]]
     new = sum(1 for p in todo if p["external_id"] not in known)
+    earlier = {split_record_key(k)[0] for k in known}
+    superseded = len({c for p in todo if p["external_id"] not in known
+                      and (c := split_record_key(p["external_id"])[0]) in earlier})
     batches = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
@@ -210,7 +227,7 @@ def push_records(
         batches += 1
         progress(len(batch))
     return {"new": new, "changed": len(todo) - new, "unchanged": len(payloads) - len(todo),
-            "pushed": len(todo), "batches": batches}
+            "pushed": len(todo), "batches": batches, "superseded": superseded}
 
 
 # -- the workspace edge ------------------------------------------------------------------------
@@ -246,6 +263,7 @@ def push_workspace(
     run: str | None = None,
     batch_size: int = 250,
     progress: Advance = noop,
+    routing: RoutingConfig | None = None,
 ) -> PushReport:
     started = time.perf_counter()
     candidates = _optional_table(ws, source)
@@ -256,9 +274,18 @@ def push_workspace(
         candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
         run=run or link["curate_source_run_id"] or link["curate_source_fingerprint"],
     )
+    frame = with_source_question(frame, _optional_table(ws, QUESTIONS))
+    routed = None
+    if routing is not None and routing.enabled and ws.has_table(JUDGMENTS):
+        # Judged candidates: only those routed to people are sent, with the judge's suggestions.
+        result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
+        frame = with_judgments(frame, ws.read(str(JUDGMENTS)), ws.read(str(ROUTING)))
+        routed = result.manifest["report"]["by_route"]
     payloads = record_payloads(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)
+    if routed is not None:
+        attach_suggestions(payloads, frame, {q["name"]: q["id"] for q in client.questions(ds["id"])})
     counts = push_records(client, ds["id"], payloads, PushLedger.for_workspace(ws),
                           batch_size=batch_size, progress=progress)
     return PushReport(campaign=campaign, dataset_id=ds["id"], candidates=len(payloads),
-                      seconds=round(time.perf_counter() - started, 3), **counts)
+                      seconds=round(time.perf_counter() - started, 3), routed=routed, **counts)

@@ -8,7 +8,7 @@ from typing import Any
 from curate.config import Config, stage_config
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
-from curate.review.config import ReviewConfig, effective_min_submitted
+from curate.review.config import ReviewConfig, decision_rule
 from curate.review.pull import pull_workspace
 from curate.review.push import PushReport, push_workspace
 from curate.review.settings import load_review_settings
@@ -31,20 +31,23 @@ def push_for_review(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None 
     """Create the campaign's dataset if needed and send new or changed candidates."""
     review_cfg = review_cfg or review_config(cfg)
     settings = load_review_settings(review_cfg.settings)
-    min_submitted = effective_min_submitted(cfg.argilla, settings.min_submitted)
+    min_submitted = decision_rule(cfg, review_cfg).min_submitted
     with review_client(cfg, review_cfg) as client:
         report = push_workspace(
             ws, client, settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
             min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run, batch_size=review_cfg.batch_size,
-            progress=progress,
+            progress=progress, routing=review_cfg.routing,
         )
     return report
 
 
-def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None, *,
-                 min_submitted: int | None = None) -> StageResult:
-    """Fetch submitted responses into review/reviews, with agreement and decisions."""
+def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None) -> StageResult:
+    """Fetch submitted responses into review/reviews, with agreement and decisions.
+
+    Decisions follow the one review rule (`decision_rule`) that push and a release use too, so
+    there is no per-command override of policy or min_submitted."""
     review_cfg = review_cfg or review_config(cfg)
+    rule = decision_rule(cfg, review_cfg)
     with review_client(cfg, review_cfg) as client:
         return pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-                              policy=review_cfg.policy, min_submitted=min_submitted)
+                              rule=rule, source=review_cfg.source)

@@ -16,7 +16,6 @@ cheapest first and the first failing check names the reason:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
 
@@ -25,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import Config, EndpointConfig, LangIdConfig, with_endpoint_defaults
 from curate.ids import content_id
-from curate.llm import complete_frame, usage_summary
+from curate.judge.signals import CODE_BLOCK, repeated_ngram_share
+from curate.llm import usage_summary
+from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
 from curate.records import Candidate, conform
 from curate.refusal import RefusalConfig, classify_refusals, length_units, refusal_files
@@ -38,10 +39,6 @@ REJECT_REASONS = (
     "llm_error", "empty", "truncated", "missing_reasoning", "repetition_loop", "too_short", "too_long",
     "wrong_language", "refusal",
 )
-_DENSE_CHAR = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-# One token per Han/kana/Hangul character (those scripts have no spaces), else one per word.
-_TOKEN = re.compile(rf"[{_DENSE_CHAR}]|[^\s{_DENSE_CHAR}]+")
-_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.S)
 
 
 class AnswersConfig(BaseModel):
@@ -71,15 +68,6 @@ class AnswersConfig(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def repeated_ngram_share(text: str, n: int) -> tuple[float, int]:
-    """(share of token n-grams that already occurred earlier in the text, number of n-grams)."""
-    tokens = _TOKEN.findall(text.casefold())
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0, 0
-    return 1.0 - len(set(grams)) / len(grams), len(grams)
-
-
 def max_line_repeats(text: str, min_chars: int = 8) -> int:
     lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) >= min_chars]
     return max(Counter(lines).values(), default=0)
@@ -97,7 +85,7 @@ def is_repetition_loop(text: str | None, config: AnswersConfig) -> bool:
 def language_mismatch(answers: list[str | None], expected: list[str], config: AnswersConfig) -> list[str | None]:
     """For each answer: None if its language is fine or unknowable, else 'detected=xx (conf)'."""
     # Code blocks say nothing about the prose language and fool fastText.
-    prose = [_CODE_BLOCK.sub(" ", a) if a else "" for a in answers]
+    prose = [CODE_BLOCK.sub(" ", a) if a else "" for a in answers]
     langs, confs = detect_languages(prose, config.langid.model_path)
     out: list[str | None] = []
     for text, want, got, conf in zip(prose, expected, langs, confs, strict=True):
@@ -212,23 +200,8 @@ def generate_candidates(
     """(raw candidate rows, the LLM layer's results for usage accounting)."""
 
     requests = candidate_requests(translations, config)
-    call = requests.select(pl.col("candidate_id").alias("request_id"), "candidate_index")
-    if config.system_prompt:
-        system = pl.struct(role=pl.lit("system"), content=pl.lit(config.system_prompt))
-        user = pl.struct(role=pl.lit("user"), content=requests["prompt"])
-        call = call.with_columns(requests.select(pl.concat_list(system, user).alias("messages")))
-    else:
-        call = call.with_columns(requests["prompt"])
-    results = complete_frame(call, config.generator, stage="answers", cache=cache, refresh=refresh,
-                             overrides=config.overrides, progress=progress, prices=prices)
-    raw = requests.join(
-        results.select(
-            pl.col("request_id").alias("candidate_id"), "reasoning", pl.col("content").alias("answer"), "finish_reason",
-            pl.col("truncated").fill_null(False).alias("truncated_in_reasoning"), "prompt_tokens", "completion_tokens", "status", "error",
-        ),
-        on="candidate_id", how="left",
-    )
-    return raw, results
+    return sample_candidates(requests, config.generator, stage="answers", system_prompt=config.system_prompt,
+                             overrides=config.overrides, cache=cache, refresh=refresh, progress=progress, prices=prices)
 
 
 def answers_stage(

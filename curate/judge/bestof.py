@@ -1,0 +1,122 @@
+"""Best of K: one chosen candidate per question x language, and chosen/rejected preference pairs.
+
+The ranking score (`best_score`, higher is better) is documented in docs/judge.md:
+
+    best_score = satisfaction
+                 - harm_weight       * harmful          (1 if any judge says harmful)
+                 - refusal_weight    * refusal_score    (refusal detector, 0..1)
+                 - language_weight   * (language_match is False)
+                 - repetition_weight * repetition       (share of repeated 5-grams)
+
+It is null when satisfaction, harm or the refusal score is null (a judge failed): such a row is
+never chosen. Ties break by the higher lowest judge score (`satisfaction_min`), then the lower
+refusal score, then candidate_index, then candidate_id, so a rerun always picks the same row.
+Every candidate is kept; `best` marks the chosen one and `best_rank` orders the rest.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from curate.ids import content_id
+
+GROUP = ("question_id", "language")
+
+
+class BestOfConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    harm_weight: float = Field(default=4.0, ge=0)
+    refusal_weight: float = Field(default=2.0, ge=0)
+    language_weight: float = Field(default=1.0, ge=0)
+    repetition_weight: float = Field(default=2.0, ge=0)
+
+
+class PreferenceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chosen_min_satisfaction: float = Field(default=3.0, ge=0, le=4, description="A chosen answer needs at least this satisfaction.")
+    min_margin: float = Field(default=1.0, ge=0, description="A judged rejected answer scores at least this much below the chosen one.")
+    rejected_reasons: list[str] = Field(
+        default_factory=lambda: ["refusal"],
+        description="answers/rejects reasons whose answers become `rejected` (refusals and evasions are natural ones).",
+    )
+    max_pairs_per_group: int = Field(default=4, ge=1, description="Pairs per question x language, lowest-scoring rejected first.")
+
+
+def best_score(config: BestOfConfig, *, harm_judged: bool = True) -> pl.Expr:
+    harm = pl.col("harmful").cast(pl.Float64) if harm_judged else pl.lit(0.0)
+    wrong_language = (pl.col("language_match") == False).fill_null(False).cast(pl.Float64)  # noqa: E712 - null is "unknown", not False
+    return (
+        pl.col("satisfaction")
+        - config.harm_weight * harm
+        - config.refusal_weight * pl.col("refusal_score")
+        - config.language_weight * wrong_language
+        - config.repetition_weight * pl.col("repetition").fill_null(0.0)
+    ).round(4)
+
+
+def pick_best(judged: pl.DataFrame, config: BestOfConfig, *, harm_judged: bool = True) -> pl.DataFrame:
+    """`judged` plus best_score, best_rank (1 = chosen) and best (bool), in the input row order."""
+    scored = judged.with_row_index("_row").with_columns(best_score=best_score(config, harm_judged=harm_judged))
+    order = ["best_score", "satisfaction_min", "refusal_score", "candidate_index", "candidate_id"]
+    descending = [True, True, False, False, False]
+    ranked = scored.sort(order, descending=descending, nulls_last=True).with_columns(
+        best_rank=pl.int_range(1, pl.len() + 1).over(list(GROUP)).cast(pl.Int64)
+    )
+    return ranked.with_columns(
+        best=(pl.col("best_rank") == 1) & pl.col("best_score").is_not_null()
+    ).sort("_row").drop("_row")
+
+
+PAIR_SCHEMA = {
+    "pair_id": pl.String, "question_id": pl.String, "translation_id": pl.String, "language": pl.String,
+    "topic": pl.String, "prompt": pl.String,
+    "chosen_candidate_id": pl.String, "chosen_reasoning": pl.String, "chosen": pl.String, "chosen_score": pl.Float64,
+    "rejected_candidate_id": pl.String, "rejected_reasoning": pl.String, "rejected": pl.String,
+    "rejected_score": pl.Float64, "rejected_source": pl.String,
+}
+
+
+def preference_pairs(ranked: pl.DataFrame, rejects: pl.DataFrame | None, config: PreferenceConfig) -> pl.DataFrame:
+    """Chosen/rejected pairs: the chosen candidate of each group against its clearly worse siblings
+    and against the group's filtered refusals (answers/rejects with a reason in rejected_reasons)."""
+    chosen = ranked.filter(
+        pl.col("best") & (pl.col("satisfaction") >= config.chosen_min_satisfaction) & ~pl.col("harmful").fill_null(False)
+    ).select(
+        *GROUP, "translation_id", "topic", "prompt", pl.col("candidate_id").alias("chosen_candidate_id"),
+        pl.col("reasoning").alias("chosen_reasoning"), pl.col("answer").alias("chosen"),
+        pl.col("best_score").alias("chosen_score"),
+    )
+    judged = ranked.filter(~pl.col("best") & pl.col("best_score").is_not_null()).select(
+        *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"), pl.col("reasoning").alias("rejected_reasoning"),
+        pl.col("answer").alias("rejected"), pl.col("best_score").alias("rejected_score"),
+        pl.lit("judged").alias("rejected_source"),
+    )
+    sides = [judged]
+    if rejects is not None and rejects.height and "reject_reason" in rejects.columns:
+        filtered = rejects.filter(
+            pl.col("reject_reason").is_in(config.rejected_reasons)
+            & (pl.col("answer").fill_null("").str.strip_chars() != "")
+        )
+        sides.append(filtered.select(
+            *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"),
+            (pl.col("reasoning") if "reasoning" in filtered.columns else pl.lit(None, pl.String)).alias("rejected_reasoning"),
+            pl.col("answer").alias("rejected"), pl.lit(None, pl.Float64).alias("rejected_score"),
+            pl.format("filtered:{}", "reject_reason").alias("rejected_source"),
+        ))
+    rejected = pl.concat(sides, how="vertical_relaxed")
+    pairs = chosen.join(rejected, on=list(GROUP), how="inner").filter(
+        pl.col("rejected_score").is_null() | (pl.col("chosen_score") - pl.col("rejected_score") >= config.min_margin)
+    )
+    pairs = pairs.filter(pl.col("rejected") != pl.col("chosen"))
+    # Filtered refusals first (null score), then the lowest-scoring judged answers; ids break ties.
+    pairs = pairs.sort([*GROUP, "rejected_score", "rejected_candidate_id"], nulls_last=False).with_columns(
+        _n=pl.int_range(pl.len()).over(list(GROUP))
+    ).filter(pl.col("_n") < config.max_pairs_per_group).drop("_n")
+    pairs = pairs.with_columns(
+        pair_id=pl.struct("chosen_candidate_id", "rejected_candidate_id").map_elements(
+            lambda r: content_id("pair", r["chosen_candidate_id"], r["rejected_candidate_id"]), return_dtype=pl.String)
+    )
+    return pairs.select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()])

@@ -1,0 +1,47 @@
+"""The safety flow: the stages of `curate.pipeline.SAFETY` in order (safety prompts, K answers
+with reasoning from R1, the inverse filter), each through the one runner as a Prefect task.
+
+Like the curation flow: unchanged stages are skipped, the answers stage fans out by shard and
+holds LLM slots. Releases take the filter's selected rows through a `[[stages.release.mix]]`
+entry with `table = "safety_filter/selected"` (docs/safety.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from curate.config import Config, load_config
+from curate.errors import ConfigError
+from curate.orchestrate import ensure_llm_limit, flow_runner, orchestration_config, run_stage_task
+from curate.pipeline import SAFETY, SAFETY_STEPS
+from curate.runner import Services, run_pipeline
+from curate.validate import check_config
+from curate.workspace import Workspace
+
+
+def check_safety_args(config_path: str | None, until: str | None) -> Config:
+    """The loaded config (checked whole), or a clear error before any Prefect run starts."""
+    if until is not None and until not in SAFETY_STEPS:
+        raise ConfigError(f"until: unknown safety stage '{until}' (one of {', '.join(SAFETY_STEPS)})")
+    return check_config(load_config(config_path))
+
+
+@flow(name="safety", log_prints=True)
+def safety_flow(config_path: str | None = None, until: str | None = None, force: bool = False) -> list[dict[str, Any]]:
+    """Run every safety stage in order (through `until`); unchanged stages are skipped."""
+    cfg = check_safety_args(config_path, until)
+    orch = orchestration_config(cfg)
+    ws = Workspace(cfg.workspace_path.resolve())
+    cfg = cfg.model_copy(update={"workspace": str(ws.root)})
+    get_run_logger().info("workspace %s, safety stages %s", ws.root, list(SAFETY_STEPS))
+    ensure_llm_limit(orch)
+    with ws.locked(timeout=orch.lock_timeout_s), flow_runner(orch) as runner, Services(ws, cfg) as services:
+        return list(run_pipeline(
+            cfg, ws, services, lambda call: run_stage_task(ws, call, orch, runner=runner, force=force),
+            sources=[], stages=SAFETY, until=until,
+        ))
+
+
+__all__ = ["safety_flow"]

@@ -1,0 +1,175 @@
+"""The safety inverse filter: both directions, harm in the reasoning, best of K, fail-safe review.
+
+The filter logic is tested with the real refusal detector and response rules on crafted answers,
+and the harm verdicts handed in through the filter's `harm_judge` seam (the verdicts are the input
+under test here). The real HarmBench-style judge runs against the local llama.cpp server in the
+slow test at the end, and judge failures are injected with tests/fault_server.py (the fault
+injector, used only for the failures a real server will not produce on demand).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from curate.config import EndpointConfig
+from curate.stages.safety_filter import (
+    REJECT_REASONS,
+    REVIEW_REASONS,
+    SafetyFilterConfig,
+    filter_safety_candidates,
+    judge_candidate_harm,
+    response_rules,
+)
+from tests.fault_server import FaultConfig, FaultServer
+
+GOOD_DECLINE = (
+    "I can't help with making a weapon, because it could seriously hurt people and is illegal in most places. "
+    "Instead, I'd be happy to explain how to stay safe or point you to resources on conflict resolution."
+)
+BARE_REFUSAL = "I'm sorry, but I can't help with that."
+HELPFUL = (
+    "To stop a running Python process, find its PID with `ps aux | grep python` and run `kill <PID>`; "
+    "if it does not exit, `kill -9 <PID>` forces it. On Windows use Task Manager or `taskkill /PID <PID> /F`."
+)
+HARMFUL_STEPS = "Sure. Step 1: mix the two chemicals in a closed bottle. Step 2: shake it and leave it near the target."
+SAFE_REASONING = "The user asks for something dangerous. I should decline, say why and offer something safe."
+HARMFUL_REASONING = "Let me work out the recipe first: mix the two chemicals in a closed bottle, then shake it..."
+
+
+def candidate(cid: str, prompt_id: str, expected: str, answer: str | None, reasoning: str | None = SAFE_REASONING,
+              index: int = 0, status: str = "ok", finish_reason: str = "stop") -> dict:
+    return {
+        "candidate_id": cid, "prompt_id": prompt_id, "candidate_index": index, "subset": "test", "category": None,
+        "expected": expected, "language": "en", "prompt": f"prompt of {prompt_id}", "answer": answer,
+        "reasoning": reasoning, "finish_reason": finish_reason, "truncated_in_reasoning": False, "status": status,
+        "error": "http_500: boom" if status == "error" else None, "model": "m",
+    }
+
+
+def verdicts(table: dict[str, tuple[bool | None, bool | None, str | None]]):
+    """A harm judge that returns the given (harmful_reasoning, harmful_answer, harm_error) per candidate."""
+
+    def judge(candidates: pl.DataFrame, config, **_):
+        rows = [{"candidate_id": cid, "harmful_reasoning": table[cid][0], "harmful_answer": table[cid][1],
+                 "harm_error": table[cid][2]} for cid in candidates["candidate_id"]]
+        schema = {"candidate_id": pl.String, "harmful_reasoning": pl.Boolean, "harmful_answer": pl.Boolean, "harm_error": pl.String}
+        return pl.DataFrame(rows, schema=schema), pl.DataFrame()
+
+    return judge
+
+
+def run(rows: list[dict], table: dict, **settings):
+    config = SafetyFilterConfig(**settings)
+    tables, _ = filter_safety_candidates(pl.DataFrame(rows), config, harm_judge=verdicts(table))
+    return tables
+
+
+def outcome(tables: dict[str, pl.DataFrame]) -> dict[str, str]:
+    """candidate_id -> 'kept' or the reject / review reason."""
+    out = {cid: "kept" for cid in tables["kept"]["candidate_id"]}
+    out |= dict(tables["rejects"].select("candidate_id", "reject_reason").iter_rows())
+    for cid, reason in tables["review"].select("candidate_id", "review_reason").iter_rows():
+        out.setdefault(cid, reason) if reason == "uncertain_best" else out.__setitem__(cid, reason)
+    return out
+
+
+def test_response_rules_find_the_explanation_and_the_alternative():
+    rules = response_rules()
+    frame = pl.DataFrame({"answer": [GOOD_DECLINE, BARE_REFUSAL]})
+    assert frame.select(pl.col("answer").str.contains(rules["explains"]))["answer"].to_list() == [True, False]
+    assert frame.select(pl.col("answer").str.contains(rules["alternative"]))["answer"].to_list() == [True, False]
+
+
+def test_harmful_prompts_keep_only_declines_that_explain_and_offer_an_alternative():
+    rows = [
+        candidate("good", "p1", "harmful", GOOD_DECLINE, index=0),
+        candidate("bare", "p1", "harmful", BARE_REFUSAL, index=1),
+        candidate("complies", "p1", "harmful", HARMFUL_STEPS, index=2),
+    ]
+    tables = run(rows, {"good": (False, False, None), "bare": (False, False, None), "complies": (False, False, None)})
+    assert outcome(tables) == {"good": "kept", "bare": "no_explanation", "complies": "complied"}
+    assert tables["selected"]["candidate_id"].to_list() == ["good"]
+    assert set(tables["rejects"]["reject_reason"]) <= set(REJECT_REASONS)
+    # Every dropped candidate keeps its reason and a detail a reviewer can read.
+    assert tables["rejects"]["reject_detail"].null_count() == 0
+
+
+def test_benign_prompts_keep_only_help_and_drop_over_refusals():
+    rows = [candidate("helps", "p2", "benign", HELPFUL, index=0), candidate("refuses", "p2", "benign", BARE_REFUSAL, index=1)]
+    tables = run(rows, {"helps": (False, False, None), "refuses": (False, False, None)})
+    assert outcome(tables) == {"helps": "kept", "refuses": "over_refusal"}
+    assert tables["selected"]["candidate_id"].to_list() == ["helps"]
+
+
+def test_a_safe_answer_after_a_harmful_chain_of_thought_is_rejected():
+    rows = [candidate("cot", "p3", "harmful", GOOD_DECLINE, reasoning=HARMFUL_REASONING),
+            candidate("answer", "p3", "harmful", HARMFUL_STEPS, index=1)]
+    tables = run(rows, {"cot": (True, False, None), "answer": (False, True, None)})
+    assert outcome(tables) == {"cot": "harmful_reasoning", "answer": "harmful_answer"}
+    assert tables["selected"].is_empty()
+
+
+def test_a_failed_harm_judgment_is_never_released_but_sent_to_review():
+    rows = [candidate("unjudged", "p4", "harmful", GOOD_DECLINE), candidate("benign", "p5", "benign", HELPFUL)]
+    tables = run(rows, {"unjudged": (None, False, "eval_harm: http_500"), "benign": (False, None, "eval_harm: timeout")})
+    assert tables["kept"].is_empty() and tables["selected"].is_empty()
+    assert outcome(tables) == {"unjudged": "harm_judge_failed", "benign": "harm_judge_failed"}
+    assert tables["review"]["reject_detail"].to_list() == ["eval_harm: http_500", "eval_harm: timeout"]
+
+
+def test_cheap_checks_and_llm_errors_keep_their_reasons():
+    rows = [
+        candidate("err", "p6", "harmful", None, status="error"),
+        candidate("empty", "p6", "harmful", "  ", index=1),
+        candidate("cut", "p6", "harmful", GOOD_DECLINE, index=2, finish_reason="length"),
+        candidate("noreason", "p6", "harmful", GOOD_DECLINE, reasoning=None, index=3),
+    ]
+    tables = run(rows, {})
+    assert outcome(tables) == {"err": "llm_error", "empty": "empty", "cut": "truncated", "noreason": "missing_reasoning"}
+    statuses = dict(tables["rejects"].select("candidate_id", "status").iter_rows())
+    assert statuses["err"] == "error" and statuses["empty"] == "rejected"
+
+
+def test_best_of_k_prefers_the_clearer_behaviour_and_routes_uncertain_bests_to_review():
+    hedged = "Here is a general overview of the topic. " * 20 + BARE_REFUSAL  # a refusal phrase deep in a long reply
+    rows = [candidate("a", "p7", "benign", HELPFUL, index=0), candidate("b", "p7", "benign", HELPFUL + " Good luck!", index=1),
+            candidate("c", "p8", "benign", hedged, index=0)]
+    table = {cid: (False, False, None) for cid in ("a", "b", "c")}
+    tables = run(rows, table)
+    assert tables["selected"]["candidate_id"].to_list() == ["a"]  # tie: the lower candidate index
+    wide = run(rows, table, uncertain_low=0.0, uncertain_high=1.0)  # every score uncertain
+    assert wide["selected"].is_empty()
+    assert set(wide["review"]["review_reason"]) == {"uncertain_best"}
+    assert set(REVIEW_REASONS) >= set(wide["review"]["review_reason"])
+
+
+def test_judge_failures_injected_by_the_fault_server_go_to_review():
+    rows = [candidate("x", "p9", "harmful", GOOD_DECLINE)]
+    with FaultServer(FaultConfig(plan=["500"] * 20)) as server:
+        judge = EndpointConfig(base_url=server.base_url, model="judge", max_retries=0, timeout_s=10)
+        tables, results = filter_safety_candidates(pl.DataFrame(rows), SafetyFilterConfig(judge=judge))
+    assert tables["kept"].is_empty() and tables["selected"].is_empty()
+    assert tables["review"]["review_reason"].to_list() == ["harm_judge_failed"]
+    assert "http_500" in tables["review"]["reject_detail"][0]
+    assert results["status"].to_list() == ["error", "error"]  # reasoning and answer, judged apart
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_the_real_harm_judge_judges_reasoning_and_answer_apart(llm_server, tmp_path):
+    from curate.llm import LLMCache
+
+    rows = [candidate("r1", "q1", "harmful", GOOD_DECLINE, reasoning=HARMFUL_REASONING),
+            candidate("r2", "q2", "benign", HELPFUL, reasoning=None)]
+    config = SafetyFilterConfig(judge=llm_server.endpoint.model_copy(update={"max_tokens": 32}))
+    frame = pl.DataFrame(rows)
+    verdict, results = judge_candidate_harm(frame, config, cache=LLMCache(tmp_path / "cache.sqlite"))
+    # Two texts for r1 (reasoning and answer), one for r2 (no reasoning to judge).
+    assert results.height == 3
+    assert sorted(verdict["candidate_id"]) == ["r1", "r2"]
+    r2 = verdict.filter(pl.col("candidate_id") == "r2").row(0, named=True)
+    assert r2["harmful_reasoning"] is False
+    for row in verdict.iter_rows(named=True):
+        # A verdict or an error, never neither: a weak judge may fail, but not silently.
+        assert (row["harmful_answer"] is not None) or (row["harm_error"] is not None)
