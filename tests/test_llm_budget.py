@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -162,23 +163,28 @@ def test_a_429_with_retry_after_on_one_shard_pauses_every_shard(faults):
     assert all((out["status"] == "ok").all() for out in outs)
     assert outs[0]["attempts"].to_list() == [2]
     (refused_at,) = [t for t, kind in faults.arrivals if kind == "429"]
-    # Requests already admitted when the 429 came back may still arrive just after it; after that,
-    # nothing from any shard until the server's second is up.
-    during_pause = [t - refused_at for t, _ in faults.arrivals if refused_at + 0.2 < t < refused_at + 0.95]
-    assert during_pause == []
+    # Unpaused, the busy shards send ~20 requests in that second. Paused, only what was already on
+    # its way can still arrive: with 2 in flight, the other slot's request, and one more sent
+    # before the client had read the 429 (a loaded machine can deliver these late, so no time cut-off).
+    during_pause = [t - refused_at for t, kind in faults.arrivals if refused_at < t < refused_at + 0.95]
+    assert len(during_pause) <= 2, during_pause
     assert any(t >= refused_at + 0.95 for t, kind in faults.arrivals if kind != "429")
 
 
 def test_requests_per_minute_is_one_budget_across_shards(faults):
     # 600/min = 10/s with a 2 s burst of 20. Four shards of 10 requests: 20 at once, then 10 a second.
     # Per-shard buckets would have sent all 40 at once.
+    # Bounds use the run's start, not the first arrival: a request reaches the server no earlier than
+    # it was sent, so they hold however late a loaded machine delivers the first ones.
+    start = time.monotonic()
     outs = run_shards([requests(10, f"rpm{s}-") for s in range(4)], endpoint(faults, requests_per_minute=600, max_concurrency=40))
     assert all((out["status"] == "ok").all() for out in outs)
     times = sorted(t for t, _ in faults.arrivals)
     assert len(times) == 40
-    assert times[-1] - times[0] >= 1.8  # 20 past the burst at 10/s, as the server saw them arrive
-    # In any one-second window: at most the burst plus a second's refill (and one for rounding).
-    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 20 + 10 + 1
+    assert times[-1] - start >= 1.8  # 20 past the burst at 10/s: the last cannot be sent before ~2 s
+    # Whatever arrived in the first second was sent in it: at most the burst plus a second's refill
+    # (and one for rounding).
+    assert sum(1 for t in times if t < start + 1.0) <= 20 + 10 + 1
 
 
 # -- real stage shards, scheduled the way the flow schedules them --------------------------------------
@@ -294,6 +300,7 @@ def test_tokens_per_minute_is_one_budget_across_shards(faults):
     # 12,000/min = 200 tokens/s with a 2 s bucket of 400. Four shards of 6 requests of ~30 tokens
     # (the injector bills body bytes / 4), each reserving ~56 first (prompt / 3 + max_tokens): one
     # shard alone fits in a bucket, so per-shard buckets would have let all four through at once.
+    start = time.monotonic()  # see the requests-per-minute test: bounds from the run's start
     outs = run_shards([requests(6, f"tpm{s}-") for s in range(4)],
                       endpoint(faults, tokens_per_minute=12000, max_concurrency=40, max_tokens=50))
     assert all((out["status"] == "ok").all() for out in outs)
@@ -301,7 +308,7 @@ def test_tokens_per_minute_is_one_budget_across_shards(faults):
     assert used > 600
     # Everything past the bucket reached the server at 200 tokens/s at most.
     times = sorted(t for t, _ in faults.arrivals)
-    assert times[-1] - times[0] >= 0.8 * (used - 400) / 200
+    assert times[-1] - start >= 0.8 * (used - 400) / 200
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import polars as pl
 from curate.config import EndpointConfig
 from curate.errors import InputError
 from curate.stages.dedupe.calibration import language_settings
-from curate.stages.dedupe.cluster import ROW, PartitionResult, cluster_partition, star_clusters
+from curate.stages.dedupe.cluster import ROW, PartitionResult, cluster_partition
 from curate.stages.dedupe.config import DedupeConfig
 from curate.stages.dedupe.embed import ProgressFactory, ResolvedModel, model_info, resolve_model
 from curate.stages.dedupe.fanout import clean_texts, embed_chunk, map_in_process
