@@ -118,6 +118,8 @@ def test_safety_review_rows_enter_a_release_only_with_a_persons_accept(tmp_path)
     rows = ReleaseStore(tmp_path / "store").read(result.version)
     safety = rows.filter(pl.col("source").str.starts_with("safety/"))
     assert sorted(safety["candidate_id"]) == ["cand-s-fail", *[f"scand-{i}" for i in range(4)]]
+    card = (export_hf(ReleaseStore(tmp_path / "store"), result.version, tmp_path / "hf", "messages") / "README.md").read_text()
+    assert "4 chosen by the filter, 1 accepted by\nreviewers" in card
 
     # A draft (pending rows allowed) still never releases an unreviewed safety review row.
     draft = create_release(load_config(config), draft=True)
