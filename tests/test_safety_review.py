@@ -5,37 +5,25 @@ mixes in the rows people accepted (never a row whose harm judgment failed withou
 
 from __future__ import annotations
 
-import uuid
-
 import polars as pl
 import pytest
 
 from curate.config import load_config
 from curate.release import ReleaseStore, create_release
-from curate.review.client import ArgillaClient
 from curate.review.safety_notes import review_notes
 from curate.workspace import Workspace
 from tests.test_judge_review import records_with_suggestions
 from tests.test_release_helpers import make_workspace, write_table
-from tests.test_review import cli, submit_as
+from tests.test_review import campaign, cli, submit_as  # noqa: F401  (campaign: a fresh name, deleted afterwards)
 from tests.test_safety_release import review_frame_rows, selected_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.argilla]
 
 
-@pytest.fixture
-def safety_campaign(argilla_stack):
-    name = f"test-safety-{uuid.uuid4().hex[:8]}"
-    yield name
-    with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
-        ds = client.find_dataset(name, client.workspace_id(argilla_stack.workspace))
-        if ds:
-            client.delete_dataset(ds["id"])
-
-
 def test_safety_review_rows_go_to_their_campaign_and_accepted_ones_are_released(
-    tmp_path, argilla_stack, safety_campaign, monkeypatch
+    tmp_path, argilla_stack, campaign, monkeypatch  # noqa: F811
 ):
+    safety_campaign = campaign
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_stack.api_key)
     extra = (f'\n[[stages.release.mix]]\nname = "safety"\ntable = "safety_filter/selected"\ncount = 6\n\n'
              f'[argilla]\napi_url = "{argilla_stack.url}"\nworkspace = "{argilla_stack.workspace}"\n\n'
@@ -81,3 +69,16 @@ def test_safety_review_rows_go_to_their_campaign_and_accepted_ones_are_released(
     released = set(rows["candidate_id"])
     assert "cand-s-fail" in released  # unjudged for harm, released only because a person accepted it
     assert not {"cand-s-unsure", "cand-s-nobody", "cand-s-dup"} & released
+
+
+def test_push_safety_without_the_filter_run_is_a_clear_error(tmp_path, argilla_stack, monkeypatch):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_stack.api_key)
+    config = make_workspace(tmp_path, extra_config=f'\n[argilla]\napi_url = "{argilla_stack.url}"\n')
+    result = CliRunner().invoke(app, ["review", "push", "--safety", "--config", str(config)])
+    assert result.exit_code != 0
+    assert "safety_filter/review" in str(result.exception) + result.output
+    assert "run stage 'safety_filter' first" in str(result.exception) + result.output

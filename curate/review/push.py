@@ -268,7 +268,7 @@ def push_workspace(
     started = time.perf_counter()
     candidates = _optional_table(ws, source)
     if candidates is None:
-        raise CurateError(f"table '{source}' does not exist in {ws.root}; run the answers stage first")
+        raise CurateError(f"table '{source}' does not exist in {ws.root}; run stage '{source.split('/')[0]}' first")
     link = source_link(ws, source)
     frame = review_frame(
         candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
