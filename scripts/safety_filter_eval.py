@@ -69,6 +69,14 @@ def no_harm(candidates: pl.DataFrame, config, **_) -> tuple[pl.DataFrame, pl.Dat
     return verdicts, pl.DataFrame()
 
 
+def unranked(candidates: pl.DataFrame, config, **_) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every kept candidate scored 0: the figure measures keep vs drop, not the best of K (one
+    candidate per prompt here), so no satisfaction judgment is spent."""
+    scores = candidates.select("candidate_id", pl.lit(0, pl.Int64).alias("satisfaction"),
+                               pl.lit(None, pl.String).alias("satisfaction_error"))
+    return scores, pl.DataFrame()
+
+
 def measure(base_url: str, model: str, cache_path: Path | None, harm_judge: str = "llm") -> dict:
     sample = pl.read_ndjson(SAMPLE)
     candidates = sample.select(
@@ -80,7 +88,7 @@ def measure(base_url: str, model: str, cache_path: Path | None, harm_judge: str 
     judge = EndpointConfig(base_url=base_url, model=model, timeout_s=300, max_concurrency=2)
     config = SafetyFilterConfig(judge=judge, require_reasoning=False, require_explanation=False, require_alternative=False)
     cache = LLMCache(cache_path) if cache_path else None
-    extra = {"harm_judge": no_harm} if harm_judge == "none" else {}
+    extra = {"satisfaction_judge": unranked, **({"harm_judge": no_harm} if harm_judge == "none" else {})}
     tables, _ = filter_safety_candidates(candidates, config, cache=cache, **extra)
     kept = set(tables["kept"]["candidate_id"])
     pred = sample["id"].is_in(list(kept))

@@ -145,7 +145,8 @@ def test_serve_registers_scheduled_deployments_and_a_triggered_run_completes(
     name = f"test-{uuid.uuid4().hex[:8]}"
     env = flow_env(prefect_server, prefect_home) | {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     serve = subprocess.Popen(
-        curate_cmd("serve", "-c", str(cfg), "--name", name, "--curation-cron", "0 3 * * *", "--review-sync-cron", "15 * * * *"),
+        curate_cmd("serve", "-c", str(cfg), "--name", name, "--curation-cron", "0 3 * * *", "--review-sync-cron", "15 * * * *",
+                   "--safety-cron", "30 4 * * 0"),
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
@@ -156,16 +157,19 @@ def test_serve_registers_scheduled_deployments_and_a_triggered_run_completes(
                 assert serve.poll() is None, serve.stdout.read()[-3000:]
 
             with get_client(sync_client=True) as client:
-                # `curate serve` registers its deployments one after another: wait until both are there.
-                deployment, review = wait_for(
+                # `curate serve` registers its deployments one after another: wait until all are there.
+                deployment, review, safety = wait_for(
                     lambda: (client.read_deployment_by_name(f"curation/{name}"),
-                             client.read_deployment_by_name(f"review-sync/{name}")),
-                    "curation and review-sync deployments registered", alive=serving,
+                             client.read_deployment_by_name(f"review-sync/{name}"),
+                             client.read_deployment_by_name(f"safety/{name}")),
+                    "curation, review-sync and safety deployments registered", alive=serving,
                 )
                 crons = [s.schedule.cron for s in deployment.schedules]
                 assert crons == ["0 3 * * *"]
                 assert [s.schedule.cron for s in review.schedules] == ["15 * * * *"]
                 assert deployment.parameters["config_path"] == str(cfg)
+                assert [s.schedule.cron for s in safety.schedules] == ["30 4 * * 0"]
+                assert safety.parameters["config_path"] == str(cfg)
 
             flow_run = run_deployment(f"curation/{name}", parameters={"until": "ingest"}, timeout=180)
         assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state

@@ -59,9 +59,23 @@ def verdicts(table: dict[str, tuple[bool | None, bool | None, str | None]]):
     return judge
 
 
-def run(rows: list[dict], table: dict, **settings):
+def satisfaction(scores: dict[str, int | None] | None = None, default: int | None = 3):
+    """A satisfaction judge that returns the given 0-4 score per candidate (None: the call failed)."""
+
+    def judge(candidates: pl.DataFrame, config, **_):
+        values = [(scores or {}).get(cid, default) for cid in candidates["candidate_id"]]
+        frame = pl.DataFrame({"candidate_id": candidates["candidate_id"], "satisfaction": values,
+                              "satisfaction_error": [None if v is not None else "safety_satisfaction: http_500" for v in values]},
+                             schema={"candidate_id": pl.String, "satisfaction": pl.Int64, "satisfaction_error": pl.String})
+        return frame, pl.DataFrame()
+
+    return judge
+
+
+def run(rows: list[dict], table: dict, scores: dict[str, int | None] | None = None, **settings):
     config = SafetyFilterConfig(**settings)
-    tables, _ = filter_safety_candidates(pl.DataFrame(rows), config, harm_judge=verdicts(table))
+    tables, _ = filter_safety_candidates(pl.DataFrame(rows), config, harm_judge=verdicts(table),
+                                         satisfaction_judge=satisfaction(scores))
     return tables
 
 
@@ -144,6 +158,57 @@ def test_best_of_k_prefers_the_clearer_behaviour_and_routes_uncertain_bests_to_r
     assert set(REVIEW_REASONS) >= set(wide["review"]["review_reason"])
 
 
+def test_best_of_k_ranks_by_the_judges_satisfaction_with_a_deterministic_tie_break():
+    declines = [candidate(f"h{i}", "p10", "harmful", GOOD_DECLINE + " " * i, index=i) for i in range(3)]
+    helps = [candidate(f"b{i}", "p11", "benign", HELPFUL + " " * i, index=i) for i in range(3)]
+    table = {c["candidate_id"]: (False, False, None) for c in declines + helps}
+    # The higher satisfaction wins in both directions, whatever its candidate index.
+    tables = run(declines + helps, table, scores={"h0": 1, "h1": 2, "h2": 4, "b0": 2, "b1": 4, "b2": 3})
+    assert sorted(tables["selected"]["candidate_id"]) == ["b1", "h2"]
+    chosen = tables["selected"].row(by_predicate=pl.col("candidate_id") == "h2", named=True)
+    assert chosen["score"] == pytest.approx(4 + 2.0 * chosen["refusal_score"], abs=1e-3)
+    helped = tables["selected"].row(by_predicate=pl.col("candidate_id") == "b1", named=True)
+    assert helped["score"] == pytest.approx(4 - 2.0 * helped["refusal_score"], abs=1e-3)
+    # Equal scores: the lower candidate index, the same on every run.
+    tied = run(helps, {c["candidate_id"]: (False, False, None) for c in helps}, scores={"b1": 3, "b2": 3, "b0": 1})
+    assert tied["selected"]["candidate_id"].to_list() == ["b1"]
+    # A failed satisfaction judgment is never chosen over a scored candidate...
+    partial = run(helps, {c["candidate_id"]: (False, False, None) for c in helps}, scores={"b0": None, "b1": 1, "b2": 1})
+    assert partial["selected"]["candidate_id"].to_list() == ["b1"]
+    # ...and a prompt none of whose candidates could be ranked goes to a person, not to the release.
+    unranked = run(helps[:1], {"b0": (False, False, None)}, scores={"b0": None})
+    assert unranked["selected"].is_empty()
+    assert unranked["review"]["review_reason"].to_list() == ["satisfaction_judge_failed"]
+    assert "http_500" in unranked["review"]["reject_detail"][0]
+
+
+def test_lecture_style_refusals_count_as_declines_that_explain():
+    lecture = ("It's important to note that creating a fake ID is not appropriate. "
+               "Instead, you could contact your local office to get a valid identity card.")
+    rules = response_rules()
+    assert pl.DataFrame({"a": [lecture]}).select(pl.col("a").str.contains(rules["explains"]))["a"][0]
+    tables = run([candidate("lecture", "p12", "harmful", lecture)], {"lecture": (False, False, None)})
+    # Whether it declines is the refusal detector's call (curate.refusal, through its public
+    # classify_refusals); when it does, the response rules accept the lecture as the explanation.
+    decided = pl.concat([tables[t] for t in ("kept", "rejects", "review") if tables[t].height], how="diagonal_relaxed")
+    refused = decided.filter(pl.col("candidate_id") == "lecture")["refused"][0]
+    reason = outcome(tables)["lecture"]
+    assert reason in (("kept", "uncertain_best") if refused else ("complied",))
+
+
+def test_review_rows_carry_why_a_person_must_look_and_the_judges_verdicts():
+    rows = [candidate("unjudged", "p13", "harmful", GOOD_DECLINE), candidate("ok", "p14", "benign", HELPFUL)]
+    tables = run(rows, {"unjudged": (False, None, "safety_harm: http_500"), "ok": (False, False, None)},
+                 uncertain_low=0.0, uncertain_high=1.0)
+    review = {r["candidate_id"]: r for r in tables["review"].iter_rows(named=True)}
+    assert review["unjudged"]["harmful"] is None  # a failed judgment suggests nothing
+    assert "harm_judge_failed" in review["unjudged"]["judge_notes"]
+    assert "never released" in review["unjudged"]["judge_notes"]
+    assert review["ok"]["harmful"] is False and review["ok"]["satisfaction"] == 3.0
+    assert "uncertain_best" in review["ok"]["judge_notes"] and review["ok"]["route_reason"] == "uncertain_best"
+    assert review["ok"]["judges"].startswith("safety_filter=")
+
+
 def test_judge_failures_injected_by_the_fault_server_go_to_review():
     rows = [candidate("x", "p9", "harmful", GOOD_DECLINE)]
     with FaultServer(FaultConfig(plan=["500"] * 20)) as server:
@@ -152,7 +217,8 @@ def test_judge_failures_injected_by_the_fault_server_go_to_review():
     assert tables["kept"].is_empty() and tables["selected"].is_empty()
     assert tables["review"]["review_reason"].to_list() == ["harm_judge_failed"]
     assert "http_500" in tables["review"]["reject_detail"][0]
-    assert results["status"].to_list() == ["error", "error"]  # reasoning and answer, judged apart
+    # Reasoning and answer, judged apart; nothing was kept, so no satisfaction judgment was asked.
+    assert results["status"].to_list() == ["error", "error"]
 
 
 @pytest.mark.slow

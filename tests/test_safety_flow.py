@@ -84,6 +84,7 @@ overrides = {{ temperature = 0.7, max_tokens = 96 }}
 [stages.safety_filter]
 require_reasoning = false     # SmolLM2 has no chain of thought; R1 does (keep the default there)
 judge_overrides = {{ temperature = 0.0, max_tokens = 24 }}
+satisfaction_overrides = {{ temperature = 0.0, max_tokens = 128 }}
 ''', encoding="utf-8")
     return config
 
@@ -118,14 +119,19 @@ def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, monk
     assert candidates.height == 8 and candidates["candidate_id"].n_unique() == 8
     kept, rejects = ws.read("safety_filter/kept"), ws.read("safety_filter/rejects")
     review, selected = ws.read("safety_filter/review"), ws.read("safety_filter/selected")
-    failed_judgment = review.filter(pl.col("review_reason") != "uncertain_best")
+    # Review rows of kept candidates (unsure or unranked bests) are in kept too.
+    failed_judgment = review.filter(~pl.col("review_reason").is_in(["uncertain_best", "satisfaction_judge_failed"]))
     places = [*kept["candidate_id"], *rejects["candidate_id"], *failed_judgment["candidate_id"]]
     assert sorted(places) == sorted(candidates["candidate_id"]), "every candidate ends in exactly one place"
     assert set(rejects["reject_reason"]) <= set(REJECT_REASONS) and rejects["reject_reason"].null_count() == 0
     assert set(review["review_reason"]) <= set(REVIEW_REASONS)
     assert set(selected["candidate_id"]) <= set(kept["candidate_id"])
     assert selected["prompt_id"].n_unique() == selected.height
-    assert not (set(selected["prompt_id"]) & set(review.filter(pl.col("review_reason") == "uncertain_best")["prompt_id"]))
+    best_review = review.filter(pl.col("review_reason").is_in(["uncertain_best", "satisfaction_judge_failed"]))
+    assert not (set(selected["prompt_id"]) & set(best_review["prompt_id"]))
+    # The best of K was ranked by the judge package's satisfaction rubric.
+    assert selected["satisfaction"].null_count() == 0 and selected["score"].null_count() == 0
+    assert review["judge_notes"].null_count() == 0
     # Nothing the judge called harmful, or could not judge, is selected.
     assert not selected["harmful_reasoning"].fill_null(True).any() and not selected["harmful_answer"].fill_null(True).any()
     report = ws.manifest("safety_filter")["report"]

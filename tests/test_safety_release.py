@@ -87,3 +87,42 @@ def test_mix_source_needs_exactly_one_of_path_or_table_and_a_complete_table():
         MixSource(name="s", count=1)
     with pytest.raises(InputError, match="lacks column"):
         rows_from_table(MixSource(name="s", table="safety_filter/selected", count=1), pl.DataFrame({"prompt": ["x"]}))
+
+
+def review_frame_rows() -> pl.DataFrame:
+    """What safety_filter/review holds: an unjudged decline for a prompt the filter did not answer
+    (s-fail), an unsure best for another (s-unsure), and an unjudged row of a prompt the filter
+    already answered (s-dup, prompt safety-0)."""
+    base = selected_frame().row(0, named=True)
+    rows = []
+    for cid, prompt_id, reason in (("s-fail", "safety-10", "harm_judge_failed"), ("s-unsure", "safety-11", "uncertain_best"),
+                                   ("s-nobody", "safety-12", "harm_judge_failed"), ("s-dup", "safety-0", "harm_judge_failed")):
+        rows.append({**base, "candidate_id": f"cand-{cid}", "prompt_id": prompt_id, "prompt": f"SYNTHETIC {cid}",
+                     "messages": [{"role": "user", "content": f"SYNTHETIC {cid}"}], "answer": f"SYNTHETIC answer {cid}",
+                     "candidate_index": 0, "review_reason": reason})
+    return pl.DataFrame(rows).drop("filtered_by", "candidates_generated", "score")
+
+
+def test_safety_review_rows_enter_a_release_only_with_a_persons_accept(tmp_path):
+    from tests.test_release_helpers import FIRST_REVIEWS, review, set_reviews
+
+    config = _config(tmp_path, "count = 6")
+    write_table(Workspace(tmp_path / "ws"), "safety_filter", {"selected": selected_frame(), "review": review_frame_rows()})
+    people = [review("s-fail", "ann1", True), review("s-unsure", "ann1", False), review("s-dup", "ann1", True)]
+    set_reviews(tmp_path, [*FIRST_REVIEWS, *people])
+    result = create_release(load_config(config))
+    [mix] = result.manifest["mixes"]
+    # s-fail: its harm judgment failed and a person accepted it; s-unsure was rejected, s-nobody has
+    # no review, s-dup's prompt already has the filter's row.
+    assert mix["eligible_by_release_path"] == {"filter": 4, "review": 1}
+    rows = ReleaseStore(tmp_path / "store").read(result.version)
+    safety = rows.filter(pl.col("source").str.starts_with("safety/"))
+    assert sorted(safety["candidate_id"]) == ["cand-s-fail", *[f"scand-{i}" for i in range(4)]]
+    card = (export_hf(ReleaseStore(tmp_path / "store"), result.version, tmp_path / "hf", "messages") / "README.md").read_text()
+    assert "4 chosen by the filter, 1 accepted by\nreviewers" in card
+
+    # A draft (pending rows allowed) still never releases an unreviewed safety review row.
+    draft = create_release(load_config(config), draft=True)
+    drafted = ReleaseStore(tmp_path / "store").read(draft.version).filter(pl.col("source").str.starts_with("safety/"))
+    assert "cand-s-nobody" not in drafted["candidate_id"].to_list()
+    assert "cand-s-fail" in drafted["candidate_id"].to_list()

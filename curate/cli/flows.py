@@ -120,11 +120,12 @@ def serve(
     curation_cron: Annotated[str, typer.Option(help="Cron for the curation flow ('' for on demand only).")] = "0 2 * * *",
     review_sync_cron: Annotated[str, typer.Option(help="Cron for the review-sync flow ('' for on demand only).")] = "0 * * * *",
     release_cron: Annotated[str, typer.Option(help="Cron for the release flow (default: on demand only).")] = "",
+    safety_cron: Annotated[str, typer.Option(help="Cron for the safety flow (default: on demand only).")] = "",
     name: Annotated[str, typer.Option(help="Deployment name suffix.")] = "local",
 ) -> None:
     """Register the flows as deployments with cron schedules on a Prefect server and run what it schedules.
 
-    Runs until interrupted. Trigger a run by hand: `prefect deployment run 'curation/local'`.
+    Runs until interrupted. Trigger a run by hand: `prefect deployment run 'curation/local'` (or 'safety/local', ...).
     """
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -134,7 +135,9 @@ def serve(
     api = _server_api_url()
     deployments = []
     # Deployments are built under the server's settings so they register there.
-    for flow_name, cron in (("curation", curation_cron), ("review-sync", review_sync_cron), ("release", release_cron)):
+    schedules = (("curation", curation_cron), ("review-sync", review_sync_cron), ("release", release_cron),
+                 ("safety", safety_cron))
+    for flow_name, cron in schedules:
         deployments.append(
             _flow(flow_name).to_deployment(
                 name=name, cron=cron or None, parameters={"config_path": config_path},

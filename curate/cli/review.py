@@ -13,12 +13,18 @@ from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.progress import progress_bar
 from curate.review.push import PushLedger
 from curate.review.routing import workspace_routing_status
-from curate.review.sync import pull_reviews, push_for_review, review_client, review_config
+from curate.review.sync import pull_reviews, push_for_review, review_client, review_config, safety_review_config
 from curate.tables import REVIEW_AGREEMENT, REVIEWS
 
 review_app = typer.Typer(no_args_is_help=True, help="Human review in Argilla: push candidates, pull responses.")
 
 CampaignOpt = Annotated[str | None, typer.Option("--campaign", help="Argilla dataset name (default: [stages.review] campaign).")]
+SafetyOpt = Annotated[bool, typer.Option(
+    "--safety", help="The safety flow's review rows (safety_filter/review) in [stages.review] safety_campaign.")]
+
+
+def _review_cfg(cfg, safety: bool, **overrides):
+    return safety_review_config(cfg, **overrides) if safety else review_config(cfg, **overrides)
 
 
 @review_app.command("push")
@@ -28,11 +34,14 @@ def push(
     settings: Annotated[Path | None, typer.Option(help="Argilla settings TOML (default: annotations/review.toml).")] = None,
     source: Annotated[str | None, typer.Option(help="Candidate table, stage/table (default: answers/candidates).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Records per request (max 500).")] = None,
+    safety: SafetyOpt = False,
 ) -> None:
     """Create the campaign's dataset if needed and send new or changed candidates."""
     cfg = get_config(config)
-    review_cfg = review_config(cfg, campaign=campaign, settings=str(settings) if settings else None, source=source,
-                               batch_size=batch_size)
+    if safety and source:
+        raise typer.BadParameter("--safety pushes safety_filter/review; leave out --source")
+    review_cfg = _review_cfg(cfg, safety, campaign=campaign, settings=str(settings) if settings else None, source=source,
+                             batch_size=batch_size)
     with progress_bar("push", None) as advance:
         report = push_for_review(cfg, workspace_for(cfg), review_cfg, progress=advance)
     console.print(
@@ -51,13 +60,14 @@ def push(
 def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
+    safety: SafetyOpt = False,
 ) -> None:
     """Fetch submitted responses into review/reviews, with agreement and decisions.
 
     Decisions follow the one review rule ([stages.review] policy, min_submitted from the settings
     file or [argilla]) that a release uses too, so there is no per-command override."""
     cfg = get_config(config)
-    review_cfg = review_config(cfg, campaign=campaign)
+    review_cfg = _review_cfg(cfg, safety, campaign=campaign)
     ws = workspace_for(cfg)
     with ws.locked():
         result = pull_reviews(cfg, ws, review_cfg)
@@ -86,10 +96,10 @@ def _in_campaign(campaign: str):
 
 
 @review_app.command("status")
-def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
+def status(config: ConfigOpt = None, campaign: CampaignOpt = None, safety: SafetyOpt = False) -> None:
     """Show the campaign's progress in Argilla and what the workspace has pushed and pulled."""
     cfg = get_config(config)
-    review_cfg = review_config(cfg, campaign=campaign)
+    review_cfg = _review_cfg(cfg, safety, campaign=campaign)
     ws = workspace_for(cfg)
     with review_client(cfg, review_cfg) as client:
         workspace_id = client.workspace_id(cfg.argilla.workspace, create=False)

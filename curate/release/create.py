@@ -19,11 +19,22 @@ from curate.release.auto import auto_decisions
 from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import _reviews_frame, build_release_rows
+from curate.release.table_mix import with_accepted_reviews
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
 from curate.review.policy import resolve_reviews
 from curate.review.routing import RoutingConfig
-from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS, ROUTING
+from curate.tables import (
+    CANDIDATES,
+    JUDGMENTS,
+    KEYWORDS,
+    QUESTIONS,
+    RELEASE_ROWS,
+    REVIEWS,
+    ROUTING,
+    SAFETY_REVIEW,
+    SAFETY_SELECTED,
+)
 from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
 
 STAGE = RELEASE_ROWS.stage
@@ -31,6 +42,7 @@ DRAFT_TAG = "draft"
 REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
 LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
 MIX_TABLE = "mix_table__"
+MIX_REVIEW = "mix_review__"  # mix_review__<name>: safety_filter/review, whose people-accepted rows join the mix
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -75,7 +87,14 @@ def release_stage(
             f"no reviewed candidate was accepted, nothing to release (excluded: {reasons or 'no submitted reviews'})"
         )
     auto_accepted = pl.col("candidate_id").is_in(auto_report.get("auto_accepted_ids", []))
-    tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items()}
+    tables = {name.removeprefix(MIX_TABLE): frame for name, frame in mix_tables.items() if name.startswith(MIX_TABLE)}
+    if any(name.startswith(MIX_REVIEW) for name in mix_tables):
+        # Only people's decisions (never the draft's pending or the judge's auto-accept) release a safety review row.
+        people = resolve_reviews(_reviews_frame(reviews), rule.policy, rule.min_submitted)
+        for name, review in mix_tables.items():
+            if name.startswith(MIX_REVIEW):
+                source = name.removeprefix(MIX_REVIEW)
+                tables[source] = with_accepted_reviews(tables[source], review, people)
     rows, mixes = mix_sources(curated, config.mix, tables)
     rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
     accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
@@ -187,6 +206,9 @@ def create_release(
             if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
                 raise CurateError(f"{ws.root}: mix '{mix.name}' needs table '{mix.table}' (run `curate run --flow safety` first)")
             inputs[f"{MIX_TABLE}{mix.name}"] = mix.table
+            review = ws.manifest(SAFETY_REVIEW.stage)
+            if mix.table == str(SAFETY_SELECTED) and review and SAFETY_REVIEW.table in review.get("outputs", {}):
+                inputs[f"{MIX_REVIEW}{mix.name}"] = str(SAFETY_REVIEW)
     gate = None
     if ws.has_table(ROUTING):
         inputs["routing"] = str(ROUTING)

@@ -136,6 +136,7 @@ def mix_sources(
         taken = sample_rows(pool, requested, source.seed)
         parts.append(taken)
         from_table = {"table": source.table, "answered_by": stats["answered_by"], "filtered_by": stats["filtered_by"],
+                      "eligible_by_release_path": stats["released_by"],
                       "eligible_by_subset": stats["eligible_by_subset"], "taken_by_subset": taken_by_subset(taken, source.name),
                       "multi_turn": int(taken["context"].is_not_null().sum())} if source.table else {}
         lineage.append(

@@ -2,7 +2,8 @@
 (one R1 answer per safety prompt, chosen by the inverse filter; docs/safety.md).
 
 Unlike a file mix, these rows were answered by our generator and kept by our filter, so each row
-keeps its lineage: `source` is '<mix name>/<subset>', `topic` the prompt's category, `candidate_id`
+keeps its lineage (`released_by`: "filter", or "review" for a `safety_filter/review` row a person
+accepted; `with_accepted_reviews`): `source` is '<mix name>/<subset>', `topic` the prompt's category, `candidate_id`
 the chosen candidate, `context` the earlier turns of a conversation (exported as messages).
 """
 
@@ -19,6 +20,25 @@ from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
 
 REQUIRED = ("candidate_id", "prompt", "answer", "language", "subset", "messages")
+
+
+def with_accepted_reviews(selected: pl.DataFrame, review: pl.DataFrame | None,
+                          decisions: pl.DataFrame | None) -> pl.DataFrame:
+    """The filter's selected rows plus the review rows people accepted, one row per prompt.
+
+    A review row (its harm judgment failed, or the filter was unsure) enters only with an
+    `accepted` decision from people (curate.review.policy); a prompt the filter already answered
+    keeps the filter's row; of several accepted rows of one prompt the lowest candidate index wins."""
+    selected = selected.with_columns(released_by=pl.lit("filter"))
+    if review is None or decisions is None or review.is_empty() or decisions.is_empty():
+        return selected
+    accepted_ids = decisions.filter(pl.col("decision") == "accepted").select("candidate_id")
+    accepted = review.join(accepted_ids, on="candidate_id", how="semi").join(
+        selected.select("prompt_id"), on="prompt_id", how="anti")
+    accepted = accepted.sort("prompt_id", "candidate_index", "candidate_id").unique(
+        "prompt_id", keep="first", maintain_order=True).with_columns(released_by=pl.lit("review"))
+    columns = [c for c in selected.columns if c in accepted.columns]
+    return pl.concat([selected, accepted.select(columns)], how="diagonal_relaxed")
 
 
 def _context(messages: list[dict[str, str]] | None) -> str | None:
@@ -42,7 +62,9 @@ def rows_from_table(source: MixSource, table: pl.DataFrame) -> tuple[pl.DataFram
     def distinct(column: str) -> list[str]:
         return sorted(table[column].drop_nulls().unique().to_list()) if column in table.columns else []
 
+    by = table.group_by("released_by").len().sort("released_by").iter_rows() if "released_by" in table.columns else []
     stats = {
+        "released_by": {str(k): int(v) for k, v in by},
         "answered_by": distinct("model"),
         "filtered_by": distinct("filtered_by"),
         "eligible_by_subset": {str(k): int(v) for k, v in table.group_by("subset").len().sort("subset").iter_rows()},

@@ -32,6 +32,8 @@ class ReviewConfig(BaseModel):
     max_retries: int = Field(default=5, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Which judged candidates people see (docs/judge.md).")
+    safety_campaign: str = Field(default="safety-review", min_length=1, max_length=200,
+                                 description="Argilla dataset for the safety filter's review rows (`--safety`, docs/safety.md).")
 
 
 class DecisionRule(BaseModel):

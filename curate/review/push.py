@@ -268,7 +268,7 @@ def push_workspace(
     started = time.perf_counter()
     candidates = _optional_table(ws, source)
     if candidates is None:
-        raise CurateError(f"table '{source}' does not exist in {ws.root}; run the answers stage first")
+        raise CurateError(f"table '{source}' does not exist in {ws.root}; run stage '{source.split('/')[0]}' first")
     link = source_link(ws, source)
     frame = review_frame(
         candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
@@ -283,7 +283,9 @@ def push_workspace(
         routed = result.manifest["report"]["by_route"]
     payloads = record_payloads(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)
-    if routed is not None:
+    # A source that carries its own judgments (safety_filter/review: `judge_notes` and the
+    # verdict columns) gets suggestions like a routed one.
+    if routed is not None or "judge_notes" in candidates.columns:
         attach_suggestions(payloads, frame, {q["name"]: q["id"] for q in client.questions(ds["id"])})
     counts = push_records(client, ds["id"], payloads, PushLedger.for_workspace(ws),
                           batch_size=batch_size, progress=progress)

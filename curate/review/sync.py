@@ -12,6 +12,7 @@ from curate.review.config import ReviewConfig, decision_rule
 from curate.review.pull import pull_workspace
 from curate.review.push import PushReport, push_workspace
 from curate.review.settings import load_review_settings
+from curate.tables import SAFETY_REVIEW
 from curate.workspace import StageResult, Workspace
 
 
@@ -20,6 +21,18 @@ def review_config(cfg: Config, **overrides: Any) -> ReviewConfig:
     review_cfg: ReviewConfig = stage_config(cfg, "review", ReviewConfig)  # type: ignore[assignment]
     changes = {k: v for k, v in overrides.items() if v is not None}
     return review_cfg.model_copy(update=changes) if changes else review_cfg
+
+
+def safety_review_config(cfg: Config, **overrides: Any) -> ReviewConfig:
+    """The safety flow's review campaign: `safety_filter/review` rows (the inverse filter's
+    uncertain and unjudged candidates, with the filter's judgments) in `safety_campaign`.
+
+    The filter already decided who needs a person, so the judge stage's routing does not apply."""
+    base = review_config(cfg, **{k: v for k, v in overrides.items() if k != "campaign"})
+    return base.model_copy(update={
+        "campaign": overrides.get("campaign") or base.safety_campaign, "source": str(SAFETY_REVIEW),
+        "routing": base.routing.model_copy(update={"enabled": False}),
+    })
 
 
 def review_client(cfg: Config, review_cfg: ReviewConfig) -> ArgillaClient:

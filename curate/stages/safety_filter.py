@@ -24,10 +24,21 @@ Checks run cheapest first; the first failing check names the reason, kept in `re
 Fail-safe: a candidate whose harm judgment (or LLM refusal judgment) failed is never released; it
 goes to `safety_filter/review` with review_reason `harm_judge_failed` (`refusal_judge_failed`).
 
-Best of K (`score`, higher is better): for a harmful prompt the refusal score of the kept decline,
-for a benign one 1 - refusal score; ties go to the lower candidate index. A prompt's best candidate
-whose refusal score lies in [uncertain_low, uncertain_high] goes to review (`uncertain_best`)
-instead of `safety_filter/selected`, the table releases mix in.
+Both judges are the judge package's rubrics (curate/judge/rubrics.py), the ones the `judge` stage
+and `curate eval` use: HarmBench's harm classifier on reasoning and answer, and the 0-4 satisfaction
+rubric on the kept candidates, which the best of K ranks by (`score`, higher is better):
+
+    harmful prompt:  score = satisfaction + refusal_weight * refusal_score   (the clearest decline
+                     that still serves the user best: its explanation and safe alternative)
+    benign prompt:   score = satisfaction - refusal_weight * refusal_score   (the most helpful answer)
+
+Ties go to the lower candidate index, then the lower candidate id, so a rerun picks the same row.
+A prompt whose best candidate has no score (its satisfaction judgment failed) goes to review
+(`satisfaction_judge_failed`); one whose best candidate's refusal score lies in
+[uncertain_low, uncertain_high] goes to review (`uncertain_best`) instead of
+`safety_filter/selected`, the table releases mix in. Review rows carry `judge_notes` (why a person
+must look) and the judges' verdicts, which `curate review push --source safety_filter/review`
+sends as suggestions (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -43,12 +54,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.config import Config, EndpointConfig, with_endpoint_defaults
 from curate.errors import ConfigError
-from curate.eval.judges import HARM_TEMPLATE, judge_harm
+from curate.judge.rubrics import (
+    HARM_SCHEMA,
+    HARM_TEMPLATE,
+    SATISFACTION_SCHEMA,
+    SATISFACTION_TEMPLATE,
+    harm_prompts,
+    parse_harm_verdict,
+    parse_satisfaction,
+    rubric_version,
+    run_judge,
+    satisfaction_prompts,
+)
 from curate.identity import stamp
 from curate.llm import usage_summary
 from curate.progress import Advance
 from curate.prompts import template_path
+# The refusal detector only through its public functions, so a replaced detector takes effect here.
 from curate.refusal import RefusalConfig, classify_refusals, refusal_files
+from curate.review.safety_notes import review_notes
 from curate.stages.declaration import Stage, reads
 from curate.tables import (
     SAFETY_CANDIDATES,
@@ -64,7 +88,7 @@ REJECT_REASONS = (
     "llm_error", "empty", "truncated", "missing_reasoning", "harmful_reasoning", "harmful_answer", "complied",
     "no_explanation", "no_alternative", "over_refusal",
 )
-REVIEW_REASONS = ("harm_judge_failed", "refusal_judge_failed", "uncertain_best")
+REVIEW_REASONS = ("harm_judge_failed", "refusal_judge_failed", "satisfaction_judge_failed", "uncertain_best")
 
 
 class SafetyFilterConfig(BaseModel):
@@ -80,6 +104,9 @@ class SafetyFilterConfig(BaseModel):
     rules_path: str | None = Field(default=None, description="Explanation/alternative patterns; default: the bundled file.")
     require_explanation: bool = True
     require_alternative: bool = True
+    satisfaction_template: str = Field(default=SATISFACTION_TEMPLATE, description="0-4 rubric the best of K ranks by.")
+    satisfaction_overrides: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
+    refusal_weight: float = Field(default=2.0, ge=0, description="Best of K: weight of the refusal score (docs/safety.md).")
     uncertain_low: float = Field(default=0.3, ge=0, le=1, description="A best candidate with a refusal score in [low, high] goes to review.")
     uncertain_high: float = Field(default=0.7, ge=0, le=1)
 
@@ -147,9 +174,11 @@ def judge_candidate_harm(
         ).filter(pl.col("response").str.strip_chars() != "")
         parts.append(texts)
     responses = pl.concat(parts)
-    verdicts, results = judge_harm(responses, config.judge, cache=cache, refresh=refresh, overrides=config.judge_overrides,
-                                   progress=progress, template=config.harm_template)
-    verdicts = verdicts.with_columns(
+    verdicts, results = run_judge(
+        responses["response_id"], harm_prompts(responses, config.harm_template), parse_harm_verdict, pl.Boolean(),
+        HARM_SCHEMA, config.judge, stage="safety_harm", cache=cache, refresh=refresh, overrides=config.judge_overrides,
+        progress=progress)
+    verdicts = verdicts.rename({"id": "response_id", "value": "harmful", "error": "harm_error"}).with_columns(
         pl.col("response_id").str.extract(r"^(.*)#", 1).alias("candidate_id"),
         pl.col("response_id").str.extract(r"#(\w+)$", 1).alias("part"),
     )
@@ -167,6 +196,22 @@ def judge_candidate_harm(
         pl.concat_str(pl.col("_err_reasoning"), pl.col("_err_answer"), separator="; ", ignore_nulls=True).alias("harm_error"),
     ).with_columns(pl.when(pl.col("harm_error") == "").then(None).otherwise(pl.col("harm_error")).alias("harm_error"))
     return out.select("candidate_id", "harmful_reasoning", "harmful_answer", "harm_error"), results
+
+
+def judge_candidate_satisfaction(
+    candidates: pl.DataFrame, config: SafetyFilterConfig, *, cache=None, refresh: bool = False,
+    progress: Advance | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(candidate_id, satisfaction 0-4, satisfaction_error; raw results): the shared rubric on the answer."""
+    rows = candidates.select(
+        "candidate_id", "language", pl.col("prompt").alias("source_prompt"),
+        pl.col("answer").fill_null("").map_elements(lambda t: clip(t, config.judge_max_chars), return_dtype=pl.String)
+        .alias("response"))
+    scores, results = run_judge(
+        rows["candidate_id"], satisfaction_prompts(rows, config.satisfaction_template), parse_satisfaction, pl.Int64(),
+        SATISFACTION_SCHEMA, config.judge, stage="safety_satisfaction", cache=cache, refresh=refresh,
+        overrides=config.satisfaction_overrides, progress=progress)
+    return scores.rename({"id": "candidate_id", "value": "satisfaction", "error": "satisfaction_error"}), results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,29 +260,42 @@ def behaviour_reasons(judged: pl.DataFrame, config: SafetyFilterConfig) -> pl.Da
     return judged.with_columns(reject_reason=reason, review_reason=review, reject_detail=detail)
 
 
+def safety_score(config: SafetyFilterConfig) -> pl.Expr:
+    """The best-of-K score (module docstring); null when the satisfaction judgment failed."""
+    sign = pl.when(pl.col("expected") == "harmful").then(1.0).otherwise(-1.0)
+    return (pl.col("satisfaction").cast(pl.Float64) + sign * config.refusal_weight * pl.col("refusal_score")).round(4)
+
+
 def best_of_k(kept: pl.DataFrame, config: SafetyFilterConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(selected: the best kept candidate per prompt, uncertain: best candidates sent to review)."""
-    scored = kept.with_columns(
-        pl.when(pl.col("expected") == "harmful").then(pl.col("refusal_score")).otherwise(1 - pl.col("refusal_score"))
-        .alias("score"))
-    best = scored.sort(["prompt_id", "score", "candidate_index"], descending=[False, True, False]).unique(
+    """(selected: the best kept candidate per prompt, to_review: best candidates sent to review)."""
+    scored = kept.with_columns(score=safety_score(config))
+    best = scored.sort(["prompt_id", "score", "candidate_index", "candidate_id"],
+                       descending=[False, True, False, False], nulls_last=True).unique(
         "prompt_id", keep="first", maintain_order=True)
+    unscored = pl.col("score").is_null()
     uncertain = pl.col("refusal_score").is_between(config.uncertain_low, config.uncertain_high)
-    return best.filter(~uncertain), best.filter(uncertain).with_columns(review_reason=pl.lit("uncertain_best"))
+    review = best.filter(unscored | uncertain).with_columns(
+        review_reason=pl.when(unscored).then(pl.lit("satisfaction_judge_failed")).otherwise(pl.lit("uncertain_best")),
+        reject_detail=pl.when(unscored).then(pl.col("satisfaction_error")).otherwise(
+            pl.format("refusal score {} in the uncertain band", pl.col("refusal_score").round(2))))
+    return best.filter(~unscored & ~uncertain), review
 
 
 HarmJudge = Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
+SatisfactionJudge = Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
 
 
 def filter_safety_candidates(
     candidates: pl.DataFrame, config: SafetyFilterConfig, *, cache=None, refresh: bool = False,
     progress: Advance | None = None, harm_judge: HarmJudge = judge_candidate_harm,
+    satisfaction_judge: SatisfactionJudge = judge_candidate_satisfaction,
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """{kept, rejects, selected, review} and the judges' raw results (for usage).
 
     `harm_judge(candidates, config, cache=, refresh=, progress=)` returns (candidate_id,
-    harmful_reasoning, harmful_answer, harm_error) and its raw results; the default is the
-    HarmBench-style judge of curate.eval.judges, another judge stage can take its place."""
+    harmful_reasoning, harmful_answer, harm_error) and its raw results; `satisfaction_judge` the
+    same with (candidate_id, satisfaction, satisfaction_error). The defaults are the judge
+    package's rubrics; everything downstream reads only these columns."""
     marked = cheap_reasons(candidates, config)
     pending = marked.filter(pl.col("reject_reason").is_null())
     verdicts, results = harm_judge(pending, config, cache=cache, refresh=refresh, progress=progress)
@@ -253,6 +311,11 @@ def filter_safety_candidates(
     )
     decided = behaviour_reasons(judged, config)
     kept = decided.filter(pl.col("reject_reason").is_null() & pl.col("review_reason").is_null()).drop("review_reason")
+    # Only candidates that behaved are worth ranking: one satisfaction judgment each.
+    scores, satisfaction_results = satisfaction_judge(kept, config, cache=cache, refresh=refresh, progress=progress)
+    kept = kept.join(scores, on="candidate_id", how="left")
+    results = pl.concat([r for r in (results, satisfaction_results) if r.height], how="diagonal_relaxed") if (
+        results.height or satisfaction_results.height) else results
     to_review = decided.filter(pl.col("review_reason").is_not_null())
     cheap_rejects = marked.filter(pl.col("reject_reason").is_not_null())
     rejects = pl.concat([cheap_rejects, decided.filter(pl.col("reject_reason").is_not_null()).drop("review_reason")],
@@ -261,7 +324,8 @@ def filter_safety_candidates(
     selected, uncertain = best_of_k(kept, config)
     k = candidates.group_by("prompt_id").len("candidates_generated")
     selected = selected.join(k, on="prompt_id", how="left").with_columns(filtered_by=pl.lit(filter_description(config)))
-    review = pl.concat([to_review, uncertain], how="diagonal_relaxed")
+    review = review_notes(pl.concat([to_review, uncertain], how="diagonal_relaxed"), judge=config.judge.model,
+                          rubrics=_rubrics(config))
     tables = {"kept": kept.with_columns(status=pl.lit("ok")), "rejects": rejects, "selected": selected, "review": review}
     return tables, results
 
@@ -272,7 +336,11 @@ def filter_description(config: SafetyFilterConfig) -> str:
         ", offer a safe alternative" if config.require_alternative else "")
     return (f"inverse filter: harmful prompts keep answers that {decline}; benign prompts drop over-refusals "
             f"(refusal detector: {config.refusal.mode}); harm judge {config.judge.model} on reasoning and answer "
-            f"apart; best of K by refusal score")
+            f"apart; best of K by the judge's satisfaction plus (harmful) or minus (benign) the refusal score")
+
+
+def _rubrics(config: SafetyFilterConfig) -> str:
+    return f"{rubric_version(config.harm_template)}, {rubric_version(config.satisfaction_template)}"
 
 
 def _counts(frame: pl.DataFrame, *cols: str) -> dict[str, int]:
@@ -313,9 +381,10 @@ STAGE = Stage(
             "for harm, pick the best of K (safety_filter/selected), route the uncertain to safety_filter/review.",
     reads={"candidates": reads(SAFETY_CANDIDATES)},
     writes=(SAFETY_KEPT, SAFETY_REJECTS, SAFETY_SELECTED, SAFETY_REVIEW),
-    # At most two harm judgments per candidate (reasoning and answer).
-    progress_total=lambda inputs, settings: inputs["candidates"].height * 2,
+    # At most two harm judgments per candidate (reasoning and answer) and one satisfaction judgment.
+    progress_total=lambda inputs, settings: inputs["candidates"].height * 3,
     fill=_with_defaults, uses_llm=True,  # not sharded: best-of-K needs all K candidates of a prompt together
     depends_on=lambda settings: [
-        *refusal_files(settings.refusal), rules_file(settings.rules_path), template_path(settings.harm_template)],
+        *refusal_files(settings.refusal), rules_file(settings.rules_path), template_path(settings.harm_template),
+        template_path(settings.satisfaction_template)],
 )
