@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.argilla_stack import second_stack_home
+
 REPO = Path(__file__).resolve().parents[1]
 LLM_SCRIPT = REPO / "scripts" / "llm-server.sh"
 
@@ -58,23 +60,10 @@ def test_llm_start_waits_for_a_listener_that_does_not_answer_and_never_starts_a_
 ARGILLA_SCRIPT = REPO / "scripts" / "argilla-stack.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.argilla
 def test_two_concurrent_argilla_starts_both_succeed_and_leave_one_healthy_stack(tmp_path: Path) -> None:
-    real_venv = Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate") / "argilla-venv"
-    if not (real_venv / "bin" / "python").exists():
-        pytest.skip("the Argilla stack is not installed (scripts/argilla-stack.sh install)")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "argilla-venv").symlink_to(real_venv)  # reuse the installed server, not the shared stack's data
-    ports = {"CURATE_ARGILLA_PORT": str(_free_port()), "CURATE_ARGILLA_OSMEM_PORT": str(_free_port()),
-             "CURATE_ARGILLA_REDIS_PORT": str(_free_port())}
+    home, ports = second_stack_home(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATE_ARGILLA")} | {"CURATE_HOME": str(home)} | ports
     run = home / "run"
     try:
