@@ -18,7 +18,7 @@ SETTINGS = Path(__file__).resolve().parents[1] / "annotations" / "review.toml"
 DATASETS = r"/api/v1/datasets"
 ONE_DATASET = r"/api/v1/datasets/[0-9a-f-]+"
 
-pytestmark = pytest.mark.argilla
+pytestmark = [pytest.mark.slow, pytest.mark.argilla]
 
 
 def _client(stack, method: str, path: str) -> tuple[ArgillaClient, LostReplyTransport]:
