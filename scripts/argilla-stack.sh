@@ -129,11 +129,28 @@ healthy() {
     && api_me 3 >/dev/null 2>&1
 }
 
-# Each daemon runs in its own session so `stop` can end it with all its children.
+# Busy is not down: when every process of the stack lives, a loaded server gets a deadline to
+# answer before the stack is judged broken (and restarted, which would pull it from under its users).
+healthy_or_busy() {
+  pid_alive redis && pid_alive osmem && pid_alive server && pid_alive worker || return 1
+  local deadline=$((SECONDS + ${CURATE_ARGILLA_READY_TIMEOUT:-120}))
+  until api_me 10 >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    pid_alive server || return 1
+    sleep 1
+  done
+}
+
+# The daemons this invocation started (name:pid), the only ones a failed start stops.
+SPAWNED=()
+
+# Each daemon runs in its own session so `stop` can end it with all its children. 7>&-: a daemon
+# must not inherit the start lock, or it would hold it for its whole life.
 spawn() {
   local name="$1"; shift
-  setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+  setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null 7>&- &
   echo $! >"$RUN/$name.pid"
+  SPAWNED+=("$name:$!")
 }
 
 wait_until() {
@@ -147,16 +164,38 @@ wait_until() {
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-stop_one() {
-  local name="$1" pid
-  [ -f "$RUN/$name.pid" ] || return 0
-  pid="$(cat "$RUN/$name.pid")"
+stop_pid() {
+  local pid="$1"
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
+}
+
+stop_one() {
+  local name="$1"
+  [ -f "$RUN/$name.pid" ] || return 0
+  stop_pid "$(cat "$RUN/$name.pid")"
   rm -f "$RUN/$name.pid"
+}
+
+# A failed start stops the daemons it spawned, newest first, and nothing else.
+stop_spawned() {
+  local i name pid
+  for ((i = ${#SPAWNED[@]} - 1; i >= 0; i--)); do
+    name="${SPAWNED[i]%%:*}" pid="${SPAWNED[i]#*:}"
+    stop_pid "$pid"
+    [ "$(cat "$RUN/$name.pid" 2>/dev/null)" != "$pid" ] || rm -f "$RUN/$name.pid"
+  done
+}
+
+# Starts and stops of one stack ($CURATE_HOME) take turns: a second start waits for the first and
+# then finds the stack healthy, instead of racing it for the ports and tearing it down on failure.
+take_lock() {
+  mkdir -p "$RUN"
+  exec 7>"$RUN/argilla-stack.lock"
+  flock -w "${CURATE_ARGILLA_LOCK_TIMEOUT:-900}" 7 || die "another start or stop of this stack holds $RUN/argilla-stack.lock"
 }
 
 cmd_stop() {
@@ -206,10 +245,11 @@ PY
 }
 
 cmd_start() {
+  take_lock  # first: install, the credentials file and the ports are all shared with a concurrent start
   cmd_install
   mkdir -p "$RUN" "$DATA"
   load_credentials
-  if healthy; then
+  if healthy_or_busy; then
     log "already running at $URL"
     return 0
   fi
@@ -221,7 +261,7 @@ cmd_start() {
   done
   local started=$SECONDS
   # A start that dies midway takes down what it had started.
-  trap 'log "start failed; stopping what was started"; cmd_stop >/dev/null 2>&1' EXIT
+  trap 'log "start failed; stopping what this start started"; stop_spawned >/dev/null 2>&1' EXIT
   argilla_env
 
   spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --protected-mode yes
@@ -271,7 +311,7 @@ cmd_status() {
     if pid_alive "$name"; then state="running (pid $(cat "$RUN/$name.pid"))"; else state="stopped"; ok=1; fi
     printf '%-8s %s\n' "$name" "$state"
   done
-  if api_me 3 >/dev/null 2>&1; then
+  if api_me 10 >/dev/null 2>&1; then  # a loaded server can take seconds to answer
     echo "api      healthy at $URL"
   else
     echo "api      not answering at $URL"; ok=1
@@ -288,10 +328,10 @@ cmd_credentials() {
 }
 
 case "${1:-}" in
-  install) cmd_install ;;
+  install) take_lock; cmd_install ;;
   start) cmd_start ;;
   credentials) cmd_credentials ;;
-  stop) cmd_stop ;;
+  stop) take_lock; cmd_stop ;;
   status) cmd_status ;;
   *) echo "usage: $0 install|start|stop|status|credentials" >&2; exit 2 ;;
 esac

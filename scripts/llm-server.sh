@@ -129,8 +129,11 @@ while [ $# -gt 0 ]; do
 done
 pidfile() { echo "$RUN/llm-server-$port.pid"; }
 logfile() { echo "$RUN/llm-server-$port.log"; }
-# llama.cpp's server can take seconds to answer while it is generating: be patient.
-answers() { curl -fsS --max-time 10 "http://$HOST:$port/v1/models" 2>/dev/null; }
+# llama-cpp-python answers /v1/models only between generations (the endpoint takes the model's
+# lock), so a busy server can be silent for minutes: busy is not down. Readiness is therefore
+# polled against a deadline, and "down" means nothing listens and no server process of ours lives.
+READY_TIMEOUT="${LLM_READY_TIMEOUT:-900}"
+answers() { curl -fsS --max-time 15 "http://$HOST:$port/v1/models" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; }
 # The pid of our server on $port: the pid file's, if that process is still it, else found by its
 # exact command line (a start that lost a race can leave a pid file naming an exited process).
@@ -142,6 +145,21 @@ server_pid() {
   fi
   pgrep -f "llama_cpp.server .*--port $port " | head -1
 }
+# Wait until the server on $port answers: 0 when it does, 2 as soon as it is down (nothing listens
+# and no server of ours is alive, or `$1`, a pid we started, exited), 1 when `$2` seconds pass.
+wait_answers() {
+  local pid="${1:-}" deadline=$((SECONDS + ${2:-$READY_TIMEOUT}))
+  while :; do
+    answers >/dev/null && return 0
+    if [ -n "$pid" ]; then
+      kill -0 "$pid" 2>/dev/null || return 2
+    elif ! port_open && [ -z "$(server_pid || true)" ]; then
+      return 2
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
 
 case "$cmd" in
   install)
@@ -152,16 +170,27 @@ case "$cmd" in
     for m in "${models_wanted[@]}"; do assemble_model "$m"; done
     ;;
   start)
-    if port_open || answers >/dev/null; then
-      for _ in $(seq 1 120); do answers >/dev/null && break; sleep 1; done
-      answers >/dev/null || die "something listens on $HOST:$port but does not answer /v1/models"
+    already_serving() {
       serving="$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown)"
       [ "$serving" = "$model" ] || log "warning: port $port already serves '$serving', not '$model' (stop it first, or use another --port)"
       log "already serving on $HOST:$port"; exit 0
+    }
+    # A server of ours that listens has its model loaded (llama_cpp.server opens the port only
+    # after loading it): it serves, even if it is too busy generating to list its models now.
+    if port_open && [ -n "$(server_pid || true)" ]; then already_serving; fi
+    if port_open; then  # not ours: wait for it to answer, unless it goes away
+      rc=0; wait_answers "" || rc=$?
+      [ "$rc" -eq 0 ] && already_serving
+      [ "$rc" -eq 1 ] && die "something listens on $HOST:$port but did not answer /v1/models within ${READY_TIMEOUT}s"
     fi
     exec 8>"$RUN/start-$port.lock"  # two fixtures starting at once: the second waits
     flock -w 900 8 || die "another start on port $port holds $RUN/start-$port.lock"
-    if port_open; then log "already serving on $HOST:$port"; exit 0; fi
+    if port_open; then  # started by whoever held the lock before us
+      [ -n "$(server_pid || true)" ] && already_serving
+      rc=0; wait_answers "" || rc=$?
+      [ "$rc" -eq 0 ] && already_serving
+      [ "$rc" -eq 1 ] && die "something listens on $HOST:$port but did not answer /v1/models within ${READY_TIMEOUT}s"
+    fi
     ( exec 9>"$RUN/install.lock"; flock -w 1800 9 || die "install lock busy"; install_runtime; assemble_model "$model" )
     file="$MODELS/$(model_file "$model")"
     log "starting $model on $HOST:$port (log: $(logfile))"
@@ -172,16 +201,15 @@ case "$cmd" in
     nohup "$VENV/bin/python" -m llama_cpp.server --model "$file" --model_alias "$model" \
       --host "$HOST" --port "$port" --n_ctx "${LLM_N_CTX:-8192}" --n_threads "${LLM_THREADS:-2}" \
       > "$(logfile)" 2>&1 < /dev/null 8>&- 9>&- &
-    echo $! > "$(pidfile)"
-    for _ in $(seq 1 240); do
-      if answers >/dev/null; then
-        echo "$model" > "$RUN/llm-server-$port.model"
-        log "ready: http://$HOST:$port/v1 (model '$model')"; exit 0
-      fi
-      kill -0 "$(cat "$(pidfile)")" 2>/dev/null || { tail -20 "$(logfile)" >&2; rm -f "$(pidfile)"; die "server exited"; }
-      sleep 0.5
-    done
-    die "server did not answer within 120 s; see $(logfile)"
+    pid=$!
+    echo "$pid" > "$(pidfile)"
+    rc=0; wait_answers "$pid" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      echo "$model" > "$RUN/llm-server-$port.model"
+      log "ready: http://$HOST:$port/v1 (model '$model')"; exit 0
+    fi
+    if [ "$rc" -eq 2 ]; then tail -20 "$(logfile)" >&2; rm -f "$(pidfile)"; die "server exited"; fi
+    die "server (pid $pid) did not answer within ${READY_TIMEOUT}s; see $(logfile)"
     ;;
   stop)
     pid="$(server_pid || true)"
@@ -195,8 +223,12 @@ case "$cmd" in
     rm -f "$(pidfile)" "$RUN/llm-server-$port.model"
     ;;
   status)
-    if out="$(answers)"; then
-      echo "running on http://$HOST:$port/v1 model=$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown) pid=$(server_pid || echo ?)"
+    pid="$(server_pid || true)"
+    running="running on http://$HOST:$port/v1 model=$(cat "$RUN/llm-server-$port.model" 2>/dev/null || echo unknown) pid=${pid:-?}"
+    if answers >/dev/null; then
+      echo "$running"
+    elif [ -n "$pid" ] && port_open; then
+      echo "$running (busy: /v1/models did not answer within 15s)"
     else
       echo "not running on $HOST:$port"; exit 3
     fi

@@ -31,7 +31,7 @@ PID_FILE="$HOME_DIR/server-$PORT.pid"
 LOG_FILE="$HOME_DIR/server-$PORT.log"
 URL="http://$HOST:$PORT"
 
-healthy() { curl -fsS --max-time 3 "$URL/api/health" >/dev/null 2>&1; }
+healthy() { curl -fsS --max-time 10 "$URL/api/health" >/dev/null 2>&1; }
 
 our_pid() {
   [ -f "$PID_FILE" ] || return 1
@@ -39,10 +39,23 @@ our_pid() {
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+port_open() { (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
+
 start() {
   if healthy; then
     log "already running at $URL (UI: $URL)"
     return 0
+  fi
+  # Busy is not down: a server that listens but is slow to answer under load gets a deadline to
+  # become healthy; starting a second one on its port could only fail.
+  if port_open && ! our_pid >/dev/null; then
+    local waited_busy=0
+    until healthy; do
+      port_open || break  # it went away: start our own below
+      [ "$waited_busy" -ge "$START_TIMEOUT_S" ] && die "something listens on $HOST:$PORT but is not healthy after ${START_TIMEOUT_S}s"
+      sleep 1; waited_busy=$((waited_busy + 1))
+    done
+    if healthy; then log "already running at $URL (UI: $URL)"; return 0; fi
   fi
   mkdir -p "$HOME_DIR"
   if pid="$(our_pid)"; then

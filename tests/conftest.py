@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Flows run outside the harness (CLI tests) start Prefect's ephemeral server; its default 20 s
+# deadline was missed on a loaded 2-core machine. A deadline, not a wait: it returns when it answers.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# Dask LocalCluster worker processes connect to their scheduler within this deadline (default 30 s);
+# a loaded machine importing the stage code in each worker can miss the default.
+os.environ.setdefault("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "180s")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import stat
 import subprocess
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.argilla_stack import LEGACY, SCRIPT, read_credentials
+from tests.fixtures.argilla_stack import LEGACY, SCRIPT, read_credentials, second_stack_home
 
 SECRETS = ("CURATE_ARGILLA_OWNER_API_KEY", "CURATE_ARGILLA_OWNER_PASSWORD", "CURATE_ARGILLA_ANNOTATOR_PASSWORD")
 
@@ -47,23 +46,10 @@ def test_first_use_generates_random_credentials_kept_in_the_stack_folder(tmp_pat
     assert chosen["CURATE_ARGILLA_OWNER_API_KEY"] == first["CURATE_ARGILLA_OWNER_API_KEY"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.argilla
 def test_a_fresh_stack_uses_its_generated_credentials_and_never_shows_them_in_ps(tmp_path: Path) -> None:
-    real_venv = Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate") / "argilla-venv"
-    if not (real_venv / "bin" / "python").exists():
-        pytest.skip("the Argilla stack is not installed (scripts/argilla-stack.sh install)")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "argilla-venv").symlink_to(real_venv)  # reuse the installed server, not its data
-    ports = {"CURATE_ARGILLA_PORT": str(_free_port()), "CURATE_ARGILLA_OSMEM_PORT": str(_free_port()),
-             "CURATE_ARGILLA_REDIS_PORT": str(_free_port())}
+    home, ports = second_stack_home(tmp_path)
     env = _env(home, **ports)
     seen: list[str] = []
     done = threading.Event()

@@ -208,15 +208,19 @@ def test_map_shards_keeps_at_most_max_in_flight_shards_running():
     from prefect import flow
 
     running, peak = 0, 0
-    lock = threading.Lock()
+    overlap = threading.Condition()
 
     def tracked(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
         nonlocal running, peak
-        with lock:
+        with overlap:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.1)
-        with lock:
+            overlap.notify_all()
+            # Hold the shard until two have run at once: on a loaded machine a 0.1 s shard may
+            # otherwise finish before the next starts, and peak == 1 would say nothing about the bound.
+            overlap.wait_for(lambda: peak >= 2, timeout=60)
+        time.sleep(0.1)  # work, giving a runner that ignores the bound time to start more shards
+        with overlap:
             running -= 1
         return {"rows": rows}
 

@@ -171,8 +171,18 @@ def test_serve_registers_scheduled_deployments_and_a_triggered_run_completes(
                 assert [s.schedule.cron for s in safety.schedules] == ["30 4 * * 0"]
                 assert safety.parameters["config_path"] == str(cfg)
 
-            flow_run = run_deployment(f"curation/{name}", parameters={"until": "ingest"}, timeout=180)
-        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+            # Trigger, then wait for the run's final state: under load the runner's pick-up and the
+            # flow's subprocess start take a while, and a fixed timeout would hand back a run still
+            # Scheduled or Running.
+            triggered = run_deployment(f"curation/{name}", parameters={"until": "ingest"}, timeout=0)
+            with get_client(sync_client=True) as client:
+                def finished():
+                    run = client.read_flow_run(triggered.id)
+                    return run if run.state is not None and run.state.is_final() else None
+
+                flow_run = wait_for(finished, "the triggered curation run finished", timeout=600, interval=1,
+                                    alive=serving)
+        assert flow_run.state.is_completed(), flow_run.state
         ws = Workspace(tmp_path / "ws")
         assert ws.manifest("ingest")["status"] == "complete"
         assert ws.read("ingest/seeds").height == 95

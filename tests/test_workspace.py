@@ -120,7 +120,7 @@ def test_two_runs_on_one_workspace_are_serialized(tmp_path):
     proc = ctx.Process(target=_hold_lock, args=(tmp_path / "ws", ready, release, released_at))
     proc.start()
     try:
-        assert ready.wait(30)
+        assert ready.wait(120)  # a deadline: a spawned child imports curate first, slow on a loaded machine
         ws = Workspace(tmp_path / "ws")
         with pytest.raises(WorkspaceLocked):
             with ws.locked(timeout=0.2):

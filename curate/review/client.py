@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -29,7 +29,11 @@ RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class ArgillaError(CurateError):
-    """The Argilla server refused a request or could not be reached."""
+    """The Argilla server refused a request or could not be reached (`status` is None then)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def api_key_from_env(config: ArgillaConfig, environ: dict[str, str] | None = None) -> str:
@@ -96,8 +100,36 @@ class ArgillaClient:
                 detail = response.text[:500]
                 if response.status_code == 401:
                     detail = "the API key was not accepted"
-                raise ArgillaError(f"{method} {self.api_url}{path}: HTTP {response.status_code}: {detail}")
+                raise ArgillaError(f"{method} {self.api_url}{path}: HTTP {response.status_code}: {detail}",
+                                   response.status_code)
             return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    def request_once(self, method: str, path: str, *, took_effect: Callable[[], Any], **kwargs: Any) -> Any:
+        """A call that must not run twice (create, publish, delete), retried safely.
+
+        A timeout or 5xx does not say whether the server did the work: under load it often did,
+        and a blind retry then fails with "already exists"/"already published"/404. So after any
+        failure of an attempt that might have reached the server, `took_effect()` asks the server
+        for the state the call was meant to produce (a truthy value, returned as the result) and
+        the call is only sent again if that state is not there."""
+        attempts = 1 + self.max_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.request(method, path, retry=False, **kwargs)
+            except ArgillaError as exc:
+                transient = exc.status is None or exc.status in RETRY_STATUS
+                # A refusal on the first attempt is a real refusal; on a retry it may be the
+                # server telling us an earlier, lost attempt already did the work.
+                if not transient and attempt == 1:
+                    raise
+                done = took_effect()
+                if done:
+                    log.warning("argilla: %s %s failed (%s) but had taken effect", method, path, exc)
+                    return done
+                if not transient or attempt == attempts:
+                    raise
+                self._sleep(attempt, str(exc.status or "network error"))
         raise AssertionError("unreachable")
 
     def _sleep(self, attempt: int, why: str) -> None:
@@ -135,21 +167,41 @@ class ArgillaClient:
                        min_submitted: int, metadata: dict[str, Any]) -> dict:
         """Create, configure and publish a dataset. A crash midway leaves a draft, which the next
         call to `ensure_dataset` deletes and recreates (a draft cannot hold records)."""
-        ds = self.request("POST", "/api/v1/datasets", json={
+        ds = self.request_once("POST", "/api/v1/datasets", json={
             "name": name,
             "workspace_id": workspace_id,
             "guidelines": settings.guidelines,
             "allow_extra_metadata": False,
             "distribution": {"strategy": "overlap", "min_submitted": min_submitted},
             "metadata": metadata,
-        })
-        for payload in settings.field_payloads():
-            self.request("POST", f"/api/v1/datasets/{ds['id']}/fields", json=payload)
-        for payload in settings.question_payloads():
-            self.request("POST", f"/api/v1/datasets/{ds['id']}/questions", json=payload)
-        for payload in settings.metadata_payloads():
-            self.request("POST", f"/api/v1/datasets/{ds['id']}/metadata-properties", json=payload)
-        return self.request("PUT", f"/api/v1/datasets/{ds['id']}/publish")
+        }, took_effect=lambda: self.find_dataset(name, workspace_id))
+        for kind, payloads in (("fields", settings.field_payloads()), ("questions", settings.question_payloads()),
+                               ("metadata-properties", settings.metadata_payloads())):
+            for payload in payloads:
+                self.request_once("POST", f"/api/v1/datasets/{ds['id']}/{kind}", json=payload,
+                                  took_effect=lambda kind=kind, name=payload["name"]: self._named(ds["id"], kind, name))
+        return self.request_once("PUT", f"/api/v1/datasets/{ds['id']}/publish",
+                                 took_effect=lambda: self._published(ds["id"]))
+
+    def _named(self, dataset_id: str, kind: str, name: str) -> dict | None:
+        """The dataset's field, question or metadata property called `name`, if it exists."""
+        # Metadata properties are listed under /me (POST and GET live at different paths).
+        prefix = "/api/v1/me/datasets" if kind == "metadata-properties" else "/api/v1/datasets"
+        items = self.request("GET", f"{prefix}/{dataset_id}/{kind}")["items"]
+        return next((item for item in items if item["name"] == name), None)
+
+    def _published(self, dataset_id: str) -> dict | None:
+        ds = self.request("GET", f"/api/v1/datasets/{dataset_id}")
+        return ds if ds.get("status") == "ready" else None
+
+    def _gone(self, dataset_id: str) -> bool:
+        try:
+            self.request("GET", f"/api/v1/datasets/{dataset_id}")
+        except ArgillaError as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
 
     def update_dataset(self, dataset_id: str, **changes: Any) -> dict:
         if "metadata" in changes:
@@ -159,7 +211,8 @@ class ArgillaClient:
         return self.request("PATCH", f"/api/v1/datasets/{dataset_id}", json=changes)
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self.request("DELETE", f"/api/v1/datasets/{dataset_id}")
+        # A retried DELETE that meets 404 means the lost first attempt deleted it: success.
+        self.request_once("DELETE", f"/api/v1/datasets/{dataset_id}", took_effect=lambda: self._gone(dataset_id))
 
     def progress(self, dataset_id: str) -> dict:
         return self.request("GET", f"/api/v1/datasets/{dataset_id}/progress")
