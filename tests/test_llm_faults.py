@@ -60,7 +60,9 @@ def test_retry_after_is_honoured_and_pauses_everyone(faults):
     elapsed = time.perf_counter() - started
     assert out["status"].to_list() == ["ok"] * 4
     assert out["attempts"].to_list() == [2] * 4
-    assert 0.95 <= elapsed < 3.0  # waited the server's 1 s, not the 1 ms backoff
+    assert elapsed >= 0.95  # waited the server's 1 s, not the 1 ms backoff
+    assert faults.stats()["requests"] == 8  # each request refused once and retried once
+    # (The old upper bound of 3 s was a speed check; on a loaded machine it failed. Hangs meet pytest-timeout.)
 
 
 def test_exhausted_retries_become_an_error_row_and_other_rows_survive(faults):
@@ -94,10 +96,14 @@ def test_concurrency_is_bounded(faults):
 
 def test_requests_per_minute_limit_spaces_requests(faults):
     # 600/min = 10/s with a 2 s burst of 20: 30 requests need about 1 s beyond the burst.
-    started = time.perf_counter()
+    # Bounds from the run's start and from what the server saw (a request arrives no earlier than it
+    # was sent), so a loaded machine's slowness cannot fail them; how fast is the benchmarks' job.
+    started = time.monotonic()
     out = complete_frame(requests(30), endpoint(faults, requests_per_minute=600, max_concurrency=30))
     assert out["status"].to_list() == ["ok"] * 30
-    assert 0.9 <= time.perf_counter() - started < 3.0
+    arrivals = sorted(t for t, _ in faults.arrivals)
+    assert arrivals[-1] - started >= 0.9  # the 10 past the burst waited for the refill
+    assert sum(1 for t in arrivals if t < started + 0.5) <= 20 + 5 + 1  # the burst, half a second's refill, rounding
 
 
 def test_tokens_per_minute_limiter_waits_for_budget():
