@@ -7,7 +7,6 @@ server will not produce those on demand.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from pathlib import Path
 
