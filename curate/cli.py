@@ -120,7 +120,7 @@ def schemas(
 
 # Modules that add commands: each defines `register(app)`. Missing optional modules are skipped
 # only while they are being written; every listed module must import in a release.
-COMMAND_MODULES: list[str] = ["curate.cli_release", "curate.cli_curation_answers", "curate.cli_eval", "curate.cli_llm", "curate.cli_flows", "curate.cli_curation", "curate.cli_review", "curate.cli_dedupe"]
+COMMAND_MODULES: list[str] = ["curate.cli_release", "curate.cli_curation_answers", "curate.cli_eval", "curate.cli_llm", "curate.cli_flows", "curate.cli_curation", "curate.cli_review", "curate.cli_dedupe", "curate.cli_refusal"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

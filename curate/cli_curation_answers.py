@@ -27,6 +27,8 @@ def _with_default_endpoint(cfg: Config, stage: str, key: str) -> dict[str, Any]:
     """The stage's settings, its endpoint filled in from [llm] where the stage leaves it unset."""
     raw = dict(cfg.stages.get(stage, {}))
     raw[key] = cfg.llm.model_dump() | dict(raw.get(key, {}))
+    # One refusal detector for every caller: [stages.refusal], with the stage's own keys on top.
+    raw["refusal"] = dict(cfg.stages.get("refusal", {})) | dict(raw.get("refusal", {}))
     if "judge" in raw and raw["judge"] is not None:
         raw["judge"] = cfg.llm.model_dump() | dict(raw["judge"])
     return raw
@@ -125,25 +127,27 @@ def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
 
 def detect_refusals(
     file: Annotated[Path, typer.Argument(help="JSONL / JSON / CSV / TSV / Parquet with one response per row.")],
-    mode: Annotated[str | None, typer.Option(help="rules | llm | rules+llm (default: [stages.refusal] mode or rules).")] = None,
+    mode: Annotated[str | None, typer.Option(help="model | rules | llm | model+llm | rules+llm (default: [stages.refusal] mode or model).")] = None,
     response_col: Annotated[str, typer.Option(help="Column with the model's reply.")] = "response",
     prompt_col: Annotated[str, typer.Option(help="Column with the question (used by the judge).")] = "prompt",
     language_col: Annotated[str, typer.Option(help="Column with the language code.")] = "language",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write rows with verdicts (.jsonl, .csv, .parquet).")] = None,
     split: Annotated[str | None, typer.Option(help="Only rows whose `split` column has this value.")] = None,
     rules: Annotated[Path | None, typer.Option(help="Rule patterns TOML (default: [stages.refusal] rules_path or the bundled file).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Trained detector .ftz (default: [stages.refusal] model_path or the shipped one).")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (and metrics) as JSON.")] = False,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Classify responses as refusals or answers; with hand labels in the file, report precision/recall."""
-    from curate.refusal import RefusalConfig, classify_refusals, evaluate_refusals
+    from curate.refusal import RefusalConfig, classify_refusals, describe_detector, evaluate_refusals
 
     cfg = load_config(config)
     rcfg: RefusalConfig = refusal_config(cfg)
-    if mode or rules:
+    if mode or rules or model:
         rcfg = RefusalConfig.model_validate(
-            rcfg.model_dump() | ({"mode": mode} if mode else {}) | ({"rules_path": str(rules)} if rules else {}))
+            rcfg.model_dump() | ({"mode": mode} if mode else {}) | ({"rules_path": str(rules)} if rules else {})
+            | ({"model_path": str(model)} if model else {}))
     df = read_responses(file, response_col)
     if split is not None:
         if "split" not in df.columns:
@@ -151,7 +155,7 @@ def detect_refusals(
         df = df.filter(pl.col("split") == split)
     endpoint = None
     cache = None
-    if rcfg.mode != "rules":
+    if rcfg.uses_llm:
         from curate.llm import LLMCache
 
         endpoint = EndpointConfig.model_validate(cfg.llm.model_dump() | dict(cfg.stages.get("refusal_judge", {})))
@@ -161,6 +165,7 @@ def detect_refusals(
     summary: dict[str, Any] = {
         "rows": result.height,
         "mode": rcfg.mode,
+        "detector": describe_detector(rcfg),
         "refused": int(result["refused"].fill_null(False).sum()),
         "undecided": int(result["refused"].is_null().sum()),
         "by_kind": {str(k): int(n) for k, n in result.group_by("refusal_kind").len().sort("refusal_kind", nulls_last=True).iter_rows()},
@@ -179,7 +184,7 @@ def detect_refusals(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
-    console.print(f"{file}: {summary['rows']} rows, mode {rcfg.mode}: {summary['refused']} refused, "
+    console.print(f"{file}: {summary['rows']} rows, detector {summary['detector'].get('model', rcfg.mode)}: {summary['refused']} refused, "
                   f"{summary['undecided']} undecided; by kind {summary['by_kind']}")
     if "metrics" in summary:
         console.print(_metrics_table(f"refusal detector vs hand labels ({rcfg.mode})", summary["metrics"]))

@@ -19,6 +19,7 @@ from curate.config import EndpointConfig
 from curate.eval.judges import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction
 from curate.eval.metrics import summarize
 from curate.progress import progress_bar
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector
 
 
 class EvalConfig(BaseModel):
@@ -150,8 +151,6 @@ def judge_responses(
     refresh: bool = False, progress_enabled: bool = False,
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Add refused/refusal_kind/refusal_error, satisfaction/satisfaction_error, harmful/harm_error."""
-    from curate.refusal import RefusalConfig, classify_refusals
-
     ok = responses.filter(pl.col("status") == "ok")
     usage: list[pl.DataFrame] = []
     judged = responses
@@ -261,6 +260,8 @@ def run_eval(
         "config": config.model_dump(mode="json", exclude={"endpoints", "judge"}),
         "endpoints": {n: _describe(e) for n, e in endpoints.items()},
         "judge": _describe(judge),
+        # Which detector and which trained artefact produced "% responses" and the XSTest rates.
+        "refusal_detector": describe_detector(refusal_config or RefusalConfig()),
         "items": {s: n for s, n in asked.group_by("set", maintain_order=True).len().iter_rows()},
         "usage": _usage(usage, judge_usage),
     }

@@ -28,7 +28,7 @@ from curate.ids import content_id
 from curate.langid import detect_languages
 from curate.progress import Advance
 from curate.records import Candidate, conform
-from curate.refusal import RefusalConfig, classify_refusals, length_units
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units
 from curate.store import StageOutput
 
 REJECT_REASONS = (
@@ -248,6 +248,7 @@ def answers_stage(
         "rejected": int((rejects["status"] == "rejected").sum()),
         "errors": int((rejects["status"] == "error").sum()),
         "kept_by_language": {k: int(v) for k, v in candidates.group_by("language").len().sort("language").iter_rows()},
+        "refusal_detector": describe_detector(config.refusal),
         "llm": usage_summary(results, "answers", prices or {}),
     }
     return StageOutput(tables={"candidates": candidates, "rejects": rejects}, report=report)

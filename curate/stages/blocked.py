@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import EndpointConfig
 from curate.progress import Advance
 from curate.records import BlockedProbe, Seed, conform
-from curate.refusal import RefusalConfig, classify_refusals
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector
 from curate.store import StageOutput
 
 # API content filters answer with this finish_reason instead of a refusal text.
@@ -108,6 +108,7 @@ def blocked_stage(
     report = {
         "model": config.target.model,
         "detector_mode": config.refusal.mode,
+        "detector": describe_detector(config.refusal),
         "seeds": seeds.height,
         "blocked": int(marked["blocked"].fill_null(False).sum()),
         "not_blocked": int((~marked["blocked"].fill_null(True)).sum()),
