@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from curate.review.client import ArgillaClient  # noqa: E402
 from curate.review.push import push_workspace, record_payloads, review_frame  # noqa: E402
 from curate.review.settings import ReviewSettings, load_review_settings  # noqa: E402
-from curate.store import Workspace  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
 
 
 def synthetic_candidates(n: int) -> pl.DataFrame:

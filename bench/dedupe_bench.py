@@ -71,7 +71,7 @@ def _recall(a: np.ndarray, b: np.ndarray, src: np.ndarray, dst: np.ndarray, n: i
 def search_child(n: int, method: str) -> dict:
     import faiss
 
-    from curate.dedupe import near_pairs
+    from curate.stages.dedupe import near_pairs
 
     t0 = time.perf_counter()
     x, src, dst = synthetic(n)
@@ -151,7 +151,7 @@ def real_texts() -> list[str]:
 
 
 def run_encode(model_spec: str, batch_size: int, rounds: int) -> dict:
-    from curate.dedupe import EmbeddingCache, embed_texts, load_model, resolve_model
+    from curate.stages.dedupe import EmbeddingCache, embed_texts, load_model, resolve_model
 
     texts = list(dict.fromkeys(real_texts()))  # unique: curate encodes a repeated text only once
     resolved = resolve_model(model_spec)
@@ -185,8 +185,8 @@ def run_encode(model_spec: str, batch_size: int, rounds: int) -> dict:
 def run_real_dedupe(model_spec: str) -> dict:
     import polars as pl
 
-    from curate.dedupe import DedupeConfig, dedupe_frame
-    from curate.langid import detect_languages
+    from curate.stages.dedupe import DedupeConfig, dedupe_frame
+    from curate.text.langid import detect_languages
 
     texts = real_texts()
     df = pl.DataFrame({"text": texts, "language": detect_languages(texts)[0]})
@@ -204,7 +204,7 @@ def run_real_dedupe(model_spec: str) -> dict:
 
 
 def run_quality(model_spec: str, prompt_name: str | None, thresholds: list[float]) -> dict:
-    from curate.dedupe import DedupeConfig, load_model, resolve_model
+    from curate.stages.dedupe import DedupeConfig, load_model, resolve_model
 
     pairs_file = REPO / "data" / "paraphrase_eval" / "pairs.jsonl"
     rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines()]
@@ -257,7 +257,7 @@ def main() -> None:
     if args.what in ("quality", "all"):
         thresholds = [0.8, 0.84, 0.86, 0.88, 0.9, 0.92]
         results["quality"] = [run_quality("minilm-bundled", None, thresholds)]
-        from curate.dedupe import embeddinggemma_path
+        from curate.stages.dedupe import embeddinggemma_path
 
         if (embeddinggemma_path() / "modules.json").is_file():
             results["quality"].append(run_quality("embeddinggemma", "STS", thresholds))

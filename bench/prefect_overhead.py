@@ -60,13 +60,13 @@ def write_config(root: Path, seeds: Path, base_url: str, args: argparse.Namespac
 
 
 def run_plain(config_path: Path) -> float:
-    from curate.cli_curation_answers import blocked_config
+    from curate.cli.refusals import blocked_config
     from curate.config import load_config
-    from curate.ingest import IngestStageConfig, ingest_stage
     from curate.llm.cache import LLMCache
     from curate.orchestrate import orchestration_config
     from curate.stages.blocked import blocked_stage
-    from curate.store import Workspace
+    from curate.stages.ingest import IngestStageConfig, ingest_stage
+    from curate.workspace import Workspace
 
     started = time.perf_counter()
     cfg = load_config(config_path)

@@ -1,7 +1,7 @@
 """Support for running stages inside Prefect flows: task-runner choice, stage tasks with retries,
 a global concurrency limit around LLM work, and fan-out of a stage's rows by shard.
 
-Stages stay plain functions (see curate.store); this module only decides *where* they run:
+Stages stay plain functions (see curate.workspace); this module only decides *where* they run:
 
 - `run_stage_task` runs one stage through `Workspace.run_stage` (skip-if-unchanged, atomic
   Parquet + manifest) as a Prefect task with retries.
@@ -33,8 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from curate.config import Config, stage_config
 from curate.errors import ConfigError, CurateError
 from curate.progress import progress_bar
-from curate.store import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
-
+from curate.workspace import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
 
 CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
 SHARDS_DIR = ".shards"
@@ -436,9 +435,9 @@ def dedupe_fanned_out(
     retries: int = 0,
     retry_delay_s: float = 0.0,
 ) -> StageOutput:
-    """`curate.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
+    """`curate.stages.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
     across languages) embedded and clustered in its own task run on `runner`; same tables."""
-    from curate.dedupe import dedupe_stage
+    from curate.stages.dedupe import dedupe_stage
 
     if runner is None:
         return dedupe_stage(translations, config, cache_dir=cache_dir, progress=progress)

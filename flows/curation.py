@@ -25,7 +25,7 @@ from curate.orchestrate import (
     retry_unless_user_error,
     run_stage_task,
 )
-from curate.store import Workspace
+from curate.workspace import Workspace
 from flows.stages import CURATION_STAGES, curation_specs, push_for_review
 
 

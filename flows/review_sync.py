@@ -9,7 +9,7 @@ from prefect.cache_policies import NONE
 
 from curate.config import load_config
 from curate.orchestrate import orchestration_config, retry_unless_user_error
-from curate.store import Workspace
+from curate.workspace import Workspace
 from flows.stages import pull_reviews
 
 

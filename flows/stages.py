@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from curate.config import Config, stage_config
-from curate.ingest import IngestStageConfig, ingest_stage
 from curate.orchestrate import CURATION_STAGES, OrchestrationConfig, StageSpec, dedupe_fanned_out
-from curate.store import Workspace
+from curate.stages.ingest import IngestStageConfig, ingest_stage
+from curate.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 
 def _load(module: str, *names: str) -> tuple[Any, ...]:
     """The named objects of a stage module, imported when the stage is wired (keeps `import flows` light)."""
-    if module.startswith("curate.cli_"):
-        # Command modules import curate.cli, which imports every command module: enter from the top.
-        importlib.import_module("curate.cli")
     mod = importlib.import_module(module)
     return tuple(getattr(mod, n) for n in names)
 
@@ -43,7 +40,7 @@ def ingest_spec(cfg: Config, ws: Workspace, sources: list[Path]) -> StageSpec:
 
 def blocked_spec(cfg: Config, ws: Workspace, seeds_ref: str) -> StageSpec:
     (blocked_stage,) = _load("curate.stages.blocked", "blocked_stage")
-    (blocked_config,) = _load("curate.cli_curation_answers", "blocked_config")
+    (blocked_config,) = _load("curate.cli.refusals", "blocked_config")
     return StageSpec(
         "blocked", blocked_stage, inputs={"seeds": seeds_ref}, config=blocked_config(cfg),
         kwargs={"cache": _llm_cache(ws)}, shard_input="seeds", uses_llm=True,
@@ -84,7 +81,7 @@ def translate_spec(cfg: Config, ws: Workspace, questions_ref: str) -> StageSpec:
 
 
 def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, orch: OrchestrationConfig) -> StageSpec:
-    dedupe_config, embedding_cache_dir, stage_version = _load("curate.cli_dedupe", "dedupe_config", "embedding_cache_dir", "stage_version")
+    dedupe_config, embedding_cache_dir, stage_version = _load("curate.cli.dedupe", "dedupe_config", "embedding_cache_dir", "stage_version")
     config = dedupe_config(cfg)
     return StageSpec(
         "dedupe", dedupe_fanned_out, inputs={"translations": translations_ref}, config=config, version=stage_version(config),
@@ -94,7 +91,7 @@ def dedupe_spec(cfg: Config, ws: Workspace, translations_ref: str, runner: Any, 
 
 def answers_spec(cfg: Config, ws: Workspace, translations_ref: str) -> StageSpec:
     (answers_stage,) = _load("curate.stages.answers", "answers_stage")
-    (answers_config,) = _load("curate.cli_curation_answers", "answers_config")
+    (answers_config,) = _load("curate.cli.refusals", "answers_config")
     return StageSpec(
         "answers", answers_stage, inputs={"translations": translations_ref}, config=answers_config(cfg),
         kwargs={"cache": _llm_cache(ws), "prices": cfg.prices}, shard_input="translations", uses_llm=True,

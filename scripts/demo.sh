@@ -59,7 +59,7 @@ step "curation flow: ingest -> blocked -> keywords -> questions -> translate -> 
 uv run --locked curate run -c "$CONFIG" --seeds "$SEEDS"
 
 CANDIDATES="$(uv run --locked python -c "
-from curate.store import Workspace
+from curate.workspace import Workspace
 print(Workspace('$WORKSPACE').read('answers/candidates').height)" 2>/dev/null || echo 0)"
 DRAFT_VERSION=""
 EXPORT=""

@@ -9,7 +9,7 @@ checks the joined zip against the sha256 pinned below, and unzips it to
 
     ${CURATE_HOME:-$HOME/.cache/curate}/models/embeddinggemma-300m
 
-Nothing in curate requires it; `curate.dedupe` uses it only when configured, and the
+Nothing in curate requires it; `curate.stages.dedupe` uses it only when configured, and the
 multilingual test skips when it is absent. Usage:
 
     python3 scripts/fetch-embeddinggemma.py [--keep-wheels] [--force]

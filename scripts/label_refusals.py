@@ -153,7 +153,7 @@ def merge(args: argparse.Namespace) -> None:
                 sys.exit(f"{LABELS}:{n}: kind must be set exactly when refused is true")
             labels[row["id"]] = {"refused": row["refused"] == "true", "kind": kind, "note": row.get("note") or None}
     # deccp has no language column and mixes English and Chinese lines: detect from the prompt.
-    from curate.langid import detect_language
+    from curate.text.langid import detect_language
 
     for r in responses.values():
         if r["source"].startswith("deccp/"):

@@ -14,7 +14,7 @@ from curate.ids import content_id
 from curate.llm import LLMCache
 from curate.records import Candidate, Translation, conform, polars_schema
 from curate.stages.answers import REJECT_REASONS, AnswersConfig, answers_stage
-from curate.store import StageOutput, Workspace
+from curate.workspace import StageOutput, Workspace
 
 DEAD_ENDPOINT = EndpointConfig(base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=3)
 

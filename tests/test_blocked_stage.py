@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.config import EndpointConfig
-from curate.ingest import IngestStageConfig, ingest_stage
 from curate.llm import LLMCache
 from curate.records import BlockedProbe, Seed, polars_schema
 from curate.stages.blocked import BlockedConfig, blocked_stage, mark_blocked
-from curate.store import Workspace
+from curate.stages.ingest import IngestStageConfig, ingest_stage
+from curate.workspace import Workspace
 
 DEAD_ENDPOINT = EndpointConfig(base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=3)
 

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.dedupe import DedupeConfig, dedupe_frame, dedupe_stage, near_pairs, normalize_texts, resolve_model
 from curate.errors import ConfigError, InputError
-from curate.store import Workspace
+from curate.stages.dedupe import DedupeConfig, dedupe_frame, dedupe_stage, near_pairs, normalize_texts, resolve_model
+from curate.workspace import Workspace
 
 EXACT = DedupeConfig(semantic=False)
 
@@ -191,7 +191,7 @@ def test_workspace_stage_reads_ok_rows_and_skips_when_unchanged(tmp_path: Path) 
 
 
 def test_embedding_cache_round_trip(tmp_path: Path) -> None:
-    from curate.dedupe.embed import EmbeddingCache, text_keys
+    from curate.stages.dedupe.embed import EmbeddingCache, text_keys
 
     cache = EmbeddingCache(tmp_path, "model@1")
     keys = text_keys([f"question {i}" for i in range(3000)], "model@1", None)

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.dedupe import DedupeConfig, dedupe_frame, embeddinggemma_path, load_model, resolve_model
-from curate.store import Workspace
+from curate.stages.dedupe import DedupeConfig, dedupe_frame, embeddinggemma_path, load_model, resolve_model
+from curate.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 MINILM = DedupeConfig(model="minilm-bundled")

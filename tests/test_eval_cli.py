@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.cli_eval import parse_endpoint_spec
+from curate.cli.eval import parse_endpoint_spec
 from curate.config import EndpointConfig
 from curate.errors import ConfigError
 

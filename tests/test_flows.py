@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.config import load_config
 from curate.errors import ConfigError, CurateError
-from curate.langid import detect_languages
 from curate.orchestrate import (
     OrchestrationConfig,
     ShardCheckpoints,
@@ -23,8 +22,8 @@ from curate.orchestrate import (
     orchestration_config,
     shard_frame,
 )
-from curate.store import StageOutput, Workspace
-
+from curate.text.langid import detect_languages
+from curate.workspace import StageOutput, Workspace
 
 
 def harness(test):
@@ -262,8 +261,8 @@ def test_dask_local_cluster_with_two_workers_fans_out_language_id():
 def test_dedupe_partitions_fanned_out_as_tasks_match_the_library_stage(tmp_path):
     from prefect import flow
 
-    from curate.dedupe import DedupeConfig, dedupe_stage
     from curate.orchestrate import dedupe_fanned_out
+    from curate.stages.dedupe import DedupeConfig, dedupe_stage
 
     texts = {
         "en": ["What happened at Tiananmen Square in 1989?", "What happened in Tiananmen Square in 1989?",

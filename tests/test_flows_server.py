@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.store import Workspace
+from curate.workspace import Workspace
 from tests.fault_server import FaultConfig, FaultServer
 
 pytestmark = pytest.mark.slow

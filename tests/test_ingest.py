@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import InputError
-from curate.ingest import read_seeds
 from curate.records import Seed, polars_schema
+from curate.stages.ingest import read_seeds
 
 PROMPTS = ["What happened at Tiananmen Square in 1989?", "Who is the Dalai Lama?", "天安门事件发生了什么？"]
 

@@ -12,7 +12,7 @@ from curate.cli import app
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import ConfigError, CurateError, InputError
 from curate.ids import content_id, normalize_text
-from curate.ingest import read_seeds
+from curate.stages.ingest import read_seeds
 from curate.stages.keywords import (
     KeywordsConfig,
     assign_topics,
@@ -208,7 +208,7 @@ def test_cli_keywords_stage_writes_table_report_and_skips_when_unchanged(tmp_pat
     res = runner.invoke(app, ["keywords", "-c", str(cfg), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "keywords: done" in res.output
-    from curate.store import Workspace
+    from curate.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
     table = ws.read("keywords/keywords")

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 N_SEEDS = 3

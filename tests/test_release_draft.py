@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.release import ReleaseStore
-from curate.store import Workspace
+from curate.workspace import Workspace
 from tests.test_release_helpers import FIRST_REVIEWS, make_workspace, review
 
 runner = CliRunner()

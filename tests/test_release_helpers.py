@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from curate.records import Candidate, Keyword, Question, ReviewItem, conform
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

@@ -22,7 +22,7 @@ from curate.review.client import ArgillaClient, ArgillaError
 from curate.review.pull import pull_workspace
 from curate.review.push import PushLedger, push_workspace
 from curate.review.settings import load_review_settings
-from curate.store import Workspace
+from curate.workspace import Workspace
 from tests.test_review_units import SETTINGS, candidates
 
 pytestmark = [pytest.mark.slow, pytest.mark.argilla]

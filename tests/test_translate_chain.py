@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 
 from curate.eval.metrics import ALL, METRICS, METRICS_BY_NAME
 from curate.eval.run import EvalResult
-from curate.store import atomic_write_json, atomic_write_parquet, atomic_write_text
+from curate.workspace import atomic_write_json, atomic_write_parquet, atomic_write_text
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "eval_report.html.j2"
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]

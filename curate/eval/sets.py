@@ -18,7 +18,7 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
-from curate.ingest import read_rows, read_seeds
+from curate.stages.ingest import read_rows, read_seeds
 
 Kind = Literal["blocked", "harmbench", "xstest"]
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"

@@ -16,7 +16,7 @@ import polars as pl
 
 from curate.errors import CurateError
 from curate.refusal.data import RESERVED_MODEL, TRAINING_SCHEMA, sha256_bytes
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 REVIEWS_TABLE = "review/reviews"
 REFUSAL_MAX_SATISFACTION = 1

@@ -19,7 +19,7 @@ from curate.release.config import ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
 from curate.release.store import CommitResult, ReleaseStore
-from curate.store import StageOutput, Workspace
+from curate.workspace import StageOutput, Workspace
 
 STAGE = "release"
 DRAFT_TAG = "draft"

@@ -14,12 +14,12 @@ from typing import Any
 import polars as pl
 
 from curate.errors import InputError
-from curate.ingest import read_jsonl_rows, read_rows
-from curate.llm.reasoning import split_reasoning
 from curate.ids import content_id
+from curate.llm.reasoning import split_reasoning
 from curate.records import ReleaseRow, conform
 from curate.release.config import MixSource
-from curate.store import sha256_path
+from curate.stages.ingest import read_jsonl_rows, read_rows
+from curate.workspace import sha256_path
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from curate.store import atomic_write_bytes
+from curate.workspace import atomic_write_bytes
 
 _REMOTE_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss")
 

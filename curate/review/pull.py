@@ -24,7 +24,7 @@ from curate.records import ReviewItem, conform, empty_frame, polars_schema
 from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
 from curate.review.policy import ConflictPolicy, resolve_reviews
-from curate.store import StageOutput, Workspace
+from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
 _LABEL_TRUE = {"accept": "accept", "harmful": "yes"}

@@ -23,7 +23,7 @@ from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
 from curate.review.settings import ReviewSettings
-from curate.store import Workspace
+from curate.workspace import Workspace
 
 LEDGER_FILE = Path("review") / "push_ledger.sqlite"
 # Record metadata left out of the content hash: it labels where a record first came from, and a

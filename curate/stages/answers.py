@@ -25,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import EndpointConfig, LangIdConfig
 from curate.ids import content_id
-from curate.langid import detect_languages
 from curate.progress import Advance
 from curate.records import Candidate, conform
 from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units
-from curate.store import StageOutput
+from curate.text.langid import detect_languages
+from curate.workspace import StageOutput
 
 REJECT_REASONS = (
     "llm_error", "empty", "truncated", "missing_reasoning", "repetition_loop", "too_short", "too_long",

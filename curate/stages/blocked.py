@@ -15,7 +15,7 @@ from curate.config import EndpointConfig
 from curate.progress import Advance
 from curate.records import BlockedProbe, Seed, conform
 from curate.refusal import RefusalConfig, classify_refusals, describe_detector
-from curate.store import StageOutput
+from curate.workspace import StageOutput
 
 # API content filters answer with this finish_reason instead of a refusal text.
 CONTENT_FILTER = "content_filter"

@@ -24,11 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import EndpointConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
-from curate.langid import detect_languages
 from curate.progress import Advance, noop
 from curate.prompts import render_prompt
 from curate.records import Question, polars_schema
-from curate.store import StageOutput
+from curate.text.langid import detect_languages
+from curate.text.languages import language_name
+from curate.text.tokenize import CJK_CHAR, tokenize
+from curate.workspace import StageOutput
 
 DEFAULT_STYLES = {
     "factual": "asks for concrete facts (who, what, when, where, how many)",
@@ -119,7 +121,6 @@ def is_question(text: str) -> bool:
 
 def mentions_keyword(text: str, keyword: str, language: str) -> bool:
     """Whether the question shares a content word (or, for CJK, a two-character piece) with its keyword."""
-    from curate.stages.keywords import CJK_CHAR, tokenize
 
     haystack = normalize_text(text)
     words = [norm for chunk in tokenize(keyword, language) for norm, _ in chunk]
@@ -189,7 +190,6 @@ def _check_keywords(keywords: pl.DataFrame) -> None:
 
 
 def _prompts(keywords: pl.DataFrame, seeds: pl.DataFrame | None, config: QuestionsConfig) -> list[str]:
-    from curate.stages.translate import language_name
 
     seed_text = dict(seeds.select("seed_id", "text").iter_rows()) if seeds is not None and config.seed_examples else {}
     styles = [{"name": k, "description": v} for k, v in config.styles.items()][: config.per_keyword]

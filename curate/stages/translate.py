@@ -19,21 +19,16 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import DEFAULT_LANGUAGES, EndpointConfig
-from curate.embeddings import embeddinggemma_path, is_model_folder, load_configured_model
 from curate.errors import ConfigError, InputError
 from curate.ids import content_id
-from curate.langid import detect_languages
 from curate.progress import Advance, noop
 from curate.prompts import render_prompt
 from curate.records import Translation, conform
-from curate.store import StageOutput
+from curate.text.embeddings import embeddinggemma_path, is_model_folder, load_configured_model
+from curate.text.langid import detect_languages
+from curate.text.languages import language_name
+from curate.workspace import StageOutput
 
-LANGUAGE_NAMES = {
-    "en": "English", "zh": "Simplified Chinese", "es": "Spanish", "fr": "French", "de": "German",
-    "ru": "Russian", "ar": "Arabic", "ja": "Japanese", "ko": "Korean", "pt": "Portuguese", "hi": "Hindi",
-    "it": "Italian", "nl": "Dutch", "pl": "Polish", "tr": "Turkish", "vi": "Vietnamese", "id": "Indonesian",
-    "th": "Thai", "uk": "Ukrainian", "fa": "Persian", "he": "Hebrew", "sv": "Swedish", "bn": "Bengali",
-}
 # fastText labels that count as the configured language (lid.176 splits some languages finely).
 LANGUAGE_ALIASES = {"zh": {"zh", "wuu", "yue"}, "no": {"no", "nb", "nn"}}
 
@@ -70,10 +65,6 @@ class Translator(Protocol):
     """
 
     def __call__(self, requests: pl.DataFrame, *, attempt: int) -> pl.DataFrame: ...
-
-
-def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code, code)
 
 
 def base_language(code: str) -> str:

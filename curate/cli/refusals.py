@@ -8,19 +8,12 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from curate.cli.options import ConfigOpt, ForceOpt, NoCacheOpt, QuietOpt, console
 from curate.config import Config, EndpointConfig, load_config, stage_config
 from curate.errors import CurateError, InputError
-from curate.store import Workspace, atomic_write_bytes, atomic_write_parquet, atomic_write_text
-
-console = Console()
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if inputs and config are unchanged.")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached LLM results (new ones are still cached); implies --force.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+from curate.workspace import Workspace, atomic_write_bytes, atomic_write_parquet, atomic_write_text
 
 
 def _with_default_endpoint(cfg: Config, stage: str, key: str) -> dict[str, Any]:
@@ -61,7 +54,7 @@ def refusal_config(cfg: Config):
 
 def read_responses(path: Path, response_col: str) -> pl.DataFrame:
     """A JSONL/JSON/CSV/TSV/Parquet file of responses as a frame; bad rows raise InputError."""
-    from curate.ingest import read_rows
+    from curate.stages.ingest import read_rows
 
     rows = list(read_rows(path))
     if not rows:

@@ -1,6 +1,6 @@
 """Exact and semantic de-duplication (see docs/dedupe.md).
 
-    from curate.dedupe import DedupeConfig, dedupe_frame
+    from curate.stages.dedupe import DedupeConfig, dedupe_frame
     out = dedupe_frame(df, DedupeConfig(threshold=0.88), text_col="text", language_col="language",
                        group_col="question_id", id_col="translation_id", cache_dir=Path(".cache/embeddings"))
     out.tables["translations"], out.tables["clusters"], out.tables["pairs_near_threshold"]
@@ -9,8 +9,8 @@ Partition-level API for fanning out (Prefect tasks on Dask): prepare_rows -> par
 partition_rows -> dedupe_partition (or embed_rows + cluster_partition) -> assemble.
 """
 
-from curate.dedupe.config import DedupeConfig, KeepPolicy
-from curate.dedupe.embed import (
+from curate.stages.dedupe.config import DedupeConfig, KeepPolicy
+from curate.stages.dedupe.embed import (
     DEFAULT_HUB_MODEL,
     EmbeddingCache,
     ResolvedModel,
@@ -20,9 +20,9 @@ from curate.dedupe.embed import (
     load_model,
     resolve_model,
 )
-from curate.dedupe.normalize import normalize_texts, normalized_text_expr
-from curate.dedupe.search import block_pairs, kmeans_cells, near_pairs
-from curate.dedupe.stage import (
+from curate.stages.dedupe.normalize import normalize_texts, normalized_text_expr
+from curate.stages.dedupe.search import block_pairs, kmeans_cells, near_pairs
+from curate.stages.dedupe.stage import (
     PartitionResult,
     assemble,
     cluster_partition,

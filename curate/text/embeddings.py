@@ -4,7 +4,7 @@ A model setting is an alias (`minilm-bundled`, `embeddinggemma`), a local folder
 hub name. It resolves to a local folder first, so loading never touches the network: hub names
 come from the local Hugging Face cache, downloaded only when the hub is allowed (never with
 HF_HUB_OFFLINE=1). Each stage keeps its own default ("auto") policy and names its own setting in
-errors; curate.dedupe adds the embedding cache.
+errors; curate.stages.dedupe adds the embedding cache.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import ConfigOpt, console, get_config, workspace_for
+from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.config import Config, stage_config
 
 review_app = typer.Typer(no_args_is_help=True, help="Human review in Argilla: push candidates, pull responses.")

@@ -1,23 +1,33 @@
-"""`curate keywords`, `curate questions`, `curate translate`: the curation stages over a workspace."""
+"""`curate ingest`, `curate keywords`, `curate questions`, `curate translate`: the curation stages over a workspace."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from curate.cli import ConfigOpt, ForceOpt, console, get_config, print_result, workspace_for
+from curate.cli.options import (
+    ConfigOpt,
+    ForceOpt,
+    NoCacheOpt,
+    QuietOpt,
+    get_config,
+    print_report,
+    print_result,
+    workspace_for,
+)
 from curate.config import stage_config
+from curate.llm.cache import LLMCache
 from curate.progress import progress_bar
-from curate.store import Workspace
-
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached LLM replies (new ones are still cached); implies --force.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+from curate.stages.ingest import IngestStageConfig, ingest_stage
+from curate.stages.keywords import KeywordsConfig, KeywordsStageConfig, keywords_stage, select_seeds
+from curate.stages.questions import QuestionsConfig, QuestionsStageConfig, questions_stage
+from curate.stages.translate import TranslateConfig, TranslateStageConfig, translate_stage
+from curate.workspace import Workspace
 
 
 def _llm_cache(ws: Workspace):
-    from curate.llm import LLMCache
-
     return LLMCache.for_workspace(ws.root)
 
 
@@ -27,14 +37,21 @@ def _has_table(ws: Workspace, ref: str) -> bool:
     return bool(manifest and manifest.get("status") == "complete" and table in manifest.get("outputs", {}))
 
 
-def _print_report(result, keys: tuple[str, ...]) -> None:
-    report = result.manifest.get("report", {})
-    for key in keys:
-        if key in report:
-            console.print(f"  {key}: {report[key]}")
-
-
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def ingest(
+        sources: Annotated[list[Path], typer.Argument(help="Seed files: .jsonl .json .csv .tsv .parquet .txt or a datasets folder.")],
+        config: ConfigOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Read seed prompts into the workspace (language detected with fastText where missing)."""
+        cfg = get_config(config)
+        ws = workspace_for(cfg)
+        stage_cfg = IngestStageConfig(ingest=cfg.ingest, langid=cfg.langid)
+        with ws.locked():
+            result = ws.run_stage("ingest", ingest_stage, inputs={"sources": [p.resolve() for p in sources]}, config=stage_cfg, force=force)
+        print_result(result)
+
     @app.command()
     def keywords(
         config: ConfigOpt = None,
@@ -44,8 +61,6 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Extract ranked topic keywords (with counts, scores, seed ids and topics) from the seeds."""
-        from curate.stages.keywords import KeywordsConfig, KeywordsStageConfig, keywords_stage, select_seeds
-
         cfg = get_config(config)
         ws = workspace_for(cfg)
         kw_cfg = stage_config(cfg, "keywords", KeywordsConfig)
@@ -59,7 +74,7 @@ def register(app: typer.Typer) -> None:
                     cache=_llm_cache(ws) if kw_cfg.mode == "llm" else None, progress=advance, refresh=no_cache,
                 )
         print_result(result)
-        _print_report(result, ("seeds_used", "keywords_per_language", "topics"))
+        print_report(result, ("seeds_used", "keywords_per_language", "topics"))
 
     @app.command()
     def questions(
@@ -69,8 +84,6 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Expand each keyword into N diverse questions through the LLM (structured output, diversity-filtered)."""
-        from curate.stages.questions import QuestionsConfig, QuestionsStageConfig, questions_stage
-
         cfg = get_config(config)
         ws = workspace_for(cfg)
         stage_cfg = QuestionsStageConfig(questions=stage_config(cfg, "questions", QuestionsConfig), llm=cfg.llm)
@@ -87,7 +100,7 @@ def register(app: typer.Typer) -> None:
                     cache=_llm_cache(ws), progress=advance, refresh=no_cache, prices=cfg.prices,
                 )
         print_result(result)
-        _print_report(result, ("keywords_short_of_quota", "by_style"))
+        print_report(result, ("keywords_short_of_quota", "by_style"))
 
     @app.command()
     def translate(
@@ -98,8 +111,6 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Translate the questions into every configured language, verifying language (fastText) and faithfulness."""
-        from curate.stages.translate import TranslateConfig, TranslateStageConfig, translate_stage
-
         cfg = get_config(config)
         ws = workspace_for(cfg)
         tr_cfg = stage_config(cfg, "translate", TranslateConfig)
@@ -116,4 +127,4 @@ def register(app: typer.Typer) -> None:
                     force=force or no_cache, cache=_llm_cache(ws), progress=advance, refresh=no_cache, prices=cfg.prices,
                 )
         print_result(result)
-        _print_report(result, ("by_language_status",))
+        print_report(result, ("by_language_status",))

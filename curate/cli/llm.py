@@ -11,12 +11,13 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from curate.cli import ConfigOpt, console, get_config, workspace_for
+from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.errors import CurateError, InputError
+
 # curate.llm pulls in the openai SDK (~0.5 s); import it in the commands that call it, so
 # every other `curate` command starts fast.
 from curate.progress import progress_bar
-from curate.store import atomic_write_parquet
+from curate.workspace import atomic_write_parquet
 
 llm_app = typer.Typer(no_args_is_help=True, help="The LLM endpoint and its request cache.")
 

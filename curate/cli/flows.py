@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli import ConfigOpt, ForceOpt, console
+from curate.cli.options import ConfigOpt, ForceOpt, console
 from curate.errors import CurateError
 
 DEFAULT_SERVER = "http://127.0.0.1:4200/api"
@@ -113,7 +113,6 @@ def serve(
     Runs until interrupted. Trigger a run by hand: `prefect deployment run 'curation/local'`.
     """
     from prefect import serve as prefect_serve
-
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api = _server_api_url()

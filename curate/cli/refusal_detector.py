@@ -10,8 +10,7 @@ from typing import Annotated
 import numpy as np
 import polars as pl
 import typer
-from rich.console import Console
-
+from curate.cli.options import ConfigOpt, console
 from curate.config import load_config, stage_config
 from curate.errors import CurateError
 from curate.refusal.crossval import cross_validate, report
@@ -20,12 +19,10 @@ from curate.refusal.model import ARTEFACT_DIR, ARTEFACT_NAME, SHIPPED_SHA256, lo
 from curate.refusal.reviews import reviews_training_rows
 from curate.refusal.train import TrainParams, train_detector
 from curate.review.config import ReviewConfig
-from curate.store import Workspace, atomic_write_text
+from curate.workspace import Workspace, atomic_write_text
 
-console = Console()
 refusal_app = typer.Typer(help="Train and measure the refusal detector.", no_args_is_help=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")]
 SourcesOpt = Annotated[list[str] | None, typer.Option("--source", help=f"Training sources (repeatable; default {list(TRAIN_SOURCES)}).")]
 
 

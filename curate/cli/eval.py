@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from curate.cli.options import ConfigOpt, console, get_config
 from curate.config import Config, EndpointConfig, stage_config
 from curate.errors import ConfigError
 
@@ -79,12 +80,11 @@ def register(app: typer.Typer) -> None:
         title: Annotated[str, typer.Option(help="Report title.")] = "curate eval report",
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached LLM results (new ones are still stored).")] = False,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-        config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")] = None,
+        config: ConfigOpt = None,
     ) -> None:
         """Evaluate endpoints side by side: % responses, satisfaction, HarmBench ASR, XSTest over-refusal."""
         import polars as pl
 
-        from curate.cli import console, get_config
         from curate.errors import CurateError
         from curate.eval import EvalConfig, load_eval_set, run_eval, select_items, write_outputs
         from curate.eval.report import format_value

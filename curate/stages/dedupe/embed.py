@@ -1,6 +1,6 @@
 """Sentence embeddings for dedupe: the `auto` model policy, batched encoding and an on-disk cache.
 
-Model resolution and loading are shared with the other stages (curate.embeddings).
+Model resolution and loading are shared with the other stages (curate.text.embeddings).
 
 The cache lives in one folder per model; each write adds a shard pair
 `<id>.emb.npy` (float32, one normalized row per text) and `<id>.keys.npy` (sha256 of model
@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate import embeddings as shared
-from curate.embeddings import (
+from curate.errors import ConfigError
+from curate.progress import Advance, noop
+from curate.text import embeddings as shared
+from curate.text.embeddings import (
     BUNDLED_ALIAS,
     GEMMA_ALIAS,
     ResolvedModel,
@@ -36,9 +38,7 @@ from curate.embeddings import (
     load_model,
     local_model,
 )
-from curate.errors import ConfigError
-from curate.progress import Advance, noop
-from curate.store import atomic_write_bytes
+from curate.workspace import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import jinja2
 
 from curate.errors import ConfigError
 
-PROMPTS_DIR = Path(__file__).parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parent
 
 
 @functools.lru_cache(maxsize=32)

@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
-from curate.langid import detect_languages
 from curate.records import Seed, conform
+from curate.text.langid import detect_languages
 
 TEXT_FIELD_CANDIDATES = ("prompt", "text", "question", "instruction", "query", "input", "content")
 ID_FIELD_CANDIDATES = ("id", "seed_id", "prompt_id", "uid")

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.store import StageOutput, Workspace, WorkspaceLocked
+from curate.workspace import StageOutput, Workspace, WorkspaceLocked
 
 CALLS: list[str] = []
 

@@ -10,11 +10,11 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from curate.cli import ConfigOpt, ForceOpt, console, err_console, get_config, print_result, workspace_for
+from curate.cli.options import ConfigOpt, ForceOpt, console, err_console, get_config, print_result, workspace_for
 from curate.config import Config, stage_config
-from curate.dedupe.config import DedupeConfig
 from curate.errors import ConfigError, InputError
-from curate.store import Workspace, atomic_write_json, atomic_write_parquet
+from curate.stages.dedupe.config import DedupeConfig
+from curate.workspace import Workspace, atomic_write_json, atomic_write_parquet
 
 INPUT_TABLE = "translate/translations"
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -45,7 +45,7 @@ def embedding_cache_dir(ws: Workspace) -> Path:
 
 def stage_version(config: DedupeConfig) -> str:
     """The stage version plus the resolved model, so `auto` resolving differently reruns the stage."""
-    from curate.dedupe import STAGE_VERSION, resolve_model
+    from curate.stages.dedupe import STAGE_VERSION, resolve_model
 
     return f"{STAGE_VERSION}+{resolve_model(config.model).key}" if config.semantic else f"{STAGE_VERSION}+exact"
 
@@ -80,7 +80,7 @@ def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) 
 
 def read_table(path: Path) -> pl.DataFrame:
     """Any file curate ingests (JSONL, JSON, CSV/TSV, Parquet, datasets folder) as one frame."""
-    from curate.ingest import read_rows
+    from curate.stages.ingest import read_rows
 
     if path.suffix.lower() == ".parquet" and path.is_file():
         try:
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Remove exact and semantic duplicates from translate/translations (rows with status ok)."""
-        from curate.dedupe import dedupe_stage
+        from curate.stages.dedupe import dedupe_stage
 
         cfg = get_config(config)
         ws = workspace_for(cfg)
@@ -149,15 +149,15 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """De-duplicate any table of texts (exact, then semantic) and write the results to a folder."""
-        from curate.dedupe import dedupe_frame
-        from curate.dedupe.embed import curate_home
+        from curate.stages.dedupe import dedupe_frame
+        from curate.stages.dedupe.embed import curate_home
 
         cfg = get_config(config)
         stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, score_col=score_col,
                                   cross_language=cross_language, semantic=False if exact_only else None)
         df = read_table(source)
         if detect_language and language_col is None:
-            from curate.langid import detect_languages
+            from curate.text.langid import detect_languages
 
             if text_col not in df.columns:
                 raise InputError(source, "missing text column", field=text_col)

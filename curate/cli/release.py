@@ -8,21 +8,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from curate.cli.options import ConfigOpt, JsonOpt, console
 from curate.config import load_config
 from curate.errors import CurateError
-
-console = Console()
 
 release_app = typer.Typer(no_args_is_help=True, help="Build releases from reviewed candidates.")
 versions_app = typer.Typer(no_args_is_help=True, help="Inspect, compare, verify, tag and check out releases.")
 export_app = typer.Typer(no_args_is_help=True, help="Export a release.")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (default: ./curate.toml).")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="Release store URI (default: [stages.release].store).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 FormatOpt = Annotated[
     str | None, typer.Option("--format", "-f", help="messages | reasoning | prompt_response (default: config).")
 ]

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curate.dedupe.config import DedupeConfig
-from curate.dedupe.embed import (
+from curate.errors import InputError
+from curate.stages.dedupe.config import DedupeConfig
+from curate.stages.dedupe.embed import (
     EmbeddingCache,
     ProgressFactory,
     ResolvedModel,
@@ -33,10 +34,9 @@ from curate.dedupe.embed import (
     model_info,
     resolve_model,
 )
-from curate.dedupe.normalize import normalized_text_expr
-from curate.dedupe.search import near_pairs
-from curate.errors import InputError
-from curate.store import StageOutput
+from curate.stages.dedupe.normalize import normalized_text_expr
+from curate.stages.dedupe.search import near_pairs
+from curate.workspace import StageOutput
 
 ROW = "_row"  # input position; every internal column starts with an underscore
 UNKNOWN_LANGUAGE = "und"
