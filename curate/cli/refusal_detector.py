@@ -10,6 +10,7 @@ from typing import Annotated
 import numpy as np
 import polars as pl
 import typer
+from rich.table import Table
 from curate.cli.options import ConfigOpt, console
 from curate.config import load_config, stage_config
 from curate.errors import CurateError
@@ -40,6 +41,8 @@ def train(
                                              "with --from-reviews: <workspace>/refusal/detector).")] = None,
     from_reviews: Annotated[bool, typer.Option("--from-reviews", help="Add the workspace's pulled Argilla reviews (review/reviews).")] = False,
     sources: SourcesOpt = None,
+    held_out: Annotated[Path | None, typer.Option(help="Also write the calibration's out-of-fold predictions "
+                                                  "(held out by model) as Parquet, for `curate refusal report`.")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
@@ -57,7 +60,7 @@ def train(
         manifest.append(entry)
         out = out or cfg.workspace_path / "refusal" / "detector"
     out = out or ARTEFACT_DIR
-    card = train_detector(df, manifest, out)
+    card = train_detector(df, manifest, out, held_out_out=held_out)
     if as_json:
         typer.echo(json.dumps(card, indent=1, ensure_ascii=False))
         return
@@ -73,33 +76,60 @@ def train(
 
 @refusal_app.command("evaluate")
 def evaluate(
-    split: Annotated[str, typer.Option(help="model (leave one model out) | question (grouped folds).")] = "model",
-    folds: Annotated[int, typer.Option(help="Folds for --split question.")] = 5,
+    split: Annotated[str, typer.Option(help="model (whole models held out) | question (whole questions) | language (one language held out).")] = "model",
+    folds: Annotated[int, typer.Option(help="Folds for model/question splits; 0 with --split model: leave one model out.")] = 5,
     sources: SourcesOpt = None,
     only: Annotated[str | None, typer.Option(help="Score only rows of this source (others still train every fold).")] = None,
+    language: Annotated[str | None, typer.Option(help="Score only rows of this language.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report as JSON.")] = None,
     predictions: Annotated[Path | None, typer.Option(help="Write held-out predictions as Parquet.")] = None,
 ) -> None:
     """Held-out figures: train without each fold, score it, report per language, label and model."""
-    if split not in ("model", "question"):
-        raise CurateError(f"--split must be 'model' or 'question', not {split!r}")
+    if split not in ("model", "question", "language"):
+        raise CurateError(f"--split must be 'model', 'question' or 'language', not {split!r}")
     df = check_training_frame(load_sources(_sources(sources))[0], "training data")
-    mask = (df["source"] == only).to_numpy() if only else None
-    if mask is not None and not np.any(mask):
-        raise CurateError(f"--only {only}: no rows of that source")
+    # Opening-sentence views train but are not replies: figures are on real replies only.
+    mask = ~df["source"].str.ends_with("/opening").to_numpy()
+    if only:
+        mask &= (df["source"] == only).to_numpy()
+    if language:
+        mask &= (df["language"] == language).to_numpy()
+    if not mask.any():
+        raise CurateError(f"no rows with source {only!r} and language {language!r} to score")
     calibration = load_detector().card["calibration"]
     with tempfile.TemporaryDirectory(prefix="refusal-cv-") as tmp:
         pred = cross_validate(df, TrainParams(), split, Path(tmp), folds=folds, test_mask=mask,
                               calibration=(calibration["x"], calibration["y"]),
                               progress=lambda f: console.print(f"fold {f} done", highlight=False))
-    result = {"split": split, "only": only, **report(pred)}
     if predictions:
         pred.write_parquet(predictions)
+    _print_report({"split": split, "folds": folds, "only": only, "language": language, **report(pred)}, out)
+
+
+@refusal_app.command("report")
+def report_predictions(
+    predictions: Annotated[Path, typer.Argument(help="Held-out predictions (from `train --held-out` or `evaluate --predictions`).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report as JSON.")] = None,
+) -> None:
+    """Per-language, per-label, per-source and per-model figures of saved held-out predictions (real replies only)."""
+    if not predictions.is_file():
+        raise CurateError(f"{predictions}: no such predictions file")
+    pred = pl.read_parquet(predictions).filter(~pl.col("source").str.ends_with("/opening") & pl.col("p_refusal").is_not_null())
+    _print_report({"predictions": str(predictions), **report(pred)}, out)
+
+
+def _print_report(result: dict, out: Path | None) -> None:
     if out:
         atomic_write_text(out, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    for key in ("overall", "by_language", "by_label", "by_source"):
+    for key in ("overall", "by_language", "by_label", "by_source", "by_model"):
+        table = Table(title=key)
+        columns = list(result[key][0]) if result[key] else []
+        for col in columns:
+            table.add_column(col)
         for row in result[key]:
-            console.print(key, row, highlight=False)
+            table.add_row(*("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+        console.print(table)
+    console.print(f"kind agreement on caught refusals: {result['kind_agreement']}")
 
 
 def register(app: typer.Typer) -> None:

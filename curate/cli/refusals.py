@@ -109,7 +109,7 @@ def _write_frame(df: pl.DataFrame, out: Path) -> None:
 def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
     table.add_column("subset", no_wrap=True, min_width=max(len(k) for k in metrics))
-    columns = ("n", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "kind_agreement", "undecided")
+    columns = ("n", "accuracy", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "kind_agreement", "undecided")
     for col in columns:
         table.add_column(col, justify="right")
     for name, m in metrics.items():

@@ -17,16 +17,20 @@ import polars as pl
 from curate.refusal.config import CLASSES, KINDS
 from curate.refusal.train import TrainParams, class_probabilities, fit, group_folds, reliability_table
 
-Split = Literal["model", "question"]
+Split = Literal["model", "question", "language"]
 
 
 def fold_assignment(df: pl.DataFrame, split: Split, folds: int, seed: int) -> np.ndarray:
-    if split == "model":
-        # Leave one model out: each model is its own fold.
-        names = sorted(set(df["model"].to_list()))
-        index = {m: i for i, m in enumerate(names)}
-        return np.array([index[m] for m in df["model"].to_list()])
-    return group_folds(df["source"] + "/" + df["question_id"], folds, seed)
+    """model: whole models per fold (folds=0: one model per fold, leave-one-model-out);
+    question: whole questions per fold; language: one language per fold (train on the others)."""
+    if split == "question":
+        return group_folds(df["source"] + "/" + df["question_id"], folds, seed)
+    column = "model" if split == "model" else "language"
+    if split == "model" and folds > 0:
+        return group_folds(df[column], folds, seed)
+    names = sorted(set(df[column].to_list()))
+    index = {m: i for i, m in enumerate(names)}
+    return np.array([index[m] for m in df[column].to_list()])
 
 
 def cross_validate(

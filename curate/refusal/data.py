@@ -11,6 +11,9 @@ with `label` one of CLASSES. How each source's labels map (docs/refusal.md, "Tra
 - data/refusal_eval (hand labels): its own kinds; only the `tune` split, and not its XSTest rows.
 - Argilla reviews (`reviews_training_rows`): reject with satisfaction 0-1 -> a refusal kind,
   accept -> answered.
+- Short views (`short_answer_views`): the first sentences (150-500 characters) of every public
+  `answered` reply, labelled answered. In the public data nearly every short reply refuses, so
+  without them a model learns "short means refusal" and flags brief factual answers.
 
 Reserved for independent evaluation and refused here by model name wherever it appears:
 every R1-family model (DeepSeek-R1 and variants, MAI-DS-R1, R1-1776, R1T chimeras).
@@ -117,6 +120,20 @@ def load_refusal_eval(path: Path = REFUSAL_EVAL_FILE, split: str = "tune") -> tu
                           "split": split}
 
 
+# The shortest run of whole sentences of 150-500 characters at the start of a reply.
+_LEADING_SENTENCES = r"(?s)^\s*(.{150,500}?[.!?。！？])(?:\s|$)"
+
+
+def short_answer_views(df: pl.DataFrame) -> pl.DataFrame:
+    """The opening sentences of each answered reply longer than the view, as extra answered rows.
+
+    A view keeps its reply's model and question, so held-out folds keep it with its reply.
+    """
+    answered = df.filter((pl.col("label") == "answered") & (pl.col("text").str.len_chars() > 600))
+    views = answered.with_columns(pl.col("text").str.extract(_LEADING_SENTENCES, 1).alias("text"))
+    return views.drop_nulls("text").with_columns((pl.col("source") + "/opening").alias("source"))
+
+
 def load_sources(sources: tuple[str, ...] = TRAIN_SOURCES) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Rows and manifest entries (path, sha256, rows used, reserved rows dropped) for `sources`."""
     frames, manifest = [], []
@@ -135,7 +152,8 @@ def load_sources(sources: tuple[str, ...] = TRAIN_SOURCES) -> tuple[pl.DataFrame
             manifest.extend(e | {"source": source} for e in entries)
         else:
             raise ValueError(f"unknown training source {source!r}; expected one of {ALL_SOURCES}")
-    return pl.concat(frames), manifest
+    public = pl.concat(frames)
+    return pl.concat([public, short_answer_views(public)]), manifest
 
 
 def check_training_frame(df: pl.DataFrame, origin: str) -> pl.DataFrame:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from curate.errors import CurateError
 from curate.refusal.config import CLASSES, KINDS
 from curate.refusal.data import check_training_frame, sha256_bytes
 from curate.refusal.model import ARTEFACT_NAME, TrainedDetector, card_path, prepare_texts, sha256_file
@@ -50,31 +53,34 @@ def _training_lines(df: pl.DataFrame, params: TrainParams) -> list[str]:
     return [lines[i] for i in order]
 
 
-def fit(df: pl.DataFrame, params: TrainParams, workdir: Path, name: str = ARTEFACT_NAME) -> Path:
-    """Train and quantize one fastText model on `df`; returns the .ftz path."""
-    # fasttext is imported here so that loading this module for the rules or judge modes stays light.
-    import fasttext
+# fastText (fasttext-numpy2 0.10.4) is deterministic only in a fresh process: a second training in
+# the same process gave other bytes, or stopped with "Encountered NaN", in 4 of 8 runs (measured,
+# docs/refusal.md). So every training runs in its own interpreter that imports nothing but fasttext,
+# with a fixed hash seed.
+_FIT_WORKER = """
+import json, sys
+import fasttext
+train_file, out_file, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = fasttext.train_supervised(train_file, thread=1, verbose=0, loss="softmax", **args["train"])
+model.quantize(input=train_file, qnorm=True, retrain=False, dsub=2, thread=1, verbose=0, **args["quantize"])
+model.save_model(out_file)
+"""
 
+
+def fit(df: pl.DataFrame, params: TrainParams, workdir: Path, name: str = ARTEFACT_NAME) -> Path:
+    """Train and quantize one fastText model on `df` (in a fresh process); returns the .ftz path."""
     workdir.mkdir(parents=True, exist_ok=True)
     train_file = workdir / f"{name}.train.txt"
     train_file.write_text("\n".join(_training_lines(df, params)) + "\n", encoding="utf-8")
-    lr = params.lr
-    while True:
-        try:
-            model = fasttext.train_supervised(
-                str(train_file), epoch=params.epoch, lr=lr, dim=params.dim, wordNgrams=params.word_ngrams,
-                minCount=params.min_count, bucket=params.bucket, seed=params.seed, thread=1, verbose=0, loss="softmax",
-            )
-            break
-        except RuntimeError as exc:
-            # fastText's SGD occasionally diverges ("Encountered NaN") for one data/lr pair; halving
-            # the rate is deterministic, so a rebuild still gives the same bytes.
-            if "NaN" not in str(exc) or lr < 0.01:
-                raise
-            lr /= 2
-    model.quantize(input=str(train_file), qnorm=True, retrain=False, cutoff=params.quantize_cutoff, dsub=2, thread=1, verbose=0)
     out = workdir / f"{name}.ftz"
-    model.save_model(str(out))
+    args = {"train": {"epoch": params.epoch, "lr": params.lr, "dim": params.dim, "wordNgrams": params.word_ngrams,
+                      "minCount": params.min_count, "bucket": params.bucket, "seed": params.seed},
+            "quantize": {"cutoff": params.quantize_cutoff}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONHASHSEED": "0"}
+    proc = subprocess.run([sys.executable, "-c", _FIT_WORKER, str(train_file), str(out), json.dumps(args)],
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0 or not out.is_file():
+        raise CurateError(f"fastText training failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     train_file.unlink()
     return out
 
@@ -140,9 +146,13 @@ def reliability_table(score: np.ndarray, truth: np.ndarray, bins: int = 10) -> l
 
 def train_detector(
     df: pl.DataFrame, manifest: list[dict[str, Any]], out_dir: Path, params: TrainParams | None = None,
-    name: str = ARTEFACT_NAME,
+    name: str = ARTEFACT_NAME, held_out_out: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, calibrate and write `<out_dir>/<name>.ftz` + `.json` atomically; returns the card."""
+    """Train, calibrate and write `<out_dir>/<name>.ftz` + `.json` atomically; returns the card.
+
+    The calibration's out-of-fold predictions are held out by model (folds grouped by model); with
+    `held_out_out` they are also written as Parquet (`curate refusal evaluate --from-training`).
+    """
     params = params or TrainParams()
     df = check_training_frame(df, "training data")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +164,12 @@ def train_detector(
         truth = (df["label"] != "answered").to_numpy()
         cal_x, cal_y = isotonic(raw, truth)
         calibrated = np.interp(raw, cal_x, cal_y)
+        if held_out_out is not None:
+            df.with_columns(
+                pl.Series("fold", folds), pl.Series("p_raw", raw), pl.Series("p_refusal", calibrated),
+                pl.Series("pred_kind", [KINDS[k] for k in probs[:, 1:].argmax(axis=1)], dtype=pl.String),
+                pl.Series("pred_refused", calibrated >= 0.5), (pl.col("label") != "answered").alias("gold_refused"),
+            ).write_parquet(held_out_out)
         model_file = fit(df, params, work / "final", name)
         card = {
             "name": name,
