@@ -72,7 +72,7 @@ def test_replies_longer_than_the_window_are_classified_from_head_and_tail():
     head, tail = detector.head_chars, detector.tail_chars
     middle = "The harvest figures were revised several times during the campaign. " * 200
     refusal = "I'm sorry, but I can't help with writing that. "
-    long_replies = [refusal + middle, middle + refusal, middle]
+    long_replies = [(refusal + middle).strip(), (middle + refusal).strip(), middle.strip()]
     cut = [t[:head] + " " + t[-tail:] for t in long_replies]
     full = classify_refusals(pl.DataFrame({"response": long_replies}), RefusalConfig())
     windowed = classify_refusals(pl.DataFrame({"response": cut}), RefusalConfig())

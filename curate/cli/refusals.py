@@ -108,12 +108,13 @@ def _write_frame(df: pl.DataFrame, out: Path) -> None:
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
-    table.add_column("subset", no_wrap=True, min_width=max(len(k) for k in metrics))
-    columns = ("n", "accuracy", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "kind_agreement", "undecided")
-    for col in columns:
-        table.add_column(col, justify="right")
+    table.add_column("subset", overflow="fold", max_width=34)
+    # tp/fp/fn/tn are in --json; the table keeps what fits a terminal.
+    columns = {"n": "n", "accuracy": "acc", "precision": "P", "recall": "R", "f1": "F1", "kind_agreement": "kind", "undecided": "undec"}
+    for header in columns.values():
+        table.add_column(header, justify="right")
     for name, m in metrics.items():
-        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
         table.add_row(name, *(fmt(m.get(k)) for k in columns))
     return table
 

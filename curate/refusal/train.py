@@ -144,6 +144,36 @@ def reliability_table(score: np.ndarray, truth: np.ndarray, bins: int = 10) -> l
     return rows
 
 
+def build_card(
+    df: pl.DataFrame, manifest: list[dict[str, Any]], params: TrainParams, name: str, model_file: Path, raw: np.ndarray,
+) -> dict[str, Any]:
+    """The model card; calibration and figures use real replies only (opening views train, never score)."""
+    truth = (df["label"] != "answered").to_numpy()
+    real = ~df["source"].str.ends_with("/opening").to_numpy()
+    cal_x, cal_y = isotonic(raw[real], truth[real])
+    calibrated = np.interp(raw[real], cal_x, cal_y)
+    return {
+        "name": name,
+        "classes": list(CLASSES),
+        "kinds": list(KINDS),
+        "sha256": sha256_file(model_file),
+        "size_bytes": model_file.stat().st_size,
+        "params": params.model_dump(),
+        "window": {"head_chars": params.head_chars, "tail_chars": params.tail_chars},
+        "calibration": {"method": "isotonic on out-of-fold P(refusal or evasion) of real replies, folds grouped by model",
+                        "x": cal_x, "y": cal_y},
+        "data": {"files": manifest, "rows": df.height,
+                 "rows_by_source_label": {f"{s}/{lab}": n for s, lab, n in
+                                          df.group_by("source", "label").len().sort("source", "label").iter_rows()},
+                 "rows_sha256": sha256_bytes("\n".join(_training_lines(df, params)).encode("utf-8"))},
+        "out_of_fold": {
+            "replies": int(real.sum()),
+            "accuracy_at_0.5": round(float(((calibrated >= 0.5) == truth[real]).mean()), 4),
+            "reliability": reliability_table(calibrated, truth[real]),
+        },
+    }
+
+
 def train_detector(
     df: pl.DataFrame, manifest: list[dict[str, Any]], out_dir: Path, params: TrainParams | None = None,
     name: str = ARTEFACT_NAME, held_out_out: Path | None = None,
@@ -151,7 +181,7 @@ def train_detector(
     """Train, calibrate and write `<out_dir>/<name>.ftz` + `.json` atomically; returns the card.
 
     The calibration's out-of-fold predictions are held out by model (folds grouped by model); with
-    `held_out_out` they are also written as Parquet (`curate refusal evaluate --from-training`).
+    `held_out_out` they are also written as Parquet (for `curate refusal report`).
     """
     params = params or TrainParams()
     df = check_training_frame(df, "training data")
@@ -161,35 +191,15 @@ def train_detector(
         folds = group_folds(df["model"], params.calibration_folds, params.seed)
         probs = held_out_predictions(df, params, folds, work / "cv")
         raw = 1.0 - probs[:, 0]
-        truth = (df["label"] != "answered").to_numpy()
-        cal_x, cal_y = isotonic(raw, truth)
-        calibrated = np.interp(raw, cal_x, cal_y)
+        model_file = fit(df, params, work / "final", name)
+        card = build_card(df, manifest, params, name, model_file, raw)
         if held_out_out is not None:
+            calibrated = np.interp(raw, card["calibration"]["x"], card["calibration"]["y"])
             df.with_columns(
                 pl.Series("fold", folds), pl.Series("p_raw", raw), pl.Series("p_refusal", calibrated),
                 pl.Series("pred_kind", [KINDS[k] for k in probs[:, 1:].argmax(axis=1)], dtype=pl.String),
                 pl.Series("pred_refused", calibrated >= 0.5), (pl.col("label") != "answered").alias("gold_refused"),
             ).write_parquet(held_out_out)
-        model_file = fit(df, params, work / "final", name)
-        card = {
-            "name": name,
-            "classes": list(CLASSES),
-            "kinds": list(KINDS),
-            "sha256": sha256_file(model_file),
-            "size_bytes": model_file.stat().st_size,
-            "params": params.model_dump(),
-            "window": {"head_chars": params.head_chars, "tail_chars": params.tail_chars},
-            "calibration": {"method": "isotonic on out-of-fold P(refusal or evasion), folds grouped by model",
-                            "x": cal_x, "y": cal_y},
-            "data": {"files": manifest, "rows": df.height,
-                     "rows_by_source_label": {f"{s}/{lab}": n for s, lab, n in
-                                              df.group_by("source", "label").len().sort("source", "label").iter_rows()},
-                     "rows_sha256": sha256_bytes("\n".join(_training_lines(df, params)).encode("utf-8"))},
-            "out_of_fold": {
-                "accuracy_at_0.5": round(float(((calibrated >= 0.5) == truth).mean()), 4),
-                "reliability": reliability_table(calibrated, truth),
-            },
-        }
         card_tmp = work / "final" / f"{name}.json"
         card_tmp.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         # The card goes last: a reader never finds a card that names a model file not yet there.
