@@ -96,5 +96,6 @@ def test_model_llm_cascade_against_the_local_model_judges_only_the_uncertain_ban
         out = classify_refusals(FRAME, band, endpoint=endpoint, cache=cache)
     judged = out["detector"].to_list()
     assert judged[2] == "llm" and out["judge_error"].is_null().all(), out["judge_error"].to_list()
-    assert [d for i, d in enumerate(judged) if i != 2 and scores[i] != scores[2]] == ["model"] * (len(judged) - 2)
+    assert scores[2] not in (scores[0], scores[1])
+    assert [judged[i] for i in (0, 1, 3)] == ["model"] * 3
     assert out["refused"][3] is None and out["no_verdict_reason"][3] == "empty reply"
