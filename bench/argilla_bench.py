@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from curate.review.client import ArgillaClient  # noqa: E402
 from curate.review.push import push_workspace, record_payloads, review_frame  # noqa: E402
 from curate.review.settings import ReviewSettings, load_review_settings  # noqa: E402
+from curate.tables import CANDIDATES  # noqa: E402
 from curate.workspace import Workspace  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def main() -> None:
             dataset = rg.Dataset(name=f"bench-sdk-{tag}", workspace=args.workspace, settings=sdk_settings(settings), client=sdk)
             dataset.create()
             results["sdk_client_and_dataset_s"] = round(time.perf_counter() - started, 2)
-            payloads = record_payloads(review_frame(ws.read("answers/candidates"), run="bench"), settings)
+            payloads = record_payloads(review_frame(ws.read(CANDIDATES), run="bench"), settings)
             records = [rg.Record(id=p["external_id"], fields=p["fields"], metadata=p["metadata"]) for p in payloads]
             started = time.perf_counter()
             dataset.records.log(records, batch_size=args.batch_size)

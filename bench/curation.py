@@ -20,9 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.stages.keywords import KeywordsConfig, _jieba, extract_keywords
+from curate.stages.keywords import KeywordsConfig, extract_keywords
 from curate.stages.translate import TranslateConfig, verify_translations
 from curate.text.langid import load_model
+from curate.text.tokenize import _jieba
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

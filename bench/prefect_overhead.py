@@ -60,21 +60,21 @@ def write_config(root: Path, seeds: Path, base_url: str, args: argparse.Namespac
 
 
 def run_plain(config_path: Path) -> float:
-    from curate.cli.refusals import blocked_config
+    """The same two stages through the runner, without Prefect."""
     from curate.config import load_config
-    from curate.llm.cache import LLMCache
     from curate.orchestrate import orchestration_config
-    from curate.stages.blocked import blocked_stage
-    from curate.stages.ingest import IngestStageConfig, ingest_stage
+    from curate.pipeline import stage
+    from curate.runner import Services, prepare, run_call
     from curate.workspace import Workspace
 
     started = time.perf_counter()
     cfg = load_config(config_path)
     ws = Workspace(cfg.workspace_path)
     sources = [Path(p) for p in orchestration_config(cfg).seeds]
-    with ws.locked(), LLMCache.for_workspace(ws.root) as cache:
-        ws.run_stage("ingest", ingest_stage, inputs={"sources": sources}, config=IngestStageConfig(ingest=cfg.ingest, langid=cfg.langid))
-        ws.run_stage("blocked", blocked_stage, inputs={"seeds": "ingest/seeds"}, config=blocked_config(cfg), cache=cache)
+    with ws.locked(), Services(ws, cfg) as services:
+        for name in ("ingest", "blocked"):
+            call, _ = prepare(stage(name), cfg, ws, services, have=ws.has_table, sources=sources)
+            run_call(ws, call)
     return time.perf_counter() - started
 
 

@@ -10,16 +10,19 @@ Secrets never live in the file: a section names the *environment variable* that 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from curate.errors import ConfigError
+from curate.text.languages import check_language_codes
 
 ENV_PREFIX = "CURATE__"
 DEFAULT_CONFIG_FILE = "curate.toml"
@@ -59,14 +62,14 @@ class EndpointConfig(Section):
     base_url: str = "http://127.0.0.1:8080/v1"
     model: str = "local"
     api_key_env: str = Field(default="CURATE_LLM_API_KEY", description="Environment variable holding the key.")
-    timeout_s: float = 120.0
+    timeout_s: float = Field(default=120.0, gt=0)
     max_concurrency: int = Field(default=16, ge=1)
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 1024
+    temperature: float = Field(default=0.6, ge=0, le=2)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=1024, ge=1)
     structured_output: Literal["auto", "json_schema", "off"] = "auto"
 
     def api_key(self) -> str | None:
@@ -82,7 +85,7 @@ class ArgillaConfig(Section):
 
 class Config(Section):
     workspace: str = "workspace"
-    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES), min_length=1)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     llm: EndpointConfig = Field(default_factory=EndpointConfig)
@@ -93,9 +96,18 @@ class Config(Section):
         default_factory=dict, description="Per model: usd_per_1m_prompt_tokens, usd_per_1m_completion_tokens."
     )
 
+    _source: Path | None = PrivateAttr(default=None)
+
+    _known_languages = field_validator("languages")(check_language_codes)
+
     @property
     def workspace_path(self) -> Path:
         return Path(self.workspace)
+
+    @property
+    def source(self) -> Path | None:
+        """The config file this was loaded from (None: defaults and environment only)."""
+        return self._source
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -152,23 +164,76 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         _reject_secrets(tree, file)
     tree = _merge(tree, _env_overrides(environ))
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
+        problems = "; ".join(describe_error(err, Config) for err in exc.errors(include_url=False))
         raise ConfigError(f"{file if file.exists() else 'config'}: {problems}") from exc
+    config._source = file if file.exists() else None
+    return config
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """'; did you mean 'x'?' when a known name is close to `name`, else the known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f" (known: {', '.join(known)})" if known else ""
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The field names of the (nested) model at `loc` below `model`."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        nested = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+# Settings whose name changed: old dotted name -> new one. The old name is an error naming the new.
+RENAMED: dict[str, str] = {}
+
+
+def describe_error(err: Any, model: type[BaseModel], where: str = "") -> str:
+    """One pydantic error as `where.key: message`, an unknown key with a "did you mean"."""
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join([where, *loc] if where else loc)
+    if err["type"] == "extra_forbidden":
+        if dotted in RENAMED:
+            return f"{dotted}: renamed to '{RENAMED[dotted]}'"
+        return f"{dotted}: unknown key{did_you_mean(loc[-1], _fields_at(model, loc[:-1]))}"
+    return f"{dotted}: {err['msg']}"
+
+
+def validate_section(model: type[BaseModel], raw: dict[str, Any], where: str, source: Path | None = None) -> Any:
+    """`raw` validated by `model`; an error names the config file and each bad `where.key`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(describe_error(err, model, where) for err in exc.errors(include_url=False))
+        raise ConfigError(f"{source or 'config'}: {problems}") from exc
 
 
 def stage_config(config: Config, name: str, model: type[BaseModel]) -> BaseModel:
     """Validate `[stages.<name>]` against the stage's own config model."""
-    try:
-        return model.model_validate(config.stages.get(name, {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"stages.{name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ConfigError(problems) from exc
+    return validate_section(model, config.stages.get(name, {}), f"stages.{name}", config.source)
+
+
+def with_endpoint_defaults(llm: EndpointConfig, raw: dict[str, Any], *keys: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A stage's raw settings with each endpoint under `keys` (and under `optional` ones that are
+    set) filled in from `[llm]` where the stage leaves a field unset."""
+    raw = dict(raw)
+    base = llm.model_dump()
+    for key in keys:
+        raw[key] = base | dict(raw.get(key) or {})
+    for key in optional:
+        if raw.get(key) is not None:
+            raw[key] = base | dict(raw[key])
+    return raw
 
 
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:

@@ -3,9 +3,9 @@ a global concurrency limit around LLM work, and fan-out of a stage's rows by sha
 
 Stages stay plain functions (see curate.workspace); this module only decides *where* they run:
 
-- `run_stage_task` runs one stage through `Workspace.run_stage` (skip-if-unchanged, atomic
+- `run_stage_task` runs one declared stage (see curate.runner) (skip-if-unchanged, atomic
   Parquet + manifest) as a Prefect task with retries.
-- A stage whose rows are independent can be fanned out: its main input is cut into contiguous
+- A stage that declares `shard_by` is fanned out (curate.shards): its main input is cut into contiguous
   shards of `shard_size` rows, one Prefect task run per shard (so 100k questions are ~50 task
   runs, not 100k), on the configured task runner (threads, processes or Dask). Each finished
   shard is checkpointed under the stage folder, so a run killed mid-stage resumes with the
@@ -18,26 +18,20 @@ Stages stay plain functions (see curate.workspace); this module only decides *wh
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
-import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, stage_config
-from curate.errors import ConfigError, CurateError
-from curate.progress import progress_bar
-from curate.workspace import StageOutput, StageResult, Workspace, atomic_write_json, atomic_write_parquet
-
-CURATION_STAGES = ("ingest", "blocked", "keywords", "questions", "translate", "dedupe", "answers", "review_push")
-SHARDS_DIR = ".shards"
-DONE = "done.json"
+from curate.pipeline import STEPS
+from curate.runner import StageCall, run_call, summarize_result
+from curate.shards import SHARDS_DIR, ShardCheckpoints, map_shards
+from curate.tasks import prefect_task
+from curate.workspace import StageResult, Workspace
 
 
 class OrchestrationConfig(BaseModel):
@@ -69,9 +63,9 @@ class OrchestrationConfig(BaseModel):
     @field_validator("skip")
     @classmethod
     def _known_stages(cls, skip: list[str]) -> list[str]:
-        unknown = [s for s in skip if s not in CURATION_STAGES]
+        unknown = [s for s in skip if s not in STEPS]
         if unknown or "ingest" in skip:
-            raise ValueError(f"cannot skip {unknown or ['ingest']}; stages that can be skipped: {', '.join(CURATION_STAGES[1:])}")
+            raise ValueError(f"cannot skip {unknown or ['ingest']}; stages that can be skipped: {', '.join(STEPS[1:])}")
         return skip
 
     def runner_workers(self) -> int:
@@ -107,194 +101,6 @@ def make_task_runner(cfg: OrchestrationConfig):
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)
 
 
-# -- shards ---------------------------------------------------------------------------------------
-def shard_frame(df: pl.DataFrame, shard_size: int) -> list[pl.DataFrame]:
-    """Contiguous slices of `shard_size` rows; the same frame always gives the same shards."""
-    if shard_size < 1:
-        raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
-    if df.height == 0:
-        return [df]
-    return [df.slice(offset, shard_size) for offset in range(0, df.height, shard_size)]
-
-
-def _as_output(result: StageOutput | Mapping[str, pl.DataFrame]) -> StageOutput:
-    return result if isinstance(result, StageOutput) else StageOutput(tables=dict(result))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts add up across shards (nested dicts too); anything else keeps the first shard's value."""
-    merged: dict[str, Any] = {}
-    for report in reports:
-        for key, value in report.items():
-            if key not in merged:
-                merged[key] = value
-            elif _is_number(value) and _is_number(merged[key]):
-                merged[key] += value
-            elif isinstance(value, dict) and isinstance(merged[key], dict):
-                merged[key] = _merge_reports([merged[key], value])
-    return merged
-
-
-@dataclass
-class ShardCheckpoints:
-    """Finished shards of one stage attempt, keyed by the stage fingerprint and shard size."""
-
-    folder: Path
-
-    def shard_dir(self, index: int) -> Path:
-        return self.folder / f"{index:06d}"
-
-    def load(self, index: int) -> StageOutput | None:
-        done = self.shard_dir(index) / DONE
-        if not done.exists():
-            return None
-        meta = json.loads(done.read_text(encoding="utf-8"))
-        tables = {t: pl.read_parquet(self.shard_dir(index) / f"{t}.parquet") for t in meta["tables"]}
-        return StageOutput(tables=tables, report=meta.get("report", {}))
-
-    def save(self, index: int, output: StageOutput) -> None:
-        folder = self.shard_dir(index)
-        for table, df in output.tables.items():
-            atomic_write_parquet(folder / f"{table}.parquet", df)
-        # The marker goes last: a shard without it is recomputed, never half-read.
-        atomic_write_json(folder / DONE, {"tables": sorted(output.tables), "report": output.report})
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder.parent, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class _CacheAt:
-    """An LLM cache by path: SQLite connections cannot be pickled to worker processes or Dask."""
-
-    path: Path
-
-
-def _portable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    from curate.llm.cache import LLMCache
-
-    return {k: _CacheAt(v.path) if isinstance(v, LLMCache) else v for k, v in kwargs.items()}
-
-
-def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any]) -> StageOutput:
-    opened = {k: v for k, v in kwargs.items() if isinstance(v, _CacheAt)}
-    if opened:
-        from curate.llm.cache import LLMCache
-
-        opened = {k: LLMCache(v.path) for k, v in opened.items()}
-    try:
-        return _as_output(func(**{shard_input: shard}, **{**kwargs, **opened}))
-    finally:
-        for cache in opened.values():
-            cache.close()
-
-
-def _shard_task(retries: int, retry_delay_s: float):
-    from prefect import task
-    from prefect.cache_policies import NONE
-
-    # Shard outputs are persisted by ShardCheckpoints, not by Prefect; hashing frames for Prefect's
-    # cache would cost more than the work in cheap stages.
-    return task(
-        _run_shard, name="shard", cache_policy=NONE, persist_result=False, retries=retries, retry_delay_seconds=retry_delay_s,
-        retry_condition_fn=retry_unless_user_error,
-    )
-
-
-def map_shards(
-    func: Callable[..., StageOutput | dict[str, pl.DataFrame]],
-    frame: pl.DataFrame,
-    *,
-    shard_input: str,
-    kwargs: Mapping[str, Any] | None = None,
-    shard_size: int,
-    runner=None,
-    checkpoints: ShardCheckpoints | None = None,
-    max_in_flight: int | None = None,
-    retries: int = 0,
-    retry_delay_s: float = 0.0,
-    stage: str = "stage",
-    progress: bool = False,
-) -> StageOutput:
-    """Apply a row-independent stage to `frame` shard by shard and concatenate, in input order.
-
-    With `runner` (a Prefect task runner that is already started) each shard is one task run;
-    without it the shards run here, one after another (a plain function call, no Prefect).
-    """
-    kwargs = dict(kwargs or {})
-    shards = shard_frame(frame, shard_size)
-    outputs: dict[int, StageOutput] = {}
-    if checkpoints is not None:
-        for i in range(len(shards)):
-            if (done := checkpoints.load(i)) is not None:
-                outputs[i] = done
-    resumed = len(outputs)
-    todo = [i for i in range(len(shards)) if i not in outputs]
-
-    def finished(i: int, out: StageOutput) -> None:
-        outputs[i] = out
-        if checkpoints is not None:
-            checkpoints.save(i, out)
-
-    with progress_bar(f"{stage} shards", len(shards), enabled=progress) as advance:
-        advance(resumed)
-        if runner is None:
-            for i in todo:
-                finished(i, _run_shard(func, shard_input, shards[i], kwargs))
-                advance(1)
-        else:
-            from prefect.futures import as_completed
-            from prefect.task_runners import ThreadPoolTaskRunner
-
-            shard_task = _shard_task(retries, retry_delay_s)
-            if not isinstance(runner, ThreadPoolTaskRunner):
-                kwargs = _portable(kwargs)
-
-            def submit(i: int):
-                return runner.submit(
-                    shard_task.with_options(task_run_name=f"{stage}[{i}/{len(shards)}]"),
-                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs},
-                )
-
-            # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the
-            # slots the stage holds, and memory when a run has many shards.
-            limit = max_in_flight or len(todo) or 1
-            queue = list(todo)
-            pending = {submit(i): i for i in queue[:limit]}
-            queue = queue[limit:]
-            # Checkpoint each shard as soon as it lands, in the flow process: workers need no
-            # access to the workspace folder, and a kill loses only the shards in flight.
-            while pending:
-                future = next(as_completed(list(pending)))
-                finished(pending.pop(future), future.result())
-                advance(1)
-                if queue:
-                    pending[submit(queue[0])] = queue[0]
-                    queue = queue[1:]
-
-    tables: dict[str, list[pl.DataFrame]] = {}
-    for i in range(len(shards)):
-        for table, df in outputs[i].tables.items():
-            tables.setdefault(table, []).append(df)
-    merged = {t: pl.concat(dfs, how="diagonal_relaxed") if len(dfs) > 1 else dfs[0] for t, dfs in tables.items()}
-    report = _merge_reports([outputs[i].report for i in range(len(shards))])
-    report["shards"] = {"total": len(shards), "resumed": resumed, "shard_size": shard_size}
-    return StageOutput(tables=merged, report=report)
-
-
-def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: bad input or config fails the same way every time, so it is not retried."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # the failure's payload is unreadable: retrying is the safe side
-        return True
-    return not isinstance(exc, CurateError)
-
-
 # -- LLM concurrency ------------------------------------------------------------------------------
 def ensure_llm_limit(cfg: OrchestrationConfig) -> None:
     """Create or update the Prefect global concurrency limit that LLM shards hold."""
@@ -322,95 +128,77 @@ def llm_slot(limit_name: str | None, occupy: int = 1, lease_s: float = 60):
 
 
 # -- stage tasks ----------------------------------------------------------------------------------
-@dataclass
-class StageSpec:
-    """How a flow runs one library stage: the function, its inputs and config, and whether it fans out."""
+def partitions_as_tasks(runner: Any, cfg: OrchestrationConfig, stage: str) -> Callable[[Callable[..., Any], list[dict[str, Any]]], list[Any]]:
+    """A `map_partitions` for stages that split their work into partitions (dedupe): each
+    partition one task run on `runner`, results in job order."""
 
-    name: str
-    func: Callable[..., StageOutput | dict[str, pl.DataFrame]]
-    inputs: dict[str, str | Path | list[Path]] = field(default_factory=dict)
-    config: BaseModel | None = None
-    version: str = "1"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    shard_input: str | None = None  # the input whose rows are independent: fan out over it
-    progress_input: str | None = None  # the input whose rows the stage's `progress` callback counts
-    uses_llm: bool = False
+    def map_as_tasks(fn: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[Any]:
+        partition_task = prefect_task(fn, f"{stage}-partition", retries=cfg.retries, retry_delay_s=cfg.retry_delay_s)
+        futures = [
+            runner.submit(partition_task.with_options(task_run_name=f"{stage}[{job['key']}]"), parameters=job)
+            for job in jobs
+        ]
+        return [f.result() for f in futures]
 
-
-def summarize_result(result: StageResult) -> dict[str, Any]:
-    return {
-        "stage": result.stage,
-        "skipped": result.skipped,
-        "rows": result.rows,
-        "duration_s": result.manifest.get("duration_s"),
-        "shards": (result.manifest.get("report") or {}).get("shards"),
-    }
+    return map_as_tasks
 
 
 def execute_stage(
     ws: Workspace,
-    spec: StageSpec,
+    call: StageCall,
     cfg: OrchestrationConfig,
     *,
     runner=None,
     force: bool = False,
     progress: bool = False,
 ) -> StageResult:
-    """Run one stage in `ws`: skipped if unchanged, fanned out by shard when the spec says so."""
-    fp = ws.fingerprint(spec.name, spec.version, spec.config, spec.inputs)["fingerprint"]
+    """Run one stage in `ws`: skipped if unchanged; with a task runner, fanned out by shard (or
+    by partition) when the stage declares it, holding LLM slots while an LLM stage runs."""
     # An unchanged stage is skipped by run_stage; it must not wait for LLM slots first.
-    fresh = not force and ws.is_fresh(spec.name, fp)
-    llm_limit = cfg.llm_limit_name if spec.uses_llm and runner is not None and not fresh else None
+    fresh = not force and ws.is_fresh(call.name, call.fingerprint(ws))
+    llm_limit = cfg.llm_limit_name if call.uses_llm and runner is not None and not fresh else None
     # Shards the stage keeps in flight, and so the LLM slots it holds while it runs.
     in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
-    if spec.shard_input is None:
-        func = spec.func
-        if spec.progress_input is not None:
-
-            def func(**args: Any) -> StageOutput | dict[str, pl.DataFrame]:
-                total = args[spec.progress_input].height
-                with progress_bar(spec.name, total, enabled=progress) as advance:
-                    return spec.func(**args, progress=advance)
-
+    shard_by = call.stage.shard_by if runner is not None else None
+    if shard_by is None:
+        extra: dict[str, Any] = {}
+        if runner is not None and "map_partitions" in inspect.signature(call.stage.run).parameters:
+            extra["map_partitions"] = partitions_as_tasks(runner, cfg, call.name)
         with llm_slot(llm_limit, 1, cfg.llm_lease_s):
-            return ws.run_stage(spec.name, func, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
+            # No progress bar for partitions: a bar cannot follow a task into another process.
+            return run_call(ws, call, force=force, progress=progress and not extra, **extra)
 
-    checkpoints = ShardCheckpoints(ws.stage_dir(spec.name) / SHARDS_DIR / f"{fp}-{cfg.shard_size}")
+    checkpoints = ShardCheckpoints(ws.stage_dir(call.name) / SHARDS_DIR / f"{call.fingerprint(ws)}-{cfg.shard_size}")
     if force:
         checkpoints.clear()
 
-    def fanned_out(**args: Any) -> StageOutput:
-        frame = args.pop(spec.shard_input)
+    def fanned_out(**args: Any) -> Any:
+        frame = args.pop(shard_by)
         return map_shards(
-            spec.func, frame, shard_input=spec.shard_input, kwargs=args, shard_size=cfg.shard_size, runner=runner,
+            call.stage.run, frame, shard_input=shard_by, kwargs=args, shard_size=cfg.shard_size, runner=runner,
             checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
-            stage=spec.name, progress=progress,
+            stage=call.name, progress=progress,
         )
 
     with llm_slot(llm_limit, in_flight or 1, cfg.llm_lease_s):
-        result = ws.run_stage(spec.name, fanned_out, inputs=spec.inputs, config=spec.config, version=spec.version, force=force, **spec.kwargs)
+        result = ws.run_stage(call.name, fanned_out, inputs=call.inputs, config=call.settings, version=call.version,
+                              files=call.files, force=force, **call.kwargs)
     checkpoints.clear()
     return result
 
 
-def run_stage_task(ws: Workspace, spec: StageSpec, cfg: OrchestrationConfig, *, runner=None, force: bool = False) -> dict[str, Any]:
+def run_stage_task(ws: Workspace, call: StageCall, cfg: OrchestrationConfig, *, runner=None, force: bool = False) -> dict[str, Any]:
     """`execute_stage` as a Prefect task run named after the stage, with the configured retries."""
-    from prefect import task
-    from prefect.cache_policies import NONE
 
-    @task(
-        name=spec.name, cache_policy=NONE, persist_result=False, retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_s,
-        retry_condition_fn=retry_unless_user_error,
-    )
-    def stage(ws: Workspace, spec: StageSpec, force: bool) -> dict[str, Any]:
-        from prefect import get_run_logger
+    def stage(ws: Workspace, call: StageCall, force: bool) -> dict[str, Any]:
+        from prefect import get_run_logger  # Prefect is heavy to import; only flows get here
 
-        summary = summarize_result(execute_stage(ws, spec, cfg, runner=runner, force=force, progress=_interactive()))
+        summary = summarize_result(execute_stage(ws, call, cfg, runner=runner, force=force, progress=_interactive()))
         rows = ", ".join(f"{t}={n}" for t, n in summary["rows"].items())
-        get_run_logger().info("%s: %s %s", spec.name, "skipped (unchanged)" if summary["skipped"] else "done", rows)
+        get_run_logger().info("%s: %s %s", call.name, "skipped (unchanged)" if summary["skipped"] else "done", rows)
         return summary
 
-    return stage(ws, spec, force)
+    return prefect_task(stage, call.name, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s)(ws, call, force)
 
 
 def _interactive() -> bool:
@@ -422,40 +210,3 @@ def flow_runner(cfg: OrchestrationConfig) -> Iterator[Any]:
     """Start the configured task runner for the fan-out of one flow run."""
     with make_task_runner(cfg) as runner:
         yield runner
-
-
-# -- dedupe partitions ----------------------------------------------------------------------------
-def dedupe_fanned_out(
-    translations: pl.DataFrame,
-    config: BaseModel,
-    *,
-    cache_dir: Path | None = None,
-    progress: Any = None,
-    runner: Any = None,
-    retries: int = 0,
-    retry_delay_s: float = 0.0,
-) -> StageOutput:
-    """`curate.stages.dedupe.dedupe_stage` with each partition (a language, or all rows when matching
-    across languages) embedded and clustered in its own task run on `runner`; same tables."""
-    from curate.stages.dedupe import dedupe_stage
-
-    if runner is None:
-        return dedupe_stage(translations, config, cache_dir=cache_dir, progress=progress)
-    from prefect import task
-    from prefect.cache_policies import NONE
-
-    def map_as_tasks(fn: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[Any]:
-        partition_task = task(
-            fn, name="dedupe-partition", cache_policy=NONE, persist_result=False, retries=retries,
-            retry_delay_seconds=retry_delay_s, retry_condition_fn=retry_unless_user_error,
-        )
-        futures = [
-            runner.submit(partition_task.with_options(task_run_name=f"dedupe[{job['key']}]"), parameters=job)
-            for job in jobs
-        ]
-        return [f.result() for f in futures]
-
-    # No progress: a bar cannot follow a task into another process or Dask worker.
-    output = dedupe_stage(translations, config, cache_dir=cache_dir, map_partitions=map_as_tasks)
-    output.report["dedupe"]["fanned_out_partitions"] = len(output.report["dedupe"]["partitions"])
-    return output

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from curate.config import config_hash
 from curate.errors import CurateError
 from curate.secrets import redact
+from curate.tables import TableRef
 
 MANIFEST = "manifest.json"
 FAILURE = "failed.json"
@@ -164,13 +165,19 @@ class Workspace:
             return []
         return sorted(p.name for p in base.iterdir() if (p / MANIFEST).exists() or (p / FAILURE).exists())
 
-    def read(self, ref: str) -> pl.DataFrame:
+    def read(self, ref: str | TableRef) -> pl.DataFrame:
         """Read a table by `stage/table` reference."""
-        stage, table = ref.split("/", 1)
-        path = self.table_path(stage, table)
+        ref = TableRef.parse(ref)
+        path = self.table_path(ref.stage, ref.table)
         if not path.exists():
-            raise CurateError(f"table '{ref}' does not exist in {self.root}; run stage '{stage}' first")
+            raise CurateError(f"table '{ref}' does not exist in {self.root}; run stage '{ref.stage}' first")
         return pl.read_parquet(path)
+
+    def has_table(self, ref: str | TableRef) -> bool:
+        """Whether the last run of the table's stage completed and wrote it."""
+        ref = TableRef.parse(ref)
+        manifest = self.manifest(ref.stage)
+        return bool(manifest and manifest.get("status") == "complete" and ref.table in manifest.get("outputs", {}))
 
     # -- locking ---------------------------------------------------------------------------
     @contextmanager
@@ -203,17 +210,24 @@ class Workspace:
             if not ref.exists():
                 raise CurateError(f"{ref}: input not found")
             return sha256_path(ref)
-        stage, table = ref.split("/", 1)
-        manifest = self.manifest(stage)
-        if not manifest or manifest.get("status") != "complete" or table not in manifest["outputs"]:
-            raise CurateError(f"input '{ref}' is missing in {self.root}; run stage '{stage}' first")
-        return manifest["outputs"][table]["sha256"]
+        table = TableRef.parse(ref)
+        if not self.has_table(table):
+            raise CurateError(f"input '{table}' is missing in {self.root}; run stage '{table.stage}' first")
+        return (self.manifest(table.stage) or {})["outputs"][table.table]["sha256"]
 
-    def fingerprint(self, stage: str, version: str, config: BaseModel | None, inputs: Mapping[str, str | Path | list[Path]]) -> dict:
+    def fingerprint(
+        self, stage: str, version: str, config: BaseModel | None, inputs: Mapping[str, str | Path | list[Path]],
+        files: Mapping[str, str] | None = None,
+    ) -> dict:
+        """The stage's identity for this run: name, version, config, input tables and `files` (path ->
+        content identity of each file the stage depends on: templates, rules, stoplists, models)."""
         input_hashes = {name: self._input_hash(ref) for name, ref in sorted(inputs.items())}
         cfg_hash = config_hash(config) if config is not None else "none"
-        digest = hashlib.sha256(json.dumps([stage, version, cfg_hash, input_hashes]).encode()).hexdigest()[:16]
-        return {"fingerprint": digest, "config_hash": cfg_hash, "inputs": input_hashes}
+        parts: list[Any] = [stage, version, cfg_hash, input_hashes]
+        if files:
+            parts.append(dict(sorted(files.items())))
+        digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        return {"fingerprint": digest, "config_hash": cfg_hash, "inputs": input_hashes} | ({"files": dict(files)} if files else {})
 
     def is_fresh(self, stage: str, fingerprint: str) -> bool:
         manifest = self.manifest(stage)
@@ -233,6 +247,7 @@ class Workspace:
         inputs: Mapping[str, str | Path | list[Path]] | None = None,
         config: BaseModel | None = None,
         version: str = "1",
+        files: Mapping[str, str] | None = None,
         force: bool = False,
         **kwargs: Any,
     ) -> StageResult:
@@ -243,7 +258,7 @@ class Workspace:
         so they must not change its output (clients, progress callbacks).
         """
         inputs = dict(inputs or {})
-        fp = self.fingerprint(stage, version, config, inputs)
+        fp = self.fingerprint(stage, version, config, inputs, files)
         if not force and self.is_fresh(stage, fp["fingerprint"]):
             manifest = self.manifest(stage) or {}
             # Inputs are back to those of the good run, so an earlier failure no longer applies.

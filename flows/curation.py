@@ -1,9 +1,8 @@
-"""The curation flow: ingest -> blocked detection -> keywords -> questions -> translations ->
-dedupe -> answers -> review push.
+"""The curation flow: the stages of `curate.pipeline.CURATION` in order, then review push.
 
-Each stage is a library function run through `Workspace.run_stage` (skipped when its inputs and
-config are unchanged) as a Prefect task with retries. Stages whose rows are independent fan out
-by shard on the configured task runner; LLM stages hold slots of a Prefect global concurrency
+Each stage runs through the one runner (curate.runner: skipped when its inputs, config and
+files are unchanged) as a Prefect task with retries. Stages that declare `shard_by` fan out by
+shard on the configured task runner; LLM stages hold slots of a Prefect global concurrency
 limit. After the answers, new or changed candidates are pushed to Argilla for review.
 """
 
@@ -12,21 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 
 from curate.config import Config, load_config
 from curate.errors import ConfigError
-from curate.orchestrate import (
-    OrchestrationConfig,
-    ensure_llm_limit,
-    flow_runner,
-    orchestration_config,
-    retry_unless_user_error,
-    run_stage_task,
-)
+from curate.orchestrate import OrchestrationConfig, ensure_llm_limit, flow_runner, orchestration_config, run_stage_task
+from curate.pipeline import REVIEW_PUSH, STEPS
+from curate.review.sync import push_for_review
+from curate.runner import Services, run_pipeline
+from curate.tasks import prefect_task
+from curate.validate import check_config
 from curate.workspace import Workspace
-from flows.stages import CURATION_STAGES, curation_specs, push_for_review
 
 
 def seed_paths(seeds: list[str] | None, orch: OrchestrationConfig) -> list[Path]:
@@ -37,12 +32,21 @@ def seed_paths(seeds: list[str] | None, orch: OrchestrationConfig) -> list[Path]
 
 
 def check_run_args(config_path: str | None, seeds: list[str] | None, until: str | None) -> tuple[Config, OrchestrationConfig, list[Path]]:
-    """The loaded config and seed paths, or a clear error before any Prefect run starts."""
-    if until is not None and until not in CURATION_STAGES:
-        raise ConfigError(f"until: unknown stage '{until}' (one of {', '.join(CURATION_STAGES)})")
-    cfg = load_config(config_path)
+    """The loaded config (checked whole) and seed paths, or a clear error before any Prefect run starts."""
+    if until is not None and until not in STEPS:
+        raise ConfigError(f"until: unknown stage '{until}' (one of {', '.join(STEPS)})")
+    cfg = check_config(load_config(config_path))
     orch = orchestration_config(cfg)
     return cfg, orch, seed_paths(seeds, orch)
+
+
+def review_push(cfg: Config, ws: Workspace) -> dict[str, Any]:
+    """Send new or changed candidates for review; a stage-like summary for the run's table."""
+    report = push_for_review(cfg, ws)
+    return {
+        "stage": REVIEW_PUSH, "skipped": report.pushed == 0, "rows": {"pushed": report.pushed},
+        "duration_s": report.seconds, "shards": None, "report": report.as_dict() | {"argilla_url": cfg.argilla.api_url},
+    }
 
 
 @flow(name="curation", log_prints=True)
@@ -55,21 +59,20 @@ def curation_flow(
     """Run every curation stage in order (through `until`); unchanged stages are skipped."""
     cfg, orch, sources = check_run_args(config_path, seeds, until)
     ws = Workspace(cfg.workspace_path.resolve())
+    cfg = cfg.model_copy(update={"workspace": str(ws.root)})
     logger = get_run_logger()
     logger.info("workspace %s, seeds %s, task runner %s", ws.root, [str(p) for p in sources], orch.task_runner)
     ensure_llm_limit(orch)
 
-    summaries: list[dict[str, Any]] = []
-    with ws.locked(timeout=orch.lock_timeout_s), flow_runner(orch) as runner:
-        for spec in curation_specs(cfg, ws, sources, orch=orch, runner=runner, until=until):
-            summaries.append(run_stage_task(ws, spec, orch, runner=runner, force=force))
-        wants_push = until in (None, "review_push") and "review_push" not in orch.skip
+    with ws.locked(timeout=orch.lock_timeout_s), flow_runner(orch) as runner, Services(ws, cfg) as services:
+        summaries = list(run_pipeline(
+            cfg, ws, services, lambda call: run_stage_task(ws, call, orch, runner=runner, force=force),
+            sources=sources, until=until, skip=orch.skip,
+        ))
+        wants_push = until in (None, REVIEW_PUSH) and REVIEW_PUSH not in orch.skip
         if wants_push and any(s["stage"] == "answers" for s in summaries):
-            push = task(
-                push_for_review, name="review_push", cache_policy=NONE, persist_result=False, retries=orch.retries,
-                retry_delay_seconds=orch.retry_delay_s, retry_condition_fn=retry_unless_user_error,
-            )
-            summaries.append(push(cfg.model_copy(update={"workspace": str(ws.root)}), ws))
+            push = prefect_task(review_push, REVIEW_PUSH, retries=orch.retries, retry_delay_s=orch.retry_delay_s)
+            summaries.append(push(cfg, ws))
             logger.info("review push: %s", summaries[-1]["report"])
     return summaries
 

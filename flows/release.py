@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from curate.config import load_config
+from curate.release.create import create_release, release_config, store_uri
+from curate.tasks import prefect_task
+from curate.validate import check_config
 
 
-@task(name="release", cache_policy=NONE, persist_result=False)
-def commit_release(
+def build_release(
     config_path: str | None, tags: list[str], notes: str | None, force: bool, draft: bool | None = None
 ) -> dict[str, Any]:
-    from curate.release.create import create_release, release_config, store_uri
-
-    cfg = load_config(config_path)
+    """Commit the reviewed rows as a release; a summary for the flow's result."""
+    cfg = check_config(load_config(config_path))
     result = create_release(
         cfg, tags=tags, flow_run_ids=[str(flow_run.id)] if flow_run.id else [], force=force, notes=notes, draft=draft
     )
@@ -28,6 +28,9 @@ def commit_release(
         "draft": m.get("draft", False), "pending_rows": m.get("pending_rows", 0),
         "unreviewed_rows": m.get("unreviewed_rows", 0),
     }
+
+
+commit_release = prefect_task(build_release, "release")
 
 
 @flow(name="release", log_prints=True)

@@ -14,14 +14,8 @@ from typer.testing import CliRunner
 from curate.cli import app
 from curate.config import load_config
 from curate.errors import ConfigError, CurateError
-from curate.orchestrate import (
-    OrchestrationConfig,
-    ShardCheckpoints,
-    make_task_runner,
-    map_shards,
-    orchestration_config,
-    shard_frame,
-)
+from curate.orchestrate import OrchestrationConfig, make_task_runner, orchestration_config, partitions_as_tasks
+from curate.shards import ShardCheckpoints, map_shards, shard_frame
 from curate.text.langid import detect_languages
 from curate.workspace import StageOutput, Workspace
 
@@ -261,8 +255,11 @@ def test_dask_local_cluster_with_two_workers_fans_out_language_id():
 def test_dedupe_partitions_fanned_out_as_tasks_match_the_library_stage(tmp_path):
     from prefect import flow
 
-    from curate.orchestrate import dedupe_fanned_out
     from curate.stages.dedupe import DedupeConfig, dedupe_stage
+
+    def dedupe_fanned_out(translations, config, *, cache_dir, runner):
+        orch = OrchestrationConfig(max_workers=2)
+        return dedupe_stage(translations, config, cache_dir=cache_dir, map_partitions=partitions_as_tasks(runner, orch, "dedupe"))
 
     texts = {
         "en": ["What happened at Tiananmen Square in 1989?", "What happened in Tiananmen Square in 1989?",

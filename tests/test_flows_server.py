@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from curate.workspace import Workspace
 from tests.fault_server import FaultConfig, FaultServer
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,11 +78,11 @@ def test_killed_flow_resumes_without_lost_or_duplicated_rows_then_reruns_only_ne
 
     # 1. Start the flow and kill -9 it once some shards of the LLM stage are checkpointed.
     proc = subprocess.Popen(run, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while done_shards(ws_root, "blocked") < 2:
+    def running() -> None:
         assert proc.poll() is None, f"flow ended before it could be killed:\n{proc.stdout.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no shard finished in time"
-        time.sleep(0.1)
+
+    wait_for(lambda: done_shards(ws_root, "blocked") >= 2, "two shards of blocked checkpointed", timeout=120,
+             interval=0.1, alive=running)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     proc.stdout.close()
@@ -144,19 +144,18 @@ def test_serve_registers_scheduled_deployments_and_a_triggered_run_completes(
         with temporary_settings({PREFECT_API_URL: prefect_server}):
             from prefect.client.orchestration import get_client
 
-            deadline = time.monotonic() + 90
+            def serving() -> None:
+                assert serve.poll() is None, serve.stdout.read()[-3000:]
+
             with get_client(sync_client=True) as client:
-                while True:
-                    assert serve.poll() is None, serve.stdout.read()[-3000:]
-                    try:
-                        deployment = client.read_deployment_by_name(f"curation/{name}")
-                        break
-                    except Exception:
-                        assert time.monotonic() < deadline, "deployment was not registered"
-                        time.sleep(1)
+                # `curate serve` registers its deployments one after another: wait until both are there.
+                deployment, review = wait_for(
+                    lambda: (client.read_deployment_by_name(f"curation/{name}"),
+                             client.read_deployment_by_name(f"review-sync/{name}")),
+                    "curation and review-sync deployments registered", alive=serving,
+                )
                 crons = [s.schedule.cron for s in deployment.schedules]
                 assert crons == ["0 3 * * *"]
-                review = client.read_deployment_by_name(f"review-sync/{name}")
                 assert [s.schedule.cron for s in review.schedules] == ["15 * * * *"]
                 assert deployment.parameters["config_path"] == str(cfg)
 

@@ -6,6 +6,7 @@ server will not produce those on demand.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from curate.review.pull import pull_workspace
 from curate.review.push import PushLedger, push_workspace
 from curate.review.settings import load_review_settings
 from curate.workspace import Workspace
+from tests.polling import wait_for
 from tests.test_review_units import SETTINGS, candidates
 
 pytestmark = [pytest.mark.slow, pytest.mark.argilla]
@@ -233,7 +235,10 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
     assert "8 responses, 0 new, 0 changed" in out
 
     # Annotator two revises cand-1: one changed response, and the decision follows it.
-    time.sleep(0.01)
+    # A revision counts when its updated_at is past the stored one: wait until the clock has moved on.
+    watermark = ws.read("review/reviews")["updated_at"].max()
+    watermark = watermark.replace(tzinfo=dt.UTC) if watermark.tzinfo is None else watermark
+    wait_for(lambda: dt.datetime.now(dt.UTC) > watermark, "clock past the stored watermark", timeout=5, interval=0.001)
     submit_as(argilla_stack, campaign, {two: {"cand-1": answer("accept", 3, corrected_answer="Fixed answer")}})
     with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
         result = pull_workspace(ws, client, campaign=campaign, workspace=argilla_stack.workspace,

@@ -105,17 +105,19 @@ def test_missing_upstream_is_a_clear_error(tmp_path):
         ws.run_stage("add", add_one, inputs={"numbers": "make/numbers"})
 
 
-def _hold_lock(root, seconds, ready):
+def _hold_lock(root, ready, release, released_at):
     ws = Workspace(root)
     with ws.locked():
         ready.set()
-        time.sleep(seconds)
+        release.wait(60)
+        released_at.value = time.time()
 
 
 def test_two_runs_on_one_workspace_are_serialized(tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(tmp_path / "ws", 1.5, ready))
+    ready, release = ctx.Event(), ctx.Event()
+    released_at = ctx.Value("d", 0.0)
+    proc = ctx.Process(target=_hold_lock, args=(tmp_path / "ws", ready, release, released_at))
     proc.start()
     try:
         assert ready.wait(30)
@@ -123,11 +125,13 @@ def test_two_runs_on_one_workspace_are_serialized(tmp_path):
         with pytest.raises(WorkspaceLocked):
             with ws.locked(timeout=0.2):
                 pass
-        started = time.monotonic()
+        # The second run gets the lock only once the first lets go of it, however slow the machine.
+        release.set()
         with ws.locked(timeout=30):
-            waited = time.monotonic() - started
-        assert waited > 0.3
+            acquired_at = time.time()
+        assert released_at.value > 0 and acquired_at >= released_at.value
     finally:
+        release.set()
         proc.join(10)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from curate.cli import curation, dedupe, eval, flows, llm, refusal_detector, refusals, release, review, workspace
+from curate.cli import dedupe, eval, flows, llm, refusal_detector, refusals, release, review, stages, workspace
 from curate.cli.options import err_console
 from curate.errors import CurateError
 from curate.secrets import install_log_redaction
@@ -23,9 +23,24 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     install_log_redaction()
 
 
+# Commands whose name changed: old -> new. The old name stays, hidden, as an error naming the new.
+RENAMED_COMMANDS: dict[str, str] = {}
+
+
+def register_renamed(target: typer.Typer, renamed: dict[str, str]) -> None:
+    for old, new in renamed.items():
+
+        def command(ctx: typer.Context, old: str = old, new: str = new) -> None:
+            raise CurateError(f"`curate {old}` was renamed: use `curate {new}`")
+
+        settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+        target.command(old, hidden=True, context_settings=settings)(command)
+
+
 # Order is the order of `curate --help`.
-for _group in (workspace, curation, refusals, refusal_detector, dedupe, review, release, eval, llm, flows):
+for _group in (workspace, stages, refusals, refusal_detector, dedupe, review, release, eval, llm, flows):
     _group.register(app)
+register_renamed(app, RENAMED_COMMANDS)
 
 
 def run() -> None:

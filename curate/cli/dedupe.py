@@ -1,4 +1,4 @@
-"""`curate dedupe` (the workspace stage) and `curate dedupe-file` (any JSONL/CSV/Parquet file)."""
+"""`curate dedupe-file` (any JSONL/CSV/Parquet file) and the options and summary it shares with `curate dedupe`."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from curate.cli.options import ConfigOpt, ForceOpt, console, err_console, get_config, print_result, workspace_for
-from curate.config import Config, stage_config
-from curate.errors import ConfigError, InputError
-from curate.stages.dedupe.config import DedupeConfig
-from curate.workspace import Workspace, atomic_write_json, atomic_write_parquet
+from curate.cli.options import ConfigOpt, QuietOpt, console, err_console, get_config
+from curate.errors import InputError
+from curate.progress import progress_bar
+from curate.runner import stage_settings
+from curate.stages.dedupe import STAGE as DEDUPE
+from curate.stages.dedupe import dedupe_frame
+from curate.stages.ingest import read_rows
+from curate.text.embeddings import curate_home
+from curate.text.langid import detect_languages
+from curate.workspace import atomic_write_json, atomic_write_parquet
 
-INPUT_TABLE = "translate/translations"
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 ThresholdOpt = Annotated[float | None, typer.Option(help="Cosine similarity at or above which rows merge.")]
 ModelOpt = Annotated[str | None, typer.Option(help="Embedding model: hub name, folder, 'minilm-bundled', 'embeddinggemma'.")]
 KeepOpt = Annotated[str | None, typer.Option(help="Which row of a cluster to keep: first, longest, best.")]
@@ -25,38 +27,11 @@ CrossOpt = Annotated[bool | None, typer.Option("--cross-language/--within-langua
 ExactOpt = Annotated[bool, typer.Option("--exact-only", help="Only exact (normalized) duplicates; no model.")]
 
 
-def dedupe_config(cfg: Config, **overrides: Any) -> DedupeConfig:
-    """`[stages.dedupe]` from the config, with command-line overrides that are set."""
-    base = stage_config(cfg, "dedupe", DedupeConfig)
-    update = {k: v for k, v in overrides.items() if v is not None}
-    if not update:
-        return base
-    try:
-        return DedupeConfig.model_validate(base.model_dump() | update)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                             for e in exc.errors(include_url=False))
-        raise ConfigError(f"dedupe options: {problems}") from exc
-
-
-def embedding_cache_dir(ws: Workspace) -> Path:
-    return ws.root / "cache" / "embeddings"
-
-
-def stage_version(config: DedupeConfig) -> str:
-    """The stage version plus the resolved model, so `auto` resolving differently reruns the stage."""
-    from curate.stages.dedupe import STAGE_VERSION, resolve_model
-
-    return f"{STAGE_VERSION}+{resolve_model(config.model).key}" if config.semantic else f"{STAGE_VERSION}+exact"
-
-
 def _progress(quiet: bool):
-    from curate.progress import progress_bar
-
     return None if quiet else progress_bar
 
 
-def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) -> None:
+def print_dedupe_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) -> None:
     stats = report.get("dedupe", {})
     console.print(
         f"  rows {stats.get('rows_in')} -> kept {stats.get('rows_kept')}: exact duplicates {stats.get('exact_duplicates')}, "
@@ -80,8 +55,6 @@ def _print_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs: int) 
 
 def read_table(path: Path) -> pl.DataFrame:
     """Any file curate ingests (JSONL, JSON, CSV/TSV, Parquet, datasets folder) as one frame."""
-    from curate.stages.ingest import read_rows
-
     if path.suffix.lower() == ".parquet" and path.is_file():
         try:
             return pl.read_parquet(path)
@@ -95,34 +68,6 @@ def read_table(path: Path) -> pl.DataFrame:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def dedupe(
-        config: ConfigOpt = None,
-        force: ForceOpt = False,
-        threshold: ThresholdOpt = None,
-        model: ModelOpt = None,
-        keep: KeepOpt = None,
-        cross_language: CrossOpt = None,
-        exact_only: ExactOpt = False,
-        show_pairs: Annotated[int, typer.Option(help="Near-threshold pairs to print.")] = 5,
-        quiet: QuietOpt = False,
-    ) -> None:
-        """Remove exact and semantic duplicates from translate/translations (rows with status ok)."""
-        from curate.stages.dedupe import dedupe_stage
-
-        cfg = get_config(config)
-        ws = workspace_for(cfg)
-        stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, cross_language=cross_language,
-                                  semantic=False if exact_only else None)
-        with ws.locked():
-            result = ws.run_stage(
-                "dedupe", dedupe_stage, inputs={"translations": INPUT_TABLE}, config=stage_cfg,
-                version=stage_version(stage_cfg), force=force, cache_dir=embedding_cache_dir(ws),
-                progress=_progress(quiet),
-            )
-        print_result(result)
-        _print_summary(result.manifest.get("report", {}), ws.read("dedupe/pairs_near_threshold"), show_pairs)
-
     @app.command("dedupe-file")
     def dedupe_file(
         source: Annotated[Path, typer.Argument(help="JSONL, JSON, CSV/TSV or Parquet file.")],
@@ -149,16 +94,11 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """De-duplicate any table of texts (exact, then semantic) and write the results to a folder."""
-        from curate.stages.dedupe import dedupe_frame
-        from curate.stages.dedupe.embed import curate_home
-
         cfg = get_config(config)
-        stage_cfg = dedupe_config(cfg, threshold=threshold, model=model, keep=keep, score_col=score_col,
-                                  cross_language=cross_language, semantic=False if exact_only else None)
+        stage_cfg = stage_settings(DEDUPE, cfg, {"threshold": threshold, "model": model, "keep": keep, "score_col": score_col,
+                                                 "cross_language": cross_language, "semantic": False if exact_only else None})
         df = read_table(source)
         if detect_language and language_col is None:
-            from curate.text.langid import detect_languages
-
             if text_col not in df.columns:
                 raise InputError(source, "missing text column", field=text_col)
             languages, _ = detect_languages(df[text_col].to_list(), cfg.langid.model_path)
@@ -174,5 +114,5 @@ def register(app: typer.Typer) -> None:
         atomic_write_json(out / "report.json", output.report | {"config": stage_cfg.model_dump(mode="json")})
         console.print(f"wrote {out}/deduped.parquet ({output.tables['translations'].height} rows), clusters.parquet, "
                       "pairs_near_threshold.parquet, report.json")
-        _print_summary(output.report, output.tables["pairs_near_threshold"], show_pairs)
+        print_dedupe_summary(output.report, output.tables["pairs_near_threshold"], show_pairs)
 

@@ -12,7 +12,13 @@ from rich.table import Table
 
 from curate.cli.options import ConfigOpt, console, get_config
 from curate.config import Config, EndpointConfig, stage_config
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
+from curate.eval import EvalConfig, load_eval_set, run_eval, select_items, write_outputs
+from curate.eval.report import format_value
+from curate.llm import LLMCache
+from curate.refusal import RefusalConfig
+from curate.release import release_config, store_uri
+from curate.stages.translate import TranslateConfig
 
 EVAL_STAGE = "eval"
 
@@ -85,10 +91,6 @@ def register(app: typer.Typer) -> None:
         """Evaluate endpoints side by side: % responses, satisfaction, HarmBench ASR, XSTest over-refusal."""
         import polars as pl
 
-        from curate.errors import CurateError
-        from curate.eval import EvalConfig, load_eval_set, run_eval, select_items, write_outputs
-        from curate.eval.report import format_value
-        from curate.llm import LLMCache
 
         cfg = get_config(config)
         eval_cfg: EvalConfig = stage_config(cfg, EVAL_STAGE, EvalConfig)  # type: ignore[assignment]
@@ -108,7 +110,6 @@ def register(app: typer.Typer) -> None:
         judge_base = _endpoint(cfg.llm, eval_cfg.judge, "stages.eval.judge")
         judge_cfg = parse_endpoint_spec(judge, judge_base, named=False)[1] if judge else judge_base
 
-        from curate.refusal import RefusalConfig
 
         try:
             refusal_cfg = RefusalConfig.model_validate(cfg.stages.get("refusal", {}) | eval_cfg.refusal)
@@ -116,13 +117,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"stages.eval.refusal: {exc.errors(include_url=False)[0]['msg']}") from exc
         translate_cfg = None
         if eval_cfg.languages:
-            from curate.stages.translate import TranslateConfig
 
             translate_cfg = stage_config(cfg, "translate", TranslateConfig)
 
         release_store = None
         if any(spec.startswith("release:") for spec in eval_cfg.sets):
-            from curate.release import release_config, store_uri
 
             release_store = store_uri(cfg, release_config(cfg))
         frames = [

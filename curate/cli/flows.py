@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli.options import ConfigOpt, ForceOpt, console
+from curate.cli.options import ConfigOpt, ForceOpt, console, get_config
 from curate.errors import CurateError
 
 DEFAULT_SERVER = "http://127.0.0.1:4200/api"
@@ -19,6 +19,7 @@ FLOWS = ("curation", "review-sync", "release")
 
 
 def _flow(name: str):
+    # The flow modules import Prefect (heavy, ~1-2 s): only `run` and `serve` load them.
     if name == "curation":
         from flows.curation import curation_flow
 
@@ -83,7 +84,7 @@ def run(
     """Run a flow here and now (Prefect's embedded server unless PREFECT_API_URL names one)."""
     config_path = str(config.resolve()) if config else None
     if flow == "curation":
-        from flows.curation import check_run_args, curation_flow
+        from flows.curation import check_run_args, curation_flow  # Prefect: see _flow
 
         seed_args = [str(p.resolve()) for p in seeds] if seeds else None
         check_run_args(config_path, seed_args, until)
@@ -115,8 +116,9 @@ def serve(
     from prefect import serve as prefect_serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    api = _server_api_url()
     config_path = str(config.resolve()) if config else (str(Path("curate.toml").resolve()) if Path("curate.toml").exists() else None)
+    get_config(Path(config_path) if config_path else None)  # checked whole before anything is registered
+    api = _server_api_url()
     deployments = []
     # Deployments are built under the server's settings so they register there.
     for flow_name, cron in (("curation", curation_cron), ("review-sync", review_sync_cron), ("release", release_cron)):

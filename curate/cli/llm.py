@@ -13,6 +13,8 @@ from rich.table import Table
 
 from curate.cli.options import ConfigOpt, console, get_config, workspace_for
 from curate.errors import CurateError, InputError
+from curate.llm import LLMCache, complete_frame, usage_summary
+from curate.llm.client import cost_of
 
 # curate.llm pulls in the openai SDK (~0.5 s); import it in the commands that call it, so
 # every other `curate` command starts fast.
@@ -23,7 +25,6 @@ llm_app = typer.Typer(no_args_is_help=True, help="The LLM endpoint and its reque
 
 
 def _cache(config):
-    from curate.llm import LLMCache
 
     return LLMCache.for_workspace(workspace_for(get_config(config)).root)
 
@@ -35,7 +36,6 @@ def ping(
     max_tokens: Annotated[int, typer.Option(help="Cap on the reply length.")] = 32,
 ) -> None:
     """Send one uncached request to the configured endpoint and show the reply."""
-    from curate.llm import complete_frame
 
     cfg = get_config(config)
     started = time.perf_counter()
@@ -78,7 +78,6 @@ def batch(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run a file of chat requests through the endpoint, with the workspace's cache (resumable)."""
-    from curate.llm import complete_frame, usage_summary
 
     cfg = get_config(config)
     df = _read_requests(requests)
@@ -105,7 +104,6 @@ def batch(
 @llm_app.command()
 def usage(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Calls, tokens and cost per stage, over every run of this workspace (from the request cache)."""
-    from curate.llm.client import cost_of
 
     cfg = get_config(config)
     with _cache(config) as cache:

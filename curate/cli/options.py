@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from curate.config import Config, load_config
+from curate.validate import check_config
 from curate.workspace import Workspace
 
 console = Console()
@@ -22,7 +23,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def get_config(config: Path | None) -> Config:
-    return load_config(config)
+    """The config file (or defaults), checked whole before the command does anything."""
+    return check_config(load_config(config))
 
 
 def workspace_for(cfg: Config) -> Workspace:

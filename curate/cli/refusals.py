@@ -1,4 +1,4 @@
-"""`curate detect-refusals`, `curate blocked` and `curate answers`."""
+"""`curate detect-refusals`: the refusal detector over any file of responses."""
 
 from __future__ import annotations
 
@@ -10,40 +10,16 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from curate.cli.options import ConfigOpt, ForceOpt, NoCacheOpt, QuietOpt, console
-from curate.config import Config, EndpointConfig, load_config, stage_config
+from curate.cli.options import ConfigOpt, NoCacheOpt, console, get_config
+from curate.config import Config, EndpointConfig, stage_config
 from curate.errors import CurateError, InputError
-from curate.workspace import Workspace, atomic_write_bytes, atomic_write_parquet, atomic_write_text
-
-
-def _with_default_endpoint(cfg: Config, stage: str, key: str) -> dict[str, Any]:
-    """The stage's settings, its endpoint filled in from [llm] where the stage leaves it unset."""
-    raw = dict(cfg.stages.get(stage, {}))
-    raw[key] = cfg.llm.model_dump() | dict(raw.get(key, {}))
-    # One refusal detector for every caller: [stages.refusal], with the stage's own keys on top.
-    raw["refusal"] = dict(cfg.stages.get("refusal", {})) | dict(raw.get("refusal", {}))
-    if "judge" in raw and raw["judge"] is not None:
-        raw["judge"] = cfg.llm.model_dump() | dict(raw["judge"])
-    return raw
-
-
-def blocked_config(cfg: Config):
-    from curate.stages.blocked import BlockedConfig
-
-    return stage_config(cfg.model_copy(update={"stages": cfg.stages | {"blocked": _with_default_endpoint(cfg, "blocked", "target")}}), "blocked", BlockedConfig)
-
-
-def answers_config(cfg: Config):
-    from curate.stages.answers import AnswersConfig
-
-    raw = _with_default_endpoint(cfg, "answers", "generator")
-    raw.setdefault("langid", cfg.langid.model_dump())
-    return stage_config(cfg.model_copy(update={"stages": cfg.stages | {"answers": raw}}), "answers", AnswersConfig)
+from curate.llm.cache import LLMCache
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, evaluate_refusals
+from curate.stages.ingest import read_rows
+from curate.workspace import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 
 
 def refusal_config(cfg: Config):
-    from curate.refusal import RefusalConfig
-
     return stage_config(cfg, "refusal", RefusalConfig)
 
 
@@ -54,8 +30,6 @@ def refusal_config(cfg: Config):
 
 def read_responses(path: Path, response_col: str) -> pl.DataFrame:
     """A JSONL/JSON/CSV/TSV/Parquet file of responses as a frame; bad rows raise InputError."""
-    from curate.stages.ingest import read_rows
-
     rows = list(read_rows(path))
     if not rows:
         raise InputError(path, "file is empty: no responses found")
@@ -134,9 +108,7 @@ def detect_refusals(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Classify responses as refusals or answers; with hand labels in the file, report precision/recall."""
-    from curate.refusal import RefusalConfig, classify_refusals, describe_detector, evaluate_refusals
-
-    cfg = load_config(config)
+    cfg = get_config(config)
     rcfg: RefusalConfig = refusal_config(cfg)
     if mode or rules or model:
         rcfg = RefusalConfig.model_validate(
@@ -150,8 +122,6 @@ def detect_refusals(
     endpoint = None
     cache = None
     if rcfg.uses_llm:
-        from curate.llm import LLMCache
-
         endpoint = EndpointConfig.model_validate(cfg.llm.model_dump() | dict(cfg.stages.get("refusal_judge", {})))
         cache = None if no_cache else LLMCache.for_workspace(cfg.workspace_path)
     result = classify_refusals(df, rcfg, endpoint=endpoint, cache=cache, response_col=response_col,
@@ -186,59 +156,5 @@ def detect_refusals(
         console.print(f"wrote {out}")
 
 
-# ---------------------------------------------------------------------------------------------
-# stages
-# ---------------------------------------------------------------------------------------------
-
-
-def _print_result(result) -> None:
-    state = "[yellow]skipped (unchanged)[/]" if result.skipped else "[green]done[/]"
-    rows = ", ".join(f"{t}={n}" for t, n in result.rows.items())
-    console.print(f"{result.stage}: {state} {rows}")
-
-
-def blocked(config: ConfigOpt = None, force: ForceOpt = False, no_cache: NoCacheOpt = False, quiet: QuietOpt = False) -> None:
-    """Send ingested seeds to the target model; keep the ones it refuses (blocked/probes, blocked/seeds)."""
-    from curate.llm import LLMCache
-    from curate.progress import progress_bar
-    from curate.stages.blocked import blocked_stage
-
-    cfg = load_config(config)
-    bcfg = blocked_config(cfg)
-    ws = Workspace(cfg.workspace_path)
-    total = ws.read("ingest/seeds").height * bcfg.samples_per_seed
-    with ws.locked(), LLMCache.for_workspace(ws.root) as cache, progress_bar("blocked", total, enabled=not quiet) as advance:
-        result = ws.run_stage("blocked", blocked_stage, inputs={"seeds": "ingest/seeds"}, config=bcfg,
-                              force=force or no_cache, cache=cache, progress=advance, refresh=no_cache)
-    _print_result(result)
-
-
-def answers(
-    config: ConfigOpt = None,
-    input_table: Annotated[str | None, typer.Option("--input", help="Translations table (default: dedupe/translations if present, else translate/translations).")] = None,
-    force: ForceOpt = False,
-    no_cache: NoCacheOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Sample K answers with reasoning per translated question and filter them (answers/candidates, answers/rejects)."""
-    from curate.llm import LLMCache
-    from curate.progress import progress_bar
-    from curate.stages.answers import answers_stage
-
-    cfg = load_config(config)
-    acfg = answers_config(cfg)
-    ws = Workspace(cfg.workspace_path)
-    if input_table is None:
-        input_table = "dedupe/translations" if ws.manifest("dedupe") else "translate/translations"
-    translations = ws.read(input_table)
-    total = translations.filter(pl.col("status") == "ok").height * acfg.candidates_per_prompt
-    with ws.locked(), LLMCache.for_workspace(ws.root) as cache, progress_bar("answers", total, enabled=not quiet) as advance:
-        result = ws.run_stage("answers", answers_stage, inputs={"translations": input_table}, config=acfg,
-                              force=force or no_cache, cache=cache, progress=advance, refresh=no_cache, prices=cfg.prices)
-    _print_result(result)
-
-
 def register(app: typer.Typer) -> None:
     app.command("detect-refusals")(detect_refusals)
-    app.command("blocked")(blocked)
-    app.command("answers")(answers)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from curate.cli.options import ConfigOpt, JsonOpt, console
-from curate.config import load_config
+from curate.cli.options import ConfigOpt, JsonOpt, console, get_config
 from curate.errors import CurateError
+from curate.release import ReleaseStore, checkout, create_release, diff_releases, export_hf, push_to_hub, release_config, store_uri
 
 release_app = typer.Typer(no_args_is_help=True, help="Build releases from reviewed candidates.")
 versions_app = typer.Typer(no_args_is_help=True, help="Inspect, compare, verify, tag and check out releases.")
@@ -25,9 +25,8 @@ FormatOpt = Annotated[
 
 
 def _open(config: Path | None, store: str | None):
-    from curate.release import ReleaseStore, release_config, store_uri
 
-    cfg = load_config(config)
+    cfg = get_config(config)
     rcfg = release_config(cfg)
     return ReleaseStore(store or store_uri(cfg, rcfg)), rcfg
 
@@ -52,9 +51,8 @@ def release_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve reviews, build rows with lineage, mix in external sets and commit a new release."""
-    from curate.release import create_release
 
-    cfg = load_config(config)
+    cfg = get_config(config)
     result = create_release(cfg, tags=tag or [], flow_run_ids=flow_run_id or [], force=force, notes=notes, draft=draft or None)
     m = result.manifest
     if as_json:
@@ -152,7 +150,6 @@ def versions_diff(
     limit: Annotated[int, typer.Option(help="Rows listed per section.")] = 20,
 ) -> None:
     """Rows added, removed and changed from release A to B, and count deltas per language and topic."""
-    from curate.release import diff_releases
 
     rs, _ = _open(config, store)
     va, vb = rs.resolve(a), rs.resolve(b)
@@ -212,7 +209,6 @@ def versions_checkout(
     file_format: Annotated[str, typer.Option("--as", help="parquet | jsonl")] = "parquet",
 ) -> None:
     """Write a release to a new folder (data file + manifest)."""
-    from curate.release import checkout
 
     rs, rcfg = _open(config, store)
     out = checkout(rs, ref, dest, fmt or rcfg.format, file_format, rcfg)
@@ -240,7 +236,6 @@ def export_hf_command(
     public: Annotated[bool, typer.Option("--public", help="Create the Hub repo public (default private).")] = False,
 ) -> None:
     """Write Parquet shards per language + README.md dataset card that `datasets.load_dataset` reads."""
-    from curate.release import export_hf, push_to_hub
 
     rs, rcfg = _open(config, store)
     if push and not os.environ.get(rcfg.hf_token_env):

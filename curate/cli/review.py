@@ -5,29 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.table import Table
 
 from curate.cli.options import ConfigOpt, console, get_config, workspace_for
-from curate.config import Config, stage_config
+from curate.progress import progress_bar
+from curate.review.push import PushLedger
+from curate.review.sync import pull_reviews, push_for_review, review_client, review_config
+from curate.tables import REVIEW_AGREEMENT, REVIEWS
 
 review_app = typer.Typer(no_args_is_help=True, help="Human review in Argilla: push candidates, pull responses.")
 
 CampaignOpt = Annotated[str | None, typer.Option("--campaign", help="Argilla dataset name (default: [stages.review] campaign).")]
-
-
-def _review_config(cfg: Config, campaign: str | None, **overrides):
-    from curate.review.config import ReviewConfig
-
-    review_cfg = stage_config(cfg, "review", ReviewConfig)
-    changes = {k: v for k, v in {"campaign": campaign, **overrides}.items() if v is not None}
-    return review_cfg.model_copy(update=changes) if changes else review_cfg
-
-
-def _client(cfg: Config, review_cfg):
-    from curate.review.client import ArgillaClient
-
-    return ArgillaClient.from_config(cfg.argilla, timeout_s=review_cfg.timeout_s, max_retries=review_cfg.max_retries)
 
 
 @review_app.command("push")
@@ -39,27 +29,15 @@ def push(
     batch_size: Annotated[int | None, typer.Option(help="Records per request (max 500).")] = None,
 ) -> None:
     """Create the campaign's dataset if needed and send new or changed candidates."""
-    from curate.progress import progress_bar
-    from curate.review.config import effective_min_submitted
-    from curate.review.push import push_workspace
-    from curate.review.settings import load_review_settings
-
     cfg = get_config(config)
-    review_cfg = _review_config(cfg, campaign, settings=str(settings) if settings else None, source=source,
-                                batch_size=batch_size)
-    review_settings = load_review_settings(review_cfg.settings)
-    min_submitted = effective_min_submitted(cfg.argilla, review_settings.min_submitted)
-    ws = workspace_for(cfg)
-    with _client(cfg, review_cfg) as client, progress_bar("push", None) as advance:
-        report = push_workspace(
-            ws, client, review_settings, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-            min_submitted=min_submitted, source=review_cfg.source, run=review_cfg.run,
-            batch_size=review_cfg.batch_size, progress=advance,
-        )
+    review_cfg = review_config(cfg, campaign=campaign, settings=str(settings) if settings else None, source=source,
+                               batch_size=batch_size)
+    with progress_bar("push", None) as advance:
+        report = push_for_review(cfg, workspace_for(cfg), review_cfg, progress=advance)
     console.print(
         f"push {report.campaign}: sent {report.pushed} (new {report.new}, changed {report.changed}), "
         f"skipped {report.unchanged} unchanged of {report.candidates} in {report.seconds:.2f}s "
-        f"-> {client.api_url} dataset {report.dataset_id}"
+        f"-> {cfg.argilla.api_url.rstrip('/')} dataset {report.dataset_id}"
     )
 
 
@@ -71,14 +49,11 @@ def pull(
     min_submitted: Annotated[int | None, typer.Option(help="Responses needed for a decision (default: the dataset's).")] = None,
 ) -> None:
     """Fetch submitted responses into review/reviews, with agreement and decisions."""
-    from curate.review.pull import pull_workspace
-
     cfg = get_config(config)
-    review_cfg = _review_config(cfg, campaign, policy=policy)
+    review_cfg = review_config(cfg, campaign=campaign, policy=policy)
     ws = workspace_for(cfg)
-    with _client(cfg, review_cfg) as client, ws.locked():
-        result = pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-                                policy=review_cfg.policy, min_submitted=min_submitted)
+    with ws.locked():
+        result = pull_reviews(cfg, ws, review_cfg, min_submitted=min_submitted)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
@@ -86,7 +61,7 @@ def pull(
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )
-    agreement = ws.read("review/agreement").filter(_in_campaign(review_cfg.campaign))
+    agreement = ws.read(REVIEW_AGREEMENT).filter(_in_campaign(review_cfg.campaign))
     table = Table(title="agreement")
     for col in ("question", "items", "annotators", "percent agreement", "Krippendorff alpha"):
         table.add_column(col)
@@ -98,20 +73,16 @@ def pull(
 
 
 def _in_campaign(campaign: str):
-    import polars as pl
-
     return pl.col("campaign") == campaign
 
 
 @review_app.command("status")
 def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
     """Show the campaign's progress in Argilla and what the workspace has pushed and pulled."""
-    from curate.review.push import PushLedger
-
     cfg = get_config(config)
-    review_cfg = _review_config(cfg, campaign)
+    review_cfg = review_config(cfg, campaign=campaign)
     ws = workspace_for(cfg)
-    with _client(cfg, review_cfg) as client:
+    with review_client(cfg, review_cfg) as client:
         workspace_id = client.workspace_id(cfg.argilla.workspace, create=False)
         ds = client.find_dataset(review_cfg.campaign, workspace_id)
         if ds is None:
@@ -119,12 +90,7 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None) -> None:
             return
         progress = client.progress(ds["id"])
     pushed = PushLedger.for_workspace(ws).count(ds["id"])
-    reviews_path = ws.table_path("review", "reviews")
-    pulled = 0
-    if reviews_path.exists():
-        import polars as pl
-
-        pulled = pl.read_parquet(reviews_path).filter(_in_campaign(review_cfg.campaign)).height
+    pulled = ws.read(REVIEWS).filter(_in_campaign(review_cfg.campaign)).height if ws.has_table(REVIEWS) else 0
     console.print(
         f"campaign '{review_cfg.campaign}' ({client.api_url}, dataset {ds['id']}): "
         f"records {progress['total']}, completed {progress['completed']}, pending {progress['pending']}; "

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from curate.config import EndpointConfig
+from curate.llm import complete_frame
 from curate.progress import Advance
 from curate.prompts import render_prompt
 
@@ -76,7 +77,6 @@ def _judge(
     refresh: bool, overrides: dict[str, Any] | None, progress: Advance | None,
 ) -> pl.DataFrame:
     """(response_id, value, error) for each row, and the raw judge results; `value` is null when the judge failed."""
-    from curate.llm import complete_frame
 
     if rows.height == 0:
         empty = pl.DataFrame(schema={"response_id": pl.String, "value": value_type, "error": pl.String})

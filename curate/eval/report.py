@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import polars as pl
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from curate.eval.metrics import ALL, METRICS, METRICS_BY_NAME
 from curate.eval.run import EvalResult
@@ -39,9 +36,11 @@ def format_value(metric: str, value: float | None) -> str:
     return f"{value * 100:.1f}%" if _scale(metric) == 100.0 else f"{value:.2f}"
 
 
-def _svg(fig: Figure, chart_id: str) -> str:
+def _svg(fig: Any, chart_id: str) -> str:
     buf = io.StringIO()
     fig.set_gid(chart_id)
+    import matplotlib  # heavy (~1 s): loaded only when a report is drawn
+
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": chart_id}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return _SVG_PROLOGUE.sub("", buf.getvalue(), count=1)
@@ -89,6 +88,8 @@ def _bars(ax, frame: pl.DataFrame, groups: list[str], group_col: str, endpoints:
 
 
 def _legend(ax, endpoints: list[str]) -> None:
+    from matplotlib.patches import Patch  # heavy: see _svg
+
     handles = [Patch(color=PALETTE[i % len(PALETTE)], label=e) for i, e in enumerate(endpoints)]
     ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
 
@@ -101,6 +102,8 @@ def overview_chart(metrics: pl.DataFrame, endpoints: list[str]) -> str | None:
         return None
     cols = min(3, len(present))
     rows = math.ceil(len(present) / cols)
+    from matplotlib.figure import Figure  # heavy: see _svg
+
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, m in zip(axes, present, strict=False):
@@ -127,6 +130,8 @@ def breakdown_charts(metrics: pl.DataFrame, endpoints: list[str], by: str) -> li
             horizontal = by == "category"
             height = max(2.4, 0.32 * len(groups) * max(1, len(endpoints)) * 0.7 + 1.2) if horizontal else 3.0
             width = 5.6 if horizontal else max(4.0, 1.0 + 0.9 * len(groups) * max(1, len(endpoints)) ** 0.5)
+            from matplotlib.figure import Figure  # heavy: see _svg
+
             fig = Figure(figsize=(width, height))
             ax = fig.subplots()
             _bars(ax, part, groups, by, endpoints, m.name, horizontal=horizontal)

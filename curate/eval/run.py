@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import EndpointConfig
 from curate.eval.judges import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction
 from curate.eval.metrics import summarize
+from curate.llm import complete_frame
 from curate.progress import progress_bar
 from curate.refusal import RefusalConfig, classify_refusals, describe_detector
+from curate.stages.translate import TranslateConfig, translate_texts
 
 
 class EvalConfig(BaseModel):
@@ -87,7 +89,6 @@ def translate_items(
     targets = list(dict.fromkeys(languages))
     if items.filter(~pl.col("language").is_in(targets)).height == 0 and len(targets) == 1:
         return items
-    from curate.stages.translate import TranslateConfig, translate_texts
 
     sources = items.with_columns(source_id=pl.col("set") + "\x1f" + pl.col("item_id"))
     translated = translate_texts(
@@ -117,7 +118,6 @@ def generate_responses(
     cache: Any = None, refresh: bool = False, progress=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`samples` responses per item from one endpoint (RESPONSE_SCHEMA), and the raw LLM results."""
-    from curate.llm import complete_frame
 
     expanded = (
         items.join(pl.DataFrame({"sample_index": list(range(samples))}, schema={"sample_index": pl.Int64}), how="cross")
@@ -151,6 +151,7 @@ def judge_responses(
     refresh: bool = False, progress_enabled: bool = False,
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Add refused/refusal_kind/refusal_error, satisfaction/satisfaction_error, harmful/harm_error."""
+
     ok = responses.filter(pl.col("status") == "ok")
     usage: list[pl.DataFrame] = []
     judged = responses

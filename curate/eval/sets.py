@@ -18,6 +18,7 @@ import polars as pl
 
 from curate.config import IngestConfig, LangIdConfig
 from curate.errors import CurateError, InputError
+from curate.release import ReleaseNotFound, ReleaseStore
 from curate.stages.ingest import read_rows, read_seeds
 
 Kind = Literal["blocked", "harmbench", "xstest"]
@@ -133,7 +134,6 @@ def load_release_prompts(version: str, *, store: str, split: str = "test", holdo
     """Blocked-topic prompts from a release's held-out split (`split="test"`; "train" is the rest,
     "all" is every row). A release with its own `split` column is split by that column instead.
     Mixed-in rows (source other than "curate") are left out: they are not blocked-topic prompts."""
-    from curate.release import ReleaseNotFound, ReleaseStore
 
     try:
         rows = ReleaseStore(store).read(version)

@@ -36,27 +36,13 @@ CONTRACT (other modules code against this; keep it stable):
 raised only for a malformed requests frame (a bug in the calling stage).
 """
 
-import importlib
-from typing import Any
+from curate.llm.accounting import usage_summary
+from curate.llm.cache import LLMCache, request_key
+from curate.llm.client import RESULT_SCHEMA, acomplete_frame, complete_frame
+from curate.llm.limits import RetryPolicy
+from curate.llm.reasoning import split_reasoning
 
-# Names resolve on first use: `curate.llm.reasoning` and friends stay importable without paying
-# for the openai SDK (~0.5 s), which only the client needs.
-_EXPORTS = {
-    "usage_summary": "curate.llm.accounting",
-    "LLMCache": "curate.llm.cache",
-    "request_key": "curate.llm.cache",
-    "RESULT_SCHEMA": "curate.llm.client",
-    "acomplete_frame": "curate.llm.client",
-    "complete_frame": "curate.llm.client",
-    "RetryPolicy": "curate.llm.limits",
-    "split_reasoning": "curate.llm.reasoning",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'curate.llm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__all__ = [
+    "RESULT_SCHEMA", "LLMCache", "RetryPolicy", "acomplete_frame", "complete_frame", "request_key", "split_reasoning",
+    "usage_summary",
+]

@@ -14,19 +14,28 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import polars as pl
-from openai.types.chat import ChatCompletion
 
 from curate.config import EndpointConfig
-from curate.llm.cache import LLMCache, request_key
+from curate.llm.cache import LLMCache
 from curate.llm.limits import RateLimiter, RetryPolicy, parse_retry_after
 from curate.llm.reasoning import split_reasoning
+from curate.llm.requests import SCHEMA_FORMATS, SDK_PARAMS, Call, prepare_calls, response_format
 from curate.llm.structured import InvalidOutput, parse_structured
 from curate.progress import Advance
 from curate.secrets import redact
+
+if TYPE_CHECKING:
+    import openai
+
+
+def _openai():
+    """The openai SDK, imported on the first call: it is heavy (~0.5 s) and most commands never call an endpoint."""
+    import openai
+
+    return openai
 
 log = logging.getLogger("curate.llm")
 # The SDK's HTTP client logs every request at INFO; at thousands of calls that drowns the CLI.
@@ -55,42 +64,11 @@ RESULT_SCHEMA = pl.Schema(
     }
 )
 
-# Parameters the SDK takes as keyword arguments; anything else in `overrides` (top_k, min_p,
-# repeat_penalty, chat_template_kwargs, ...) goes to the server in the request body as it is.
-_SDK_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
-               "logit_bias", "logprobs", "top_logprobs", "response_format"}
-# Settings that shape the request but are not sent as parameters.
-FOLD_SYSTEM_KEY = "fold_system_prompt"
 _NO_KEY = "sk-no-key-required"  # local servers ignore it; the SDK insists on some value
 
 
 class MalformedResponse(Exception):
     """The server answered 200 with something that is not a chat completion."""
-
-
-@dataclass
-class Call:
-    """One distinct request (rows with the same cache key share it)."""
-
-    key: str
-    request_id: str
-    candidate_index: int
-    messages: list[dict[str, Any]]
-    params: dict[str, Any]
-
-
-# How a JSON schema is sent, best first. OpenAI/vLLM/SGLang take "json_schema"; llama.cpp's
-# Python server takes the schema inside "json_object"; anything else gets no response_format and
-# its output is parsed, validated and resampled.
-SCHEMA_FORMATS = ("json_schema", "json_object", None)
-
-
-def response_format(kind: str | None, schema: dict) -> dict | None:
-    if kind == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
-    if kind == "json_object":
-        return {"type": "json_object", "schema": schema}
-    return None
 
 
 # What each endpoint accepted, remembered for the life of the process so later runs skip the
@@ -115,81 +93,6 @@ class RunState:
         return True
 
 
-def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DeepSeek recommends no system prompt for R1: system text goes at the top of the first user turn."""
-    system = [m["content"] for m in messages if m.get("role") == "system" and m.get("content")]
-    rest = [dict(m) for m in messages if m.get("role") != "system"]
-    if not system:
-        return rest
-    prefix = "\n\n".join(system)
-    for m in rest:
-        if m.get("role") == "user":
-            m["content"] = f"{prefix}\n\n{m.get('content') or ''}"
-            return rest
-    return [{"role": "user", "content": prefix}, *rest]
-
-
-def _row_messages(row: dict[str, Any], position: int) -> list[dict[str, Any]]:
-    messages = row.get("messages")
-    if messages:
-        out = []
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"requests row {position} (request_id={row['request_id']!r}): messages need role and content")
-            out.append({k: v for k, v in m.items() if v is not None})
-        return out
-    prompt = row.get("prompt")
-    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-        raise ValueError(f"requests row {position} (request_id={row['request_id']!r}): no prompt and no messages")
-    return [{"role": "user", "content": prompt}]
-
-
-def build_params(endpoint: EndpointConfig, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
-    """Sampling parameters: R1 defaults from the endpoint, then the stage's overrides."""
-    params: dict[str, Any] = {"temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_tokens": endpoint.max_tokens}
-    fold = True
-    for key, value in (overrides or {}).items():
-        if key == "n":
-            raise ValueError("overrides: use candidate_index rows instead of n (each candidate is cached on its own)")
-        if key == FOLD_SYSTEM_KEY:
-            fold = bool(value)
-        elif value is None:
-            params.pop(key, None)
-        else:
-            params[key] = value
-    return params, fold
-
-
-def prepare_calls(
-    requests: pl.DataFrame, endpoint: EndpointConfig, overrides: dict[str, Any] | None, response_schema: dict | None
-) -> list[Call]:
-    if "request_id" not in requests.columns:
-        raise ValueError("requests frame needs a request_id column")
-    if "prompt" not in requests.columns and "messages" not in requests.columns:
-        raise ValueError("requests frame needs a prompt or a messages column")
-    params, fold = build_params(endpoint, overrides)
-    calls: list[Call] = []
-    seen: set[tuple[str, int]] = set()
-    for position, row in enumerate(requests.iter_rows(named=True), start=1):
-        request_id = row["request_id"]
-        if request_id is None:
-            raise ValueError(f"requests row {position}: request_id is null")
-        index = int(row.get("candidate_index") or 0)
-        if (request_id, index) in seen:
-            raise ValueError(f"requests row {position}: duplicate request_id {request_id!r} with candidate_index {index}")
-        seen.add((request_id, index))
-        messages = _row_messages(row, position)
-        if fold:
-            messages = _fold_system(messages)
-        call_params = dict(params)
-        if "seed" in call_params:
-            # A fixed seed would make every candidate identical; offset it per candidate instead.
-            call_params["seed"] = int(call_params["seed"]) + index
-        key_params = call_params | ({"response_schema": response_schema} if response_schema else {})
-        calls.append(Call(request_key(endpoint.model, messages, key_params, index), str(request_id), index, messages, call_params))
-    return calls
-
-
 def _price(prices: dict[str, dict[str, float]] | None, model: str) -> dict[str, float] | None:
     return (prices or {}).get(model)
 
@@ -203,7 +106,7 @@ def cost_of(prices: dict[str, dict[str, float]] | None, model: str, prompt_token
 
 
 def _extract(response: object) -> dict[str, Any]:
-    if not isinstance(response, ChatCompletion):
+    if not isinstance(response, _openai().types.chat.ChatCompletion):
         raise MalformedResponse(f"not a chat completion: {str(response)[:200]!r}")
     try:
         choice = response.choices[0]
@@ -247,6 +150,7 @@ async def _run_call(
     validate: Callable[[str], Any] | None,
     secret: str | None,
 ) -> dict[str, Any]:
+    openai = _openai()
     attempts = retries = invalid = 0
     billed_prompt = billed_completion = 0
     last: dict[str, Any] = {}
@@ -257,8 +161,8 @@ async def _run_call(
         sent_format = state.schema_format if response_schema else None
         if sent_format:
             params["response_format"] = response_format(sent_format, response_schema)
-        sdk = {k: v for k, v in params.items() if k in _SDK_PARAMS}
-        extra = {k: v for k, v in params.items() if k not in _SDK_PARAMS}
+        sdk = {k: v for k, v in params.items() if k in SDK_PARAMS}
+        extra = {k: v for k, v in params.items() if k not in SDK_PARAMS}
         delay: float | None = None
         error: str | None = None
         attempts += 1
@@ -353,6 +257,7 @@ def _error_row(call: Call, error: str, attempts: int, prompt_tokens: int, comple
 def _http_client(endpoint: EndpointConfig) -> Any:
     # The SDK's default pool keeps only 100 idle connections; at higher concurrency that means a
     # new TCP connection per request. Size the pool to the concurrency bound instead.
+    openai = _openai()
     limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
     limits = limits_type(max_connections=endpoint.max_concurrency, max_keepalive_connections=endpoint.max_concurrency)
     return openai.DefaultAsyncHttpxClient(limits=limits)
@@ -409,7 +314,7 @@ async def acomplete_frame(
         state = RunState(schema_format=first_format)
         limiter = RateLimiter(endpoint.requests_per_minute, endpoint.tokens_per_minute)
         slots = asyncio.Semaphore(endpoint.max_concurrency)
-        async with openai.AsyncOpenAI(
+        async with _openai().AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=secret or _NO_KEY,
             max_retries=0,  # retries are ours: they must honour the shared rate limiter and pauses

@@ -34,3 +34,9 @@ class RefusalConfig(BaseModel):
     @property
     def uses_llm(self) -> bool:
         return "llm" in self.mode
+
+
+def with_refusal_defaults(stages: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """A stage's settings with its `refusal` table filled from `[stages.refusal]`: one detector and
+    one config for every caller; the stage's own keys win."""
+    return raw | {"refusal": dict(stages.get("refusal", {})) | dict(raw.get("refusal") or {})}

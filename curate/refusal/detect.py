@@ -16,6 +16,7 @@ no_verdict_reason (why refused is null: "missing reply", "empty reply", "judge f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -24,10 +25,23 @@ from curate.config import EndpointConfig
 from curate.errors import ConfigError
 from curate.refusal.config import OUTPUT_COLUMNS, RefusalConfig
 from curate.refusal.judge import classify_llm
-from curate.refusal.model import classify_model, load_detector
-from curate.refusal.rules import classify_rules
+from curate.prompts import template_path
+from curate.refusal.model import SHIPPED_MODEL, card_path, classify_model, load_detector
+from curate.refusal.rules import classify_rules, rules_file
 
 VERDICT_COLUMNS = (*OUTPUT_COLUMNS, "no_verdict_reason")
+
+
+def refusal_files(config: RefusalConfig) -> list[Path]:
+    """The files a detector's verdicts depend on (for stage fingerprints): its rules, the trained
+    artefact and its card in model modes, and the judge's template in llm modes."""
+    files = [rules_file(config.rules_path)]
+    if config.mode.startswith("model"):
+        model = Path(config.model_path) if config.model_path else SHIPPED_MODEL
+        files += [model, card_path(model)]
+    if config.uses_llm:
+        files.append(template_path(config.judge_template))
+    return files
 
 
 def describe_detector(config: RefusalConfig) -> dict[str, Any]:

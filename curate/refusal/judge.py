@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from curate.config import EndpointConfig
+from curate.llm import complete_frame
 from curate.prompts import render_prompt
 from curate.refusal.config import KINDS, RefusalConfig
 
@@ -71,9 +72,6 @@ def classify_llm(
     prompt_col: str = "prompt", language_col: str = "language", progress=None,
 ) -> pl.DataFrame:
     """Judge every row; a failed call leaves refused null with the error in judge_error."""
-    # curate.llm resolves lazily so that importing the detector does not import the openai client.
-    from curate.llm import complete_frame
-
     empty = df[response_col].fill_null("").str.strip_chars().str.len_chars() == 0
     to_judge = df.filter(~empty)
     verdicts: list[dict[str, Any]] = []

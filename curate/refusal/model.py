@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import ConfigError
+from curate.identity import stamp
 from curate.refusal.config import CLASSES, KINDS, RefusalConfig
 
 ARTEFACT_DIR = Path(__file__).parent / "artefact"
@@ -96,24 +97,29 @@ def card_path(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
-@functools.lru_cache(maxsize=4)
 def load_detector(model_path: str | None = None) -> TrainedDetector:
     """The shipped detector, or a trained one by path; a missing or altered file is a clear error."""
-    # fasttext is imported here, not at module top, so the rules and judge modes never load it.
-    import fasttext
-
     path = Path(model_path) if model_path else SHIPPED_MODEL
-    card_file = card_path(path)
-    for needed in (path, card_file):
+    for needed in (path, card_path(path)):
         if not needed.is_file():
             raise ConfigError(f"{needed}: refusal detector artefact not found; {BUILD_HINT}, or set "
                               f"[stages.refusal] mode = \"rules\"")
+    # Keyed by modification time and size too: a retrained artefact is reread (`curate serve`).
+    return _load_detector(path, model_path is None, *stamp(path)[1:], *stamp(card_path(path))[1:])
+
+
+@functools.lru_cache(maxsize=4)
+def _load_detector(path: Path, shipped: bool, *_stamps: int) -> TrainedDetector:
+    # fasttext is imported here, not at module top, so the rules and judge modes never load it.
+    import fasttext
+
+    card_file = card_path(path)
     try:
         card = json.loads(card_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{card_file}:{exc.lineno}: model card is not valid JSON: {exc.msg}") from exc
     digest = sha256_file(path)
-    expected = SHIPPED_SHA256 if model_path is None else card.get("sha256")
+    expected = SHIPPED_SHA256 if shipped else card.get("sha256")
     if digest != expected:
         raise ConfigError(f"{path}: sha256 {digest} does not match the pinned {expected}; {BUILD_HINT}")
     return TrainedDetector(path=path, sha256=digest, card=card, model=fasttext.load_model(str(path)))

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from curate.errors import ConfigError
+from curate.identity import stamp
 from curate.refusal.config import KINDS, RefusalConfig
 
 RULES_PATH = Path(__file__).parent.parent / "resources" / "refusal_rules.toml"
@@ -38,12 +39,22 @@ DENSE_SCRIPT_WEIGHT = 3
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def load_rules(path: str | None = None) -> dict[str, tuple[str, ...]]:
-    """Patterns per group (all languages together), each prefixed case-insensitive and validated."""
+def rules_file(path: str | None = None) -> Path:
     file = Path(path) if path else RULES_PATH
     if not file.is_file():
         raise ConfigError(f"{file}: refusal rules file not found")
+    return file
+
+
+def load_rules(path: str | None = None) -> dict[str, tuple[str, ...]]:
+    """Patterns per group (all languages together), each prefixed case-insensitive and validated."""
+    file = rules_file(path)
+    # Keyed by modification time and size too: an edited rules file is reread (`curate serve`).
+    return _load_rules(file, *stamp(file)[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def _load_rules(file: Path, mtime_ns: int, size: int) -> dict[str, tuple[str, ...]]:
     try:
         tree = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -19,14 +19,15 @@ from curate.release.config import ReleaseConfig
 from curate.release.mix import mix_sources
 from curate.release.rows import build_release_rows
 from curate.release.store import CommitResult, ReleaseStore
+from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, RELEASE_ROWS, REVIEWS
 from curate.workspace import StageOutput, Workspace
 
-STAGE = "release"
+STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
 FORBIDDEN_DRAFT_TAGS = ("published",)
-REQUIRED_INPUTS = {"reviews": "review/reviews", "candidates": "answers/candidates"}
-LINEAGE_INPUTS = {"questions": "questions/questions", "keywords": "keywords/keywords"}
+REQUIRED_INPUTS = {"reviews": str(REVIEWS), "candidates": str(CANDIDATES)}
+LINEAGE_INPUTS = {"questions": str(QUESTIONS), "keywords": str(KEYWORDS)}
 
 
 def release_config(cfg: Config) -> ReleaseConfig:
@@ -144,7 +145,7 @@ def create_release(
     with ws.locked():
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
         result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=rcfg, force=force, **no_reviews)
-        rows = ws.read(f"{STAGE}/rows")
+        rows = ws.read(RELEASE_ROWS)
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
         models = _stage_models(ws)

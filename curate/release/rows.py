@@ -12,14 +12,15 @@ from curate.ids import content_id
 from curate.records import ReleaseRow, conform, polars_schema
 from curate.release.config import ReleaseConfig
 from curate.review.policy import resolve_reviews
+from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, REVIEWS
 
 RELEASE_COLUMNS: list[str] = list(polars_schema(ReleaseRow).names())
 
 _REQUIRED = {
-    "review/reviews": ("candidate_id", "campaign", "accept", "status"),
-    "answers/candidates": ("candidate_id", "translation_id", "question_id", "language", "prompt", "answer"),
-    "questions/questions": ("question_id", "keyword_id"),
-    "keywords/keywords": ("keyword_id", "seed_ids"),
+    str(REVIEWS): ("candidate_id", "campaign", "accept", "status"),
+    str(CANDIDATES): ("candidate_id", "translation_id", "question_id", "language", "prompt", "answer"),
+    str(QUESTIONS): ("question_id", "keyword_id"),
+    str(KEYWORDS): ("keyword_id", "seed_ids"),
 }
 
 
@@ -64,8 +65,8 @@ def build_release_rows(
     The answer is the reviewers' correction when there is one (answer_corrected=True). Topic comes
     from the question, else the keyword; seed IDs come from the keyword.
     """
-    require_columns(reviews, "review/reviews")
-    require_columns(candidates, "answers/candidates")
+    require_columns(reviews, str(REVIEWS))
+    require_columns(candidates, str(CANDIDATES))
     reviews = _reviews_frame(reviews)
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
@@ -127,7 +128,7 @@ def _with_unreviewed(decisions: pl.DataFrame, candidates: pl.DataFrame) -> pl.Da
 def _attach_lineage(rows: pl.DataFrame, questions: pl.DataFrame | None, keywords: pl.DataFrame | None) -> pl.DataFrame:
     topic = pl.lit(None, dtype=pl.String)
     if questions is not None:
-        require_columns(questions, "questions/questions")
+        require_columns(questions, str(QUESTIONS))
         q = questions.select(
             "question_id",
             "keyword_id",
@@ -136,7 +137,7 @@ def _attach_lineage(rows: pl.DataFrame, questions: pl.DataFrame | None, keywords
         rows = rows.join(q, on="question_id", how="left")
         topic = pl.col("question_topic")
     if keywords is not None and "keyword_id" in rows.columns:
-        require_columns(keywords, "keywords/keywords")
+        require_columns(keywords, str(KEYWORDS))
         k = keywords.select(
             "keyword_id",
             "seed_ids",

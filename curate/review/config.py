@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import ArgillaConfig
 from curate.review.policy import ConflictPolicy
+from curate.tables import CANDIDATES
 
 
 class ReviewConfig(BaseModel):
@@ -14,7 +15,7 @@ class ReviewConfig(BaseModel):
     campaign: str = Field(default="review", min_length=1, max_length=200,
                           description="Argilla dataset name; one dataset per review campaign.")
     settings: str | None = Field(default=None, description="Settings TOML; default annotations/review.toml.")
-    source: str = Field(default="answers/candidates", description="Candidate table to push (stage/table).")
+    source: str = Field(default=str(CANDIDATES), description="Candidate table to push (stage/table).")
     run: str | None = Field(default=None, description="'run' metadata on new records; default: the source stage's run id.")
     policy: ConflictPolicy = "majority"
     batch_size: int = Field(default=250, ge=1, le=500)

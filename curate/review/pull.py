@@ -24,6 +24,7 @@ from curate.records import ReviewItem, conform, empty_frame, polars_schema
 from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
 from curate.review.policy import ConflictPolicy, resolve_reviews
+from curate.tables import REVIEWS
 from curate.workspace import StageOutput, Workspace
 
 PULLED_STATUSES = ["submitted", "discarded"]
@@ -140,7 +141,7 @@ def pull_workspace(
     many responses as the annotators were asked for.
     """
     fetched, ds = fetch_reviews(client, campaign, workspace)
-    previous_path = ws.table_path("review", "reviews")
+    previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
     needed = min_submitted or int(ds["distribution"].get("min_submitted") or 1)
     # Pulling reads a live server, so it always runs; the previous table is read directly

@@ -23,6 +23,7 @@ from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
 from curate.review.settings import ReviewSettings
+from curate.tables import CANDIDATES, KEYWORDS, QUESTIONS, TableRef
 from curate.workspace import Workspace
 
 LEDGER_FILE = Path("review") / "push_ledger.sqlite"
@@ -214,9 +215,9 @@ def push_records(
 
 # -- the workspace edge ------------------------------------------------------------------------
 
-def _optional_table(ws: Workspace, ref: str) -> pl.DataFrame | None:
-    stage, table = ref.split("/", 1)
-    return pl.read_parquet(ws.table_path(stage, table)) if ws.table_path(stage, table).exists() else None
+def _optional_table(ws: Workspace, ref: str | TableRef) -> pl.DataFrame | None:
+    ref = TableRef.parse(ref)
+    return pl.read_parquet(ws.table_path(ref.stage, ref.table)) if ws.table_path(ref.stage, ref.table).exists() else None
 
 
 def source_link(ws: Workspace, source: str) -> dict[str, Any]:
@@ -241,7 +242,7 @@ def push_workspace(
     campaign: str,
     workspace: str,
     min_submitted: int,
-    source: str = "answers/candidates",
+    source: str = str(CANDIDATES),
     run: str | None = None,
     batch_size: int = 250,
     progress: Advance = noop,
@@ -252,7 +253,7 @@ def push_workspace(
         raise CurateError(f"table '{source}' does not exist in {ws.root}; run the answers stage first")
     link = source_link(ws, source)
     frame = review_frame(
-        candidates, _optional_table(ws, "questions/questions"), _optional_table(ws, "keywords/keywords"),
+        candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
         run=run or link["curate_source_run_id"] or link["curate_source_fingerprint"],
     )
     payloads = record_payloads(frame, settings)

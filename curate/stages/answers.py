@@ -23,12 +23,15 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.config import EndpointConfig, LangIdConfig
+from curate.config import Config, EndpointConfig, LangIdConfig, with_endpoint_defaults
 from curate.ids import content_id
+from curate.llm import complete_frame, usage_summary
 from curate.progress import Advance
 from curate.records import Candidate, conform
-from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units
-from curate.text.langid import detect_languages
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units, refusal_files, with_refusal_defaults
+from curate.stages.declaration import Stage, reads
+from curate.tables import ANSWER_REJECTS, CANDIDATES, DEDUPED_TRANSLATIONS, TRANSLATIONS
+from curate.text.langid import detect_languages, model_file
 from curate.workspace import StageOutput
 
 REJECT_REASONS = (
@@ -207,7 +210,6 @@ def generate_candidates(
     prices: dict[str, dict[str, float]] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(raw candidate rows, the LLM layer's results for usage accounting)."""
-    from curate.llm import complete_frame
 
     requests = candidate_requests(translations, config)
     call = requests.select(pl.col("candidate_id").alias("request_id"), "candidate_index")
@@ -233,7 +235,6 @@ def answers_stage(
     translations: pl.DataFrame, config: AnswersConfig, *, cache=None, progress: Advance | None = None,
     refresh: bool = False, prices: dict[str, dict[str, float]] | None = None,
 ) -> StageOutput:
-    from curate.llm import usage_summary
 
     raw, results = generate_candidates(translations, config, cache=cache, progress=progress, refresh=refresh, prices=prices)
     kept, rejects = filter_candidates(raw, config, cache=cache)
@@ -252,3 +253,21 @@ def answers_stage(
         "llm": usage_summary(results, "answers", prices or {}),
     }
     return StageOutput(tables={"candidates": candidates, "rejects": rejects}, report=report)
+
+
+def _with_defaults(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
+    raw = with_endpoint_defaults(cfg.llm, raw, "generator", optional=("judge",))
+    raw.setdefault("langid", cfg.langid.model_dump())
+    return with_refusal_defaults(cfg.stages, raw)
+
+
+STAGE = Stage(
+    name="answers", run=answers_stage, config=AnswersConfig,
+    summary="Sample K answers with reasoning per translated question and filter them (answers/candidates, answers/rejects).",
+    reads={"translations": reads(DEDUPED_TRANSLATIONS, TRANSLATIONS)}, writes=(CANDIDATES, ANSWER_REJECTS),
+    fill=_with_defaults, uses_llm=True, shard_by="translations",
+    depends_on=lambda settings: [*refusal_files(settings.refusal), model_file(settings.langid.model_path)],
+    progress_total=lambda inputs, settings: (
+        inputs["translations"].filter(pl.col("status") == "ok").height * settings.candidates_per_prompt
+    ),
+)

@@ -11,10 +11,13 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from curate.config import EndpointConfig
+from curate.config import EndpointConfig, with_endpoint_defaults
+from curate.llm import complete_frame
 from curate.progress import Advance
 from curate.records import BlockedProbe, Seed, conform
-from curate.refusal import RefusalConfig, classify_refusals, describe_detector
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, refusal_files, with_refusal_defaults
+from curate.stages.declaration import Stage, reads
+from curate.tables import BLOCKED_PROBES, BLOCKED_SEEDS, SEEDS
 from curate.workspace import StageOutput
 
 # API content filters answer with this finish_reason instead of a refusal text.
@@ -51,7 +54,6 @@ def probe_seeds(
     seeds: pl.DataFrame, config: BlockedConfig, *, cache=None, progress: Advance | None = None, refresh: bool = False
 ) -> pl.DataFrame:
     """BlockedProbe rows (plus sample_index, language, finish_reason, refusal_score) for every seed × sample."""
-    from curate.llm import complete_frame
 
     requests = _requests(seeds, config)
     results = complete_frame(
@@ -117,3 +119,13 @@ def blocked_stage(
         "by_refusal_kind": {str(k): int(n) for k, n in probes.group_by("refusal_kind").len().sort("refusal_kind", nulls_last=True).iter_rows()},
     }
     return StageOutput(tables={"probes": probes, "seeds": conform(kept, Seed)}, report=report)
+
+
+STAGE = Stage(
+    name="blocked", run=blocked_stage, config=BlockedConfig,
+    summary="Send ingested seeds to the target model; keep the ones it refuses (blocked/probes, blocked/seeds).",
+    reads={"seeds": reads(SEEDS)}, writes=(BLOCKED_PROBES, BLOCKED_SEEDS),
+    fill=lambda cfg, raw: with_refusal_defaults(cfg.stages, with_endpoint_defaults(cfg.llm, raw, "target", optional=("judge",))),
+    depends_on=lambda settings: refusal_files(settings.refusal), uses_llm=True, shard_by="seeds",
+    progress_total=lambda inputs, settings: inputs["seeds"].height * settings.samples_per_seed,
+)

@@ -20,7 +20,9 @@ from curate.config import IngestConfig, LangIdConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
 from curate.records import Seed, conform
-from curate.text.langid import detect_languages
+from curate.stages.declaration import Stage
+from curate.tables import SEEDS
+from curate.text.langid import detect_languages, model_file
 
 TEXT_FIELD_CANDIDATES = ("prompt", "text", "question", "instruction", "query", "input", "content")
 ID_FIELD_CANDIDATES = ("id", "seed_id", "prompt_id", "uid")
@@ -226,3 +228,12 @@ def read_seeds(paths: list[Path], config: IngestConfig, langid: LangIdConfig) ->
 
 def ingest_stage(sources: list[Path], config: IngestStageConfig) -> dict[str, pl.DataFrame]:
     return {"seeds": read_seeds(sources, config.ingest, config.langid)}
+
+
+STAGE = Stage(
+    name="ingest", run=ingest_stage, config=IngestConfig, section="ingest",
+    summary="Read seed prompts into the workspace (language detected with fastText where missing).",
+    writes=(SEEDS,), external=("sources",),
+    settings=lambda cfg, section: IngestStageConfig(ingest=section, langid=cfg.langid),
+    depends_on=lambda settings: [model_file(settings.langid.model_path)] if settings.ingest.default_language is None else [],
+)

@@ -15,7 +15,8 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -24,10 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from curate.config import EndpointConfig
 from curate.errors import InputError
 from curate.ids import content_id, normalize_text
+from curate.llm import complete_frame, usage_summary
 from curate.progress import Advance, noop
-from curate.prompts import render_prompt
+from curate.prompts import render_prompt, template_path
 from curate.records import Question, polars_schema
-from curate.text.langid import detect_languages
+from curate.stages.declaration import Stage, reads
+from curate.tables import KEYWORDS, QUESTION_REJECTS, QUESTIONS, SEEDS
+from curate.text.langid import detect_languages, model_file
 from curate.text.languages import language_name
 from curate.text.tokenize import CJK_CHAR, tokenize
 from curate.workspace import StageOutput
@@ -218,9 +222,7 @@ def expand_questions(
 
     `complete` replaces curate.llm.complete_frame (same signature); tests use it to inject faults.
     """
-    if complete is None:
-        from curate.llm import complete_frame as complete
-
+    complete = complete or complete_frame
     _check_keywords(keywords)
     if config.max_keywords is not None:
         keywords = keywords.sort("score", descending=True).head(config.max_keywords) if "score" in keywords.columns else keywords.head(config.max_keywords)
@@ -303,7 +305,6 @@ def questions_stage(
     prices: dict[str, dict[str, float]] | None = None,
     complete: Callable[..., pl.DataFrame] | None = None,
 ) -> StageOutput:
-    from curate.llm import usage_summary
 
     questions, rejects, results = expand_questions(
         keywords, config.questions, endpoint=config.llm, cache=cache, seeds=seeds, progress=progress, refresh=refresh,
@@ -320,3 +321,25 @@ def questions_stage(
     if results:
         report["llm_usage"] = usage_summary(pl.concat(results, how="diagonal_relaxed"), "questions", prices or {})
     return StageOutput(tables={"questions": questions, "rejects": rejects}, report=report)
+
+
+def _questions_files(settings: QuestionsStageConfig) -> list[Path]:
+    config = settings.questions
+    return [template_path(config.template), *([model_file(config.langid_model_path)] if config.check_language else [])]
+
+
+def _questions_total(inputs: Mapping[str, pl.DataFrame], settings: QuestionsStageConfig) -> int:
+    total = inputs["keywords"].height
+    return min(total, settings.questions.max_keywords) if settings.questions.max_keywords else total
+
+
+STAGE = Stage(
+    name="questions", run=questions_stage, config=QuestionsConfig,
+    summary="Expand each keyword into N diverse questions through the LLM (structured output, diversity-filtered).",
+    reads={"keywords": reads(KEYWORDS), "seeds": reads(SEEDS, when=lambda settings: settings.questions.seed_examples > 0)},
+    writes=(QUESTIONS, QUESTION_REJECTS),
+    settings=lambda cfg, section: QuestionsStageConfig(questions=section, llm=cfg.llm),
+    # Not sharded: the diversity filter compares questions with each other.
+    depends_on=_questions_files, uses_llm=True, progress_total=_questions_total,
+    report_keys=("keywords_short_of_quota", "by_style"),
+)

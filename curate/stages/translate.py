@@ -13,20 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import DEFAULT_LANGUAGES, EndpointConfig
 from curate.errors import ConfigError, InputError
 from curate.ids import content_id
+from curate.llm import complete_frame, usage_summary
 from curate.progress import Advance, noop
-from curate.prompts import render_prompt
+from curate.prompts import render_prompt, template_path
 from curate.records import Translation, conform
-from curate.text.embeddings import embeddinggemma_path, is_model_folder, load_configured_model
-from curate.text.langid import detect_languages
-from curate.text.languages import language_name
+from curate.stages.declaration import Stage, reads
+from curate.tables import QUESTIONS, TRANSLATIONS
+from curate.text.embeddings import embeddinggemma_path, is_model_folder, load_configured_model, resolve_model
+from curate.text.langid import detect_languages, model_file
+from curate.text.languages import base_language, check_language_codes, language_name
 from curate.workspace import StageOutput
 
 # fastText labels that count as the configured language (lid.176 splits some languages finely).
@@ -44,6 +48,7 @@ class TranslateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     languages: list[str] | None = Field(default=None, description="Target languages; default: the top-level `languages`.")
+    _known_languages = field_validator("languages")(check_language_codes)
     template: str = Field(default="translate.j2", description="Prompt template: bundled file name or a path.")
     max_attempts: int = Field(default=3, ge=1, description="Tries per pair before the row is flagged.")
     min_language_confidence: float = Field(default=0.5, ge=0, le=1, description="fastText confidence needed for the target language.")
@@ -65,10 +70,6 @@ class Translator(Protocol):
     """
 
     def __call__(self, requests: pl.DataFrame, *, attempt: int) -> pl.DataFrame: ...
-
-
-def base_language(code: str) -> str:
-    return code.strip().lower().replace("_", "-").split("-")[0]
 
 
 def clean_translation(text: str | None) -> str | None:
@@ -99,7 +100,6 @@ class LLMTranslator:
     results: list[pl.DataFrame] = field(default_factory=list)
 
     def __call__(self, requests: pl.DataFrame, *, attempt: int) -> pl.DataFrame:
-        from curate.llm import complete_frame
 
         prompts = [
             render_prompt(
@@ -359,7 +359,25 @@ def translate_stage(
         },
     }
     if llm_translator is not None and llm_translator.results:
-        from curate.llm import usage_summary
 
         report["llm_usage"] = usage_summary(pl.concat(llm_translator.results, how="diagonal_relaxed"), "translate", prices or {})
     return StageOutput(tables={"translations": table}, report=report)
+
+
+def _translate_files(settings: TranslateStageConfig) -> list[Path]:
+    config = settings.translate
+    files = [template_path(config.template), model_file(config.langid_model_path)]
+    if (model := resolve_faithfulness_model(config.faithfulness_model)) is not None:
+        files.append(resolve_model(model, hint=FAITHFULNESS_HINT, setting="faithfulness_model").path)
+    return files
+
+
+STAGE = Stage(
+    name="translate", run=translate_stage, config=TranslateConfig,
+    summary="Translate the questions into every configured language, verifying language (fastText) and faithfulness.",
+    reads={"questions": reads(QUESTIONS)}, writes=(TRANSLATIONS,),
+    settings=lambda cfg, section: TranslateStageConfig(translate=section, languages=cfg.languages, llm=cfg.llm),
+    depends_on=_translate_files, uses_llm=True, shard_by="questions",
+    progress_total=lambda inputs, settings: inputs["questions"].height * len(settings.target_languages),
+    report_keys=("by_language_status",),
+)

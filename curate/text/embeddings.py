@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.errors import ConfigError
+from curate.identity import path_identity
 
 # English-only models we know of: their similarities between non-English texts are noise.
 ENGLISH_ONLY = ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L12-v2",
@@ -120,10 +121,15 @@ def resolve_model(spec: str, *, hint: str, setting: str = "model") -> ResolvedMo
         ) from exc
 
 
-@functools.lru_cache(maxsize=2)
 def load_model(path: str, device: str | None = None, backend: str = "torch", max_seq_length: int | None = None):
-    """A sentence-transformers model from a local folder (see resolve_model), loaded once per process."""
-    from sentence_transformers import SentenceTransformer
+    """A sentence-transformers model from a local folder (see resolve_model), loaded once per
+    process and again when the folder's files change."""
+    return _load(path, path_identity(path), device, backend, max_seq_length)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str, identity: str, device: str | None, backend: str, max_seq_length: int | None):
+    from sentence_transformers import SentenceTransformer  # heavy (torch): loaded only when a model is needed
 
     try:
         model = SentenceTransformer(path, device=device, backend=backend, local_files_only=True)

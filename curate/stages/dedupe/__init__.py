@@ -9,6 +9,7 @@ Partition-level API for fanning out (Prefect tasks on Dask): prepare_rows -> par
 partition_rows -> dedupe_partition (or embed_rows + cluster_partition) -> assemble.
 """
 
+from curate.stages.declaration import Stage, reads
 from curate.stages.dedupe.config import DedupeConfig, KeepPolicy
 from curate.stages.dedupe.embed import (
     DEFAULT_HUB_MODEL,
@@ -35,13 +36,28 @@ from curate.stages.dedupe.stage import (
     prepare_rows,
     semantic_languages,
 )
+from curate.tables import DEDUPE_CLUSTERS, DEDUPE_NEAR_PAIRS, DEDUPED_TRANSLATIONS, TRANSLATIONS
 
 STAGE_VERSION = "1"
 
 __all__ = [
-    "DEFAULT_HUB_MODEL", "STAGE_VERSION", "DedupeConfig", "EmbeddingCache", "KeepPolicy", "PartitionResult",
+    "DEFAULT_HUB_MODEL", "STAGE", "STAGE_VERSION", "DedupeConfig", "EmbeddingCache", "KeepPolicy", "PartitionResult",
     "ResolvedModel", "assemble", "block_pairs", "bundled_minilm_path", "cluster_partition", "dedupe_frame",
     "dedupe_partition", "dedupe_stage", "embed_rows", "embed_texts", "embeddinggemma_path", "kmeans_cells",
     "load_model", "near_pairs", "normalize_texts", "normalized_text_expr", "partition_keys", "partition_rows",
     "prepare_rows", "resolve_model", "semantic_languages",
 ]
+
+
+def stage_version(config: DedupeConfig) -> str:
+    """The stage version plus the resolved model, so `auto` resolving differently reruns the stage."""
+    return f"{STAGE_VERSION}+{resolve_model(config.model).key}" if config.semantic else f"{STAGE_VERSION}+exact"
+
+
+STAGE = Stage(
+    name="dedupe", run=dedupe_stage, config=DedupeConfig,
+    summary="Remove exact and semantic duplicates from translate/translations (rows with status ok).",
+    reads={"translations": reads(TRANSLATIONS)}, writes=(DEDUPED_TRANSLATIONS, DEDUPE_CLUSTERS, DEDUPE_NEAR_PAIRS),
+    depends_on=lambda config: [resolve_model(config.model).path] if config.semantic else [],
+    version_of=stage_version,
+)

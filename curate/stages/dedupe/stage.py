@@ -36,6 +36,7 @@ from curate.stages.dedupe.embed import (
 )
 from curate.stages.dedupe.normalize import normalized_text_expr
 from curate.stages.dedupe.search import near_pairs
+from curate.tables import TRANSLATIONS
 from curate.workspace import StageOutput
 
 ROW = "_row"  # input position; every internal column starts with an underscore
@@ -379,8 +380,11 @@ def dedupe_stage(
     """Workspace stage: dedupe the `ok` rows of translate/translations."""
     if "status" in translations.columns:
         translations = translations.filter(pl.col("status") == "ok")
-    return dedupe_frame(
+    output = dedupe_frame(
         translations, config, text_col="text", language_col="language", group_col="question_id",
-        id_col="translation_id", cache_dir=cache_dir, progress=progress, source="translate/translations",
+        id_col="translation_id", cache_dir=cache_dir, progress=progress, source=str(TRANSLATIONS),
         map_partitions=map_partitions,
     )
+    if map_partitions is not map_in_process:
+        output.report["dedupe"]["fanned_out_partitions"] = len(output.report["dedupe"]["partitions"])
+    return output

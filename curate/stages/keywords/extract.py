@@ -23,69 +23,31 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import EndpointConfig
 from curate.errors import ConfigError, InputError
+from curate.identity import stamp
 from curate.ids import content_id
+from curate.llm import complete_frame, usage_summary
 from curate.progress import Advance, noop
-from curate.prompts import render_prompt
+from curate.prompts import render_prompt, template_path
 from curate.records import Keyword, conform
-from curate.text.embeddings import BUNDLED_ALIAS, load_configured_model
+from curate.stages.declaration import Stage, reads
+from curate.stages.keywords.config import KeywordsConfig, KeywordsStageConfig
+from curate.stages.keywords.topics import assign_topics, embedding_model_folder
+from curate.tables import BLOCKED_SEEDS, KEYWORD_REJECTS, KEYWORDS, SEEDS
 from curate.text.languages import language_name
 from curate.text.tokenize import CJK_CHAR, NUMBER, is_cjk, join_tokens, normalize_token, tokenize
 from curate.workspace import StageOutput
 
-STOPWORDS_DIR = Path(__file__).resolve().parent.parent / "resources" / "stopwords"
+STOPWORDS_DIR = Path(__file__).resolve().parents[2] / "resources" / "stopwords"
 REJECT_SCHEMA = {
     "keyword": pl.String, "language": pl.String, "count": pl.Int64, "reject_reason": pl.String,
     "detail": pl.String, "seed_id": pl.String, "error": pl.String,
 }
-
-
-class KeywordsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: Literal["auto", "blocked", "all"] = Field(
-        default="auto", description="auto: blocked seeds when the `blocked` column is set, else all seeds."
-    )
-    mode: Literal["statistical", "llm"] = "statistical"
-    max_ngram: int = Field(default=3, ge=1, le=6)
-    min_count: int = Field(default=2, ge=1, description="Seeds a keyword must occur in.")
-    min_length: int = Field(default=3, ge=1, description="Characters (without spaces) for alphabetic keywords.")
-    min_length_cjk: int = Field(default=2, ge=1, description="Characters for Chinese/Japanese/Korean keywords.")
-    drop_numbers: bool = Field(default=True, description="Drop keywords that are only digits (a number inside a phrase stays).")
-    max_doc_fraction: float = Field(
-        default=0.5, gt=0, le=1, description="Drop keywords in more than this share of a language's seeds (if it has >= 10)."
-    )
-    subsume_ratio: float = Field(
-        default=0.8, ge=0, le=1, description="Drop a phrase when a longer one containing it occurs in >= this share of its seeds."
-    )
-    max_keywords: int | None = Field(default=200, ge=1, description="Per language, best first.")
-    stopwords: list[str] = Field(default_factory=list, description="Extra stopwords for every language.")
-    stopword_files: list[str] = Field(default_factory=list, description="Extra stoplist files (one word a line).")
-    topics: Literal["cooccurrence", "embedding", "seed", "none"] = "cooccurrence"
-    topic_threshold: float | None = Field(
-        default=None, ge=0, le=1,
-        description="Join a topic above this similarity: Jaccard of seed sets (default 0.3) or embedding cosine (default 0.6).",
-    )
-    embedding_model: str | None = Field(
-        default=None, description="sentence-transformers model (hub name or path); default: the bundled all-MiniLM-L6-v2."
-    )
-    llm_template: str = "keyword_extraction.j2"
-    llm_max_keywords_per_seed: int = Field(default=5, ge=1)
-    llm_require_in_text: bool = Field(default=True, description="Drop LLM keywords that do not occur in the seed (hallucinated).")
-    overrides: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
-
-
-class KeywordsStageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    keywords: KeywordsConfig = Field(default_factory=KeywordsConfig)
-    llm: EndpointConfig | None = Field(default=None, description="Only for mode = 'llm'.")
 
 
 # -- stoplists ----------------------------------------------------------------------------------------
@@ -98,10 +60,15 @@ def _read_stoplist(path: Path) -> set[str]:
     return words
 
 
-@functools.lru_cache(maxsize=64)
 def bundled_stopwords(language: str) -> frozenset[str]:
     path = STOPWORDS_DIR / f"{language}.txt"
-    return frozenset(_read_stoplist(path)) if path.is_file() else frozenset()
+    return _stoplist(*stamp(path)) if path.is_file() else frozenset()
+
+
+@functools.lru_cache(maxsize=64)
+def _stoplist(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    # Keyed by modification time and size too: an edited stoplist is reread (`curate serve`).
+    return frozenset(_read_stoplist(Path(path)))
 
 
 def stopwords_for(language: str, config: KeywordsConfig) -> set[str]:
@@ -248,7 +215,6 @@ def llm_candidates(
     seeds: pl.DataFrame, config: KeywordsConfig, endpoint: EndpointConfig, cache: Any, rejects: list[dict],
     progress: Advance = noop, refresh: bool = False,
 ) -> tuple[dict[str, dict], pl.DataFrame]:
-    from curate.llm import complete_frame
 
     requests = pl.DataFrame({
         "request_id": seeds["seed_id"],
@@ -294,64 +260,6 @@ def llm_candidates(
     return by_language, results
 
 
-# -- topics --------------------------------------------------------------------------------------------------
-EMBEDDING_MODEL_HINT = (
-    "set [stages.keywords] embedding_model to a local sentence-transformers folder, a Hugging Face model in the "
-    f"local cache, or '{BUNDLED_ALIAS}' (the default); or use topics = 'cooccurrence'"
-)
-
-
-def _leader_topics(labels: list[str], similar) -> list[str]:
-    """Each item joins the first (best-ranked) leader it is similar to, else leads a new topic."""
-    leaders: list[int] = []
-    topic = []
-    for i, label in enumerate(labels):
-        leader = next((j for j in leaders if similar(j, i)), None)
-        if leader is None:
-            leaders.append(i)
-            topic.append(label)
-        else:
-            topic.append(labels[leader])
-    return topic
-
-
-def assign_topics(keywords: pl.DataFrame, seeds: pl.DataFrame, config: KeywordsConfig) -> pl.Series:
-    """A topic label (the leading keyword of its group) per keyword row, grouping within a language."""
-    if keywords.height == 0 or config.topics == "none":
-        return pl.Series("topic", [None] * keywords.height, dtype=pl.String)
-    topics: list[str | None] = [None] * keywords.height
-    rows = keywords.with_row_index("_i")
-    if config.topics == "seed":
-        seed_topic = dict(seeds.select("seed_id", "topic").iter_rows()) if "topic" in seeds.columns else {}
-        for i, ids in rows.select("_i", "seed_ids").iter_rows():
-            votes = Counter(seed_topic[s] for s in ids if seed_topic.get(s))
-            topics[i] = votes.most_common(1)[0][0] if votes else None
-        return pl.Series("topic", topics, dtype=pl.String)
-    for (_lang,), group in rows.group_by("language", maintain_order=True):
-        labels = group["keyword"].to_list()
-        if config.topics == "cooccurrence":
-            threshold = 0.3 if config.topic_threshold is None else config.topic_threshold
-            sets = [set(ids) for ids in group["seed_ids"]]
-            # Jaccard, not overlap: a frequent keyword ("China") must not swallow every rarer one.
-            group_topics = _leader_topics(
-                labels, lambda a, b, sets=sets, t=threshold: len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b])) >= t
-            )
-        else:
-            import numpy as np
-
-            threshold = 0.6 if config.topic_threshold is None else config.topic_threshold
-            encoder = load_configured_model(
-                config.embedding_model or BUNDLED_ALIAS, hint=EMBEDDING_MODEL_HINT, setting="embedding_model",
-                device="cpu",
-            )
-            vectors = encoder.encode(labels, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-            sims = np.asarray(vectors) @ np.asarray(vectors).T
-            group_topics = _leader_topics(labels, lambda a, b, sims=sims, t=threshold: float(sims[a, b]) >= t)
-        for i, t in zip(group["_i"], group_topics, strict=True):
-            topics[i] = t
-    return pl.Series("topic", topics, dtype=pl.String)
-
-
 # -- the stage ------------------------------------------------------------------------------------------------
 def extract_keywords(
     seeds: pl.DataFrame,
@@ -371,7 +279,6 @@ def extract_keywords(
         if endpoint is None:
             raise ConfigError("stages.keywords.mode = 'llm' needs an LLM endpoint ([llm])")
         by_language, results = llm_candidates(selected, config, endpoint, cache, rejects, advance, refresh)
-        from curate.llm import usage_summary
 
         report["llm_usage"] = usage_summary(results, "keywords", {})
     else:
@@ -406,3 +313,24 @@ def keywords_stage(
         seeds, config.keywords, endpoint=config.llm, cache=cache, progress=progress, refresh=refresh
     )
     return StageOutput(tables={"keywords": keywords, "rejects": rejects}, report=report)
+
+
+def _keywords_files(settings: KeywordsStageConfig) -> list[Path | str | None]:
+    config = settings.keywords
+    files: list[Path | str | None] = [STOPWORDS_DIR, *config.stopword_files]
+    if config.mode == "llm":
+        files.append(template_path(config.llm_template))
+    if config.topics == "embedding":
+        files.append(embedding_model_folder(config))
+    return files
+
+
+STAGE = Stage(
+    name="keywords", run=keywords_stage, config=KeywordsConfig,
+    summary="Extract ranked topic keywords (with counts, scores, seed ids and topics) from the seeds.",
+    reads={"seeds": reads(BLOCKED_SEEDS, SEEDS)}, writes=(KEYWORDS, KEYWORD_REJECTS),
+    settings=lambda cfg, section: KeywordsStageConfig(keywords=section, llm=cfg.llm if section.mode == "llm" else None),
+    depends_on=_keywords_files, uses_llm=lambda settings: settings.keywords.mode == "llm",
+    progress_total=lambda inputs, settings: select_seeds(inputs["seeds"], settings.keywords.source).height,
+    report_keys=("seeds_used", "keywords_per_language", "topics"),
+)

@@ -1,0 +1,97 @@
+"""How a stage declares itself, once, beside its function.
+
+A declaration says everything the runner (`curate.runner`), the command line and the flows need:
+which tables the stage reads and writes, how its config is built from curate.toml, which files
+its output depends on, whether it calls the LLM and how it fans out. Nothing else wires a stage.
+
+The runner passes a stage function, besides its inputs and `config`, only the services its
+signature asks for by name: `cache` (the workspace's LLM cache, for a stage that uses the LLM),
+`refresh`, `prices`, `progress`, `cache_dir` (the workspace's embedding cache) and
+`map_partitions` (partitions as task runs, inside a flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel
+
+from curate.config import Config
+from curate.tables import TableRef
+
+
+@dataclass(frozen=True)
+class Input:
+    """A table a stage reads: the first of `refs` the run has (so a filtering stage's output,
+    e.g. blocked/seeds, is preferred over the table it filtered). `when` makes the input optional:
+    it is read only when `when(settings)` is true and the table is there."""
+
+    refs: tuple[TableRef, ...]
+    when: Callable[[Any], bool] | None = None
+
+    @property
+    def optional(self) -> bool:
+        return self.when is not None
+
+
+def reads(*refs: TableRef, when: Callable[[Any], bool] | None = None) -> Input:
+    return Input(tuple(refs), when)
+
+
+def _no_files(settings: Any) -> Iterable[Path | str | None]:
+    return ()
+
+
+def _same(cfg: Config, settings: BaseModel) -> BaseModel:
+    return settings
+
+
+def _unchanged(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
+    return raw
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One curation stage: its function and everything needed to run it from a config.
+
+    `config` validates the stage's own section (`[stages.<name>]`, or `section`'s top-level key);
+    `fill` adds shared settings to the raw section first (e.g. endpoint fields from `[llm]`);
+    `settings` builds what `run` receives as `config` from the whole config and the section.
+    `depends_on(section)` names the files whose contents shape the output (templates, rules,
+    stoplists, model folders): their hashes enter the fingerprint.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    config: type[BaseModel]
+    summary: str
+    reads: Mapping[str, Input] = field(default_factory=dict)
+    writes: tuple[TableRef, ...] = ()
+    external: tuple[str, ...] = ()  # inputs the caller passes as paths (ingest's seed files)
+    section: str | None = None  # a top-level section instead of [stages.<name>]
+    fill: Callable[[Config, dict[str, Any]], dict[str, Any]] = _unchanged
+    settings: Callable[[Config, Any], BaseModel] = _same
+    depends_on: Callable[[Any], Iterable[Path | str | None]] = _no_files
+    uses_llm: Callable[[Any], bool] | bool = False
+    shard_by: str | None = None  # the input whose rows are independent: fan out over it in flows
+    version: str = "1"
+    version_of: Callable[[Any], str] | None = None  # a version that depends on the settings
+    progress_total: Callable[[Mapping[str, pl.DataFrame], Any], int | None] | None = None
+    report_keys: tuple[str, ...] = ()  # report entries `curate <stage>` prints
+
+    def __post_init__(self) -> None:
+        for table in self.writes:
+            if table.stage != self.name:
+                raise ValueError(f"stage {self.name} declares a table of stage {table.stage}: {table}")
+        if self.shard_by is not None and self.shard_by not in self.reads:
+            raise ValueError(f"stage {self.name}: shard_by '{self.shard_by}' is not one of its inputs")
+
+    def calls_llm(self, settings: Any) -> bool:
+        return self.uses_llm(settings) if callable(self.uses_llm) else self.uses_llm
+
+    def version_for(self, settings: Any) -> str:
+        return self.version_of(settings) if self.version_of is not None else self.version

@@ -1,0 +1,49 @@
+"""Every workspace table, by name: `stage/table` references as constants.
+
+The stage declarations and `curate.pipeline` read and write tables through these names, so a
+table's name is spelt once. (Kept apart from `curate.pipeline`, which re-exports them, because
+the stage modules import them and `curate.pipeline` imports the stage modules.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """One table of a workspace: the stage that writes it and the table's name."""
+
+    stage: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}/{self.table}"
+
+    @classmethod
+    def parse(cls, ref: str | TableRef) -> TableRef:
+        if isinstance(ref, TableRef):
+            return ref
+        stage, sep, table = ref.partition("/")
+        if not sep or not stage or not table:
+            raise ValueError(f"table reference '{ref}' is not stage/table")
+        return cls(stage, table)
+
+
+SEEDS = TableRef("ingest", "seeds")
+BLOCKED_PROBES = TableRef("blocked", "probes")
+BLOCKED_SEEDS = TableRef("blocked", "seeds")
+KEYWORDS = TableRef("keywords", "keywords")
+KEYWORD_REJECTS = TableRef("keywords", "rejects")
+QUESTIONS = TableRef("questions", "questions")
+QUESTION_REJECTS = TableRef("questions", "rejects")
+TRANSLATIONS = TableRef("translate", "translations")
+DEDUPED_TRANSLATIONS = TableRef("dedupe", "translations")
+DEDUPE_CLUSTERS = TableRef("dedupe", "clusters")
+DEDUPE_NEAR_PAIRS = TableRef("dedupe", "pairs_near_threshold")
+CANDIDATES = TableRef("answers", "candidates")
+ANSWER_REJECTS = TableRef("answers", "rejects")
+REVIEWS = TableRef("review", "reviews")
+REVIEW_AGREEMENT = TableRef("review", "agreement")
+REVIEW_DECISIONS = TableRef("review", "decisions")
+RELEASE_ROWS = TableRef("release", "rows")
