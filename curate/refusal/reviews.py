@@ -16,9 +16,9 @@ import polars as pl
 
 from curate.errors import CurateError
 from curate.refusal.data import RESERVED_MODEL, TRAINING_SCHEMA, sha256_bytes
+from curate.tables import CANDIDATES, REVIEWS, TableRef
 from curate.workspace import Workspace
 
-REVIEWS_TABLE = "review/reviews"
 REFUSAL_MAX_SATISFACTION = 1
 REVIEWED_REFUSAL_KIND = "deflection"
 
@@ -37,14 +37,15 @@ def reviewed_labels(reviews: pl.DataFrame) -> pl.DataFrame:
     ).drop_nulls("label").sort("candidate_id")
 
 
-def reviews_training_rows(ws: Workspace, candidates_ref: str = "answers/candidates") -> tuple[pl.DataFrame, dict[str, Any]]:
+def reviews_training_rows(ws: Workspace, candidates_ref: str | TableRef = CANDIDATES) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Training rows from the workspace's pulled reviews and the candidate answers they judged."""
-    for ref in (REVIEWS_TABLE, candidates_ref):
-        stage, table = ref.split("/", 1)
-        if not ws.table_path(stage, table).exists():
-            raise CurateError(f"{ws.table_path(stage, table)}: no such table; run `curate review pull` first"
-                              if ref == REVIEWS_TABLE else f"{ws.table_path(stage, table)}: no candidate table to join reviews with")
-    reviews = ws.read(REVIEWS_TABLE)
+    candidates_ref = TableRef.parse(candidates_ref)
+    for ref in (REVIEWS, candidates_ref):
+        if not ws.has_table(ref):
+            where = ws.table_path(ref.stage, ref.table)
+            raise CurateError(f"{where}: no such table; run `curate review pull` first" if ref == REVIEWS
+                              else f"{where}: no candidate table to join reviews with")
+    reviews = ws.read(REVIEWS)
     candidates = ws.read(candidates_ref)
     text_col = "answer" if "answer" in candidates.columns else "response"
     missing = [c for c in ("candidate_id", text_col) if c not in candidates.columns]
@@ -63,7 +64,7 @@ def reviews_training_rows(ws: Workspace, candidates_ref: str = "answers/candidat
     ).cast(dict(TRAINING_SCHEMA))
     payload = "\n".join(f"{cid}\t{label}" for cid, label in joined.select("candidate_id", "label").iter_rows())
     entry = {
-        "source": "reviews", "path": str(ws.table_path("review", "reviews")), "rows": rows.height,
+        "source": "reviews", "path": str(ws.table_path(REVIEWS.stage, REVIEWS.table)), "rows": rows.height,
         "sha256": sha256_bytes(payload.encode("utf-8")), "sha256_of": "candidate_id<TAB>label lines",
         "labels": {k: int(n) for k, n in rows.group_by("label").len().sort("label").iter_rows()},
         # Our own pipeline's outputs may come from an R1-family generator; a detector trained on
