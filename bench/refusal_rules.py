@@ -50,7 +50,7 @@ def main() -> None:
     texts = [json.loads(line)["response"] for line in (REPO / "data/refusal_eval/labeled.jsonl").read_text(encoding="utf-8").splitlines()]
     texts = (texts * (args.rows // len(texts) + 1))[: args.rows]
     df = pl.DataFrame({"response": texts})
-    cfg = RefusalConfig()
+    cfg = RefusalConfig(mode="rules")
     classify_refusals(df.head(10), cfg)  # compile patterns once, outside the timing
     ours, base = [], []
     for _ in range(args.repeats):

@@ -39,10 +39,11 @@ def _eval(cfg: Config) -> Any:
 # Every [stages.<name>] section a config may have, and how to check it. The curation stages come
 # from the pipeline table; the rest belong to the commands and flows around it.
 SECTIONS: dict[str, Callable[[Config], Any]] = {
+    # First: blocked and answers inherit [stages.refusal], so a bad key there is named where it is.
+    "refusal": lambda cfg: validate_section(RefusalConfig, cfg.stages.get("refusal", {}), "stages.refusal", cfg.source),
     **{stage.name: (lambda cfg, stage=stage: stage_settings(stage, cfg)) for stage in (*CURATION, *SAFETY)
        if stage.section is None},
     "orchestrate": orchestration_config,
-    "refusal": lambda cfg: validate_section(RefusalConfig, cfg.stages.get("refusal", {}), "stages.refusal", cfg.source),
     "refusal_judge": _refusal_judge,
     "review": review_config,
     "release": release_config,

@@ -91,7 +91,7 @@ def test_rejects_carry_status_reason_and_detail_and_nothing_vanishes():
     assert {r["status"] for k, r in by_reason.items() if k != "llm_error"} == {"rejected"}
     assert "< 20" in by_reason["too_short"]["reject_detail"]
     assert by_reason["wrong_language"]["reject_detail"].startswith("detected=de")
-    assert by_reason["refusal"]["reject_detail"].startswith("hard (rules")
+    assert by_reason["refusal"]["reject_detail"].startswith("hard (model")
 
 
 def test_repetition_measures_on_natural_and_looping_text():

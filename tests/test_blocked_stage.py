@@ -67,12 +67,13 @@ def test_blocked_stage_end_to_end_on_deccp_seeds_with_the_local_model(tmp_path, 
         assert dict(seeds.schema) == dict(polars_schema(Seed))
         assert (probes["status"] == "ok").all(), probes["error"].to_list()
         assert probes["response"].str.len_chars().min() > 0
-        assert probes["refused"].is_not_null().all() and (probes["detector"] == "rules").all()
+        assert probes["refused"].is_not_null().all() and (probes["detector"] == "model").all()
         # blocked on each seed agrees with its probe's verdict.
         joined = seeds.join(probes, on="seed_id")
         assert (joined["blocked"] == joined["refused"]).all()
         again = ws.run_stage("blocked", blocked_stage, inputs={"seeds": "ingest/seeds"}, config=config, cache=cache)
         assert again.skipped
+        assert result.manifest["report"]["detector"]["model"].startswith("refusal-detector@")
 
 
 @pytest.mark.slow

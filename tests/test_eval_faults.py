@@ -72,12 +72,15 @@ def test_judge_garbage_becomes_visible_errors_not_scores(stub_url: str, tmp_path
     by_metric = {r["metric"]: r for r in overall.iter_rows(named=True)}
     assert by_metric["satisfaction"]["value"] is None and by_metric["satisfaction"]["n_errors"] == 4
     assert by_metric["attack_success_rate"]["value"] is None and by_metric["attack_success_rate"]["n_errors"] == 4
-    # The refusal detector (rules) still works: the stub always answers.
+    # The refusal detector (the trained model, by default) still works: the stub always answers.
     assert by_metric["response_rate"]["value"] == 1.0 and by_metric["over_refusal_rate"]["value"] == 0.0
+    assert result.meta["refusal_detector"]["mode"] == "model"
+    assert result.meta["refusal_detector"]["model"].startswith("refusal-detector@")
     assert set(result.errors["stage"]) == {"satisfaction", "harm"} and result.errors.height == 8
 
     html = write_outputs(result, tmp_path)["report"].read_text(encoding="utf-8")
     assert html.count('class="error-row"') == 8
+    assert result.meta["refusal_detector"]["model"] in html
     assert "8 failed calls" in html
 
 

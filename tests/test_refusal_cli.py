@@ -33,7 +33,7 @@ def test_detect_refusals_reports_precision_recall_per_split_and_writes_verdicts(
     monkeypatch.chdir(tmp_path)
     src = write_jsonl(tmp_path / "labeled.jsonl", ROWS)
     out = tmp_path / "verdicts.jsonl"
-    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--json", "--out", str(out)])
+    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--mode", "rules", "--json", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["rows"] == 4 and summary["mode"] == "rules"
@@ -50,11 +50,12 @@ def test_detect_refusals_on_csv_with_other_columns_and_split_filter(tmp_path, mo
     src = tmp_path / "r.csv"
     pl.DataFrame({"reply": ["Lo siento, pero no puedo ayudar con eso.", "Claro: la capital de Francia es París."],
                   "split": ["a", "b"]}).write_csv(src)
-    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "--json", "--split", "a"])
+    result = CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "--json", "--split", "a",
+                                      "--mode", "rules"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["refused"] == 1 and json.loads(result.output)["rows"] == 1
     out = tmp_path / "o.csv"
-    assert CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "-o", str(out)]).exit_code == 0
+    assert CliRunner().invoke(app, ["detect-refusals", str(src), "--response-col", "reply", "-o", str(out), "--mode", "rules"]).exit_code == 0
     assert pl.read_csv(out)["refused"].to_list() == [True, False]
 
 
@@ -87,8 +88,48 @@ def test_hand_labeled_set_is_well_formed_and_rules_keep_their_reported_accuracy(
     for r in rows:
         assert set(r) >= {"id", "prompt", "response", "model", "language", "label", "source", "split"}
         assert (r["label"]["kind"] is not None) == r["label"]["refused"]
-    result = CliRunner().invoke(app, ["detect-refusals", str(labeled), "--json"])
+    result = CliRunner().invoke(app, ["detect-refusals", str(labeled), "--mode", "rules", "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)["metrics"]
     assert metrics["all"]["precision"] >= 0.95 and metrics["all"]["recall"] >= 0.85
     assert metrics["split=holdout"]["precision"] >= 0.95 and metrics["split=holdout"]["recall"] >= 0.8
+
+
+def test_default_detector_is_the_trained_model_and_reports_per_language_on_the_holdout(repo_root, tmp_path, monkeypatch):
+    """The model trained on the tune split only; its holdout figures are in docs/refusal.md."""
+    monkeypatch.chdir(tmp_path)
+    labeled = repo_root / "data" / "refusal_eval" / "labeled.jsonl"
+    result = CliRunner().invoke(app, ["detect-refusals", str(labeled), "--split", "holdout", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["mode"] == "model" and summary["detector"]["model"].startswith("refusal-detector@")
+    metrics = summary["metrics"]
+    assert {"language=en", "language=zh"} <= set(metrics)
+    # Measured 0.82 accuracy, recall 0.94, precision 0.65 (docs/refusal.md): worse than the rules on
+    # these tiny-model replies; this guards the documented figures against regressions.
+    assert metrics["all"]["accuracy"] >= 0.8 and metrics["all"]["recall"] >= 0.9
+    # The human-readable form prints the same table.
+    text = CliRunner().invoke(app, ["detect-refusals", str(labeled), "--split", "holdout"])
+    assert text.exit_code == 0 and "language=zh" in text.output and "refusal-detector@" in text.output
+
+
+def test_refusal_report_summarises_held_out_predictions(tmp_path):
+    pred = pl.DataFrame({
+        "source": ["speechmap", "speechmap", "speechmap/opening", "xstest"], "model": ["a", "b", "a", "c"],
+        "language": ["en", "zh", "en", "en"], "label": ["hard", "answered", "answered", "answered"],
+        "p_refusal": [0.9, 0.7, 0.1, 0.2], "pred_refused": [True, True, False, False],
+        "gold_refused": [True, False, False, False], "pred_kind": ["hard", "official_line", None, None],
+    })
+    path = tmp_path / "pred.parquet"
+    pred.write_parquet(path)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["refusal", "report", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    # Opening-sentence views train the model but are not replies: never scored.
+    assert report["overall"][0]["n"] == 3 and report["overall"][0]["accuracy"] == round(2 / 3, 4)
+    by_language = {r["language"]: r for r in report["by_language"]}
+    assert by_language["zh"]["precision"] == 0.0 and by_language["en"]["recall"] == 1.0
+    assert "by_language" in result.output and "kind agreement" in result.output
+    missing = CliRunner().invoke(app, ["refusal", "report", str(tmp_path / "nope.parquet")])
+    assert "nope.parquet: no such predictions file" in str(missing.exception)

@@ -82,3 +82,20 @@ def test_judge_against_the_local_model_returns_a_structured_verdict_per_row(llm_
 
         mixed = classify_refusals(FRAME, RefusalConfig(mode="rules+llm"), endpoint=endpoint, cache=cache)
         assert mixed["detector"].to_list() == ["rules", "rules", "llm", "rules"]
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_model_llm_cascade_against_the_local_model_judges_only_the_uncertain_band(llm_server, tmp_path):
+    endpoint = llm_server.endpoint.model_copy(update={"max_tokens": 48})
+    with LLMCache(tmp_path / "cache.sqlite") as cache:
+        model_only = classify_refusals(FRAME, RefusalConfig(mode="model"))
+        scores = model_only["refusal_score"].to_list()
+        # A band around the third reply's score only: that row goes to the judge, the others keep the model's verdict.
+        band = RefusalConfig(mode="model+llm", uncertain_low=scores[2] - 1e-6, uncertain_high=scores[2] + 1e-6)
+        out = classify_refusals(FRAME, band, endpoint=endpoint, cache=cache)
+    judged = out["detector"].to_list()
+    assert judged[2] == "llm" and out["judge_error"].is_null().all(), out["judge_error"].to_list()
+    assert scores[2] not in (scores[0], scores[1])
+    assert [judged[i] for i in (0, 1, 3)] == ["model"] * 3
+    assert out["refused"][3] is None and out["no_verdict_reason"][3] == "empty reply"

@@ -9,6 +9,8 @@ import pytest
 from curate.errors import ConfigError
 from curate.refusal import RefusalConfig, classify_refusals, evaluate_refusals, load_rules
 
+RULES = RefusalConfig(mode="rules")
+
 LONG_FACTS_EN = (
     "In the spring of 1989, students gathered in Tiananmen Square after the death of Hu Yaobang, calling for "
     "political reform, press freedom and an end to corruption. The protests spread to hundreds of cities. On "
@@ -64,7 +66,7 @@ ANSWERS = [
 
 def _classify(rows: list[tuple], **cfg) -> pl.DataFrame:
     df = pl.DataFrame({"language": [r[0] for r in rows], "response": [r[1] for r in rows]})
-    return classify_refusals(df, RefusalConfig(**cfg))
+    return classify_refusals(df, RefusalConfig(**({"mode": "rules"} | cfg)))
 
 
 def test_refusals_in_many_languages_are_caught_with_their_kind():
@@ -92,19 +94,19 @@ def test_position_matters_refusal_opening_a_long_answer_that_pivots_is_not_a_ref
 
 def test_empty_and_missing_responses_get_no_verdict_and_other_columns_survive():
     df = pl.DataFrame({"id": [1, 2, 3], "response": ["", None, "Sure: 2 + 2 = 4, because adding two and two gives four."]})
-    out = classify_refusals(df, RefusalConfig())
+    out = classify_refusals(df, RULES)
     assert out["id"].to_list() == [1, 2, 3]
     assert out["refused"].to_list() == [None, None, False]
     # Re-classifying a classified frame replaces the verdict columns instead of duplicating them.
-    again = classify_refusals(out, RefusalConfig(threshold=0.99))
+    again = classify_refusals(out, RULES.model_copy(update={"threshold": 0.99}))
     assert again.columns == out.columns
 
 
 def test_custom_response_column_and_missing_column_error():
     df = pl.DataFrame({"answer": ["抱歉，我不能回答。"]})
-    assert classify_refusals(df, RefusalConfig(), response_col="answer")["refused"].to_list() == [True]
+    assert classify_refusals(df, RULES, response_col="answer")["refused"].to_list() == [True]
     with pytest.raises(ValueError, match="no column 'response'"):
-        classify_refusals(df, RefusalConfig())
+        classify_refusals(df, RULES)
 
 
 def test_llm_mode_without_endpoint_is_a_config_error():
@@ -127,7 +129,7 @@ def test_custom_rules_file_is_used(tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text('[hard]\nen = ["\\\\bnope\\\\b"]\n', encoding="utf-8")
     out = classify_refusals(pl.DataFrame({"response": ["Nope.", "I'm sorry, but I can't help."]}),
-                            RefusalConfig(rules_path=str(rules)))
+                            RefusalConfig(mode="rules", rules_path=str(rules)))
     assert out["refused"].to_list() == [True, False]
 
 

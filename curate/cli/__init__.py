@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from curate.cli import dedupe, eval, flows, judge, llm, refusals, release, review, stages, workspace
+from curate.cli import dedupe, eval, flows, judge, llm, refusal_detector, refusals, release, review, stages, workspace
 from curate.cli.options import err_console
 from curate.errors import CurateError
 from curate.secrets import install_log_redaction
@@ -38,7 +38,7 @@ def register_renamed(target: typer.Typer, renamed: dict[str, str]) -> None:
 
 
 # Order is the order of `curate --help`.
-for _group in (workspace, stages, refusals, dedupe, judge, review, release, eval, llm, flows):
+for _group in (workspace, stages, refusals, refusal_detector, dedupe, judge, review, release, eval, llm, flows):
     _group.register(app)
 register_renamed(app, RENAMED_COMMANDS)
 

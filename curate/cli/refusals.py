@@ -14,7 +14,7 @@ from curate.cli.options import ConfigOpt, NoCacheOpt, console, get_config
 from curate.config import Config, EndpointConfig, stage_config
 from curate.errors import CurateError, InputError
 from curate.llm.cache import LLMCache
-from curate.refusal import RefusalConfig, classify_refusals, evaluate_refusals
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, evaluate_refusals
 from curate.rowfiles import read_rows
 from curate.workspace import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 
@@ -82,25 +82,27 @@ def _write_frame(df: pl.DataFrame, out: Path) -> None:
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
     table = Table(title=title)
-    table.add_column("subset", no_wrap=True, min_width=max(len(k) for k in metrics))
-    columns = ("n", "tp", "fp", "fn", "tn", "precision", "recall", "f1", "kind_agreement", "undecided")
-    for col in columns:
-        table.add_column(col, justify="right")
+    table.add_column("subset", overflow="fold", max_width=34)
+    # tp/fp/fn/tn are in --json; the table keeps what fits a terminal.
+    columns = {"n": "n", "accuracy": "acc", "precision": "P", "recall": "R", "f1": "F1", "kind_agreement": "kind", "undecided": "undec"}
+    for header in columns.values():
+        table.add_column(header, justify="right")
     for name, m in metrics.items():
-        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        fmt = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
         table.add_row(name, *(fmt(m.get(k)) for k in columns))
     return table
 
 
 def detect_refusals(
     file: Annotated[Path, typer.Argument(help="JSONL / JSON / CSV / TSV / Parquet with one response per row.")],
-    mode: Annotated[str | None, typer.Option(help="rules | llm | rules+llm (default: [stages.refusal] mode or rules).")] = None,
+    mode: Annotated[str | None, typer.Option(help="model | rules | llm | model+llm | rules+llm (default: [stages.refusal] mode or model).")] = None,
     response_col: Annotated[str, typer.Option(help="Column with the model's reply.")] = "response",
     prompt_col: Annotated[str, typer.Option(help="Column with the question (used by the judge).")] = "prompt",
     language_col: Annotated[str, typer.Option(help="Column with the language code.")] = "language",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write rows with verdicts (.jsonl, .csv, .parquet).")] = None,
     split: Annotated[str | None, typer.Option(help="Only rows whose `split` column has this value.")] = None,
     rules: Annotated[Path | None, typer.Option(help="Rule patterns TOML (default: [stages.refusal] rules_path or the bundled file).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Trained detector .ftz (default: [stages.refusal] model_path or the shipped one).")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (and metrics) as JSON.")] = False,
     no_cache: NoCacheOpt = False,
@@ -108,9 +110,10 @@ def detect_refusals(
     """Classify responses as refusals or answers; with hand labels in the file, report precision/recall."""
     cfg = get_config(config)
     rcfg: RefusalConfig = refusal_config(cfg)
-    if mode or rules:
+    if mode or rules or model:
         rcfg = RefusalConfig.model_validate(
-            rcfg.model_dump() | ({"mode": mode} if mode else {}) | ({"rules_path": str(rules)} if rules else {}))
+            rcfg.model_dump() | ({"mode": mode} if mode else {}) | ({"rules_path": str(rules)} if rules else {})
+            | ({"model_path": str(model)} if model else {}))
     df = read_responses(file, response_col)
     if split is not None:
         if "split" not in df.columns:
@@ -118,7 +121,7 @@ def detect_refusals(
         df = df.filter(pl.col("split") == split)
     endpoint = None
     cache = None
-    if rcfg.mode != "rules":
+    if rcfg.uses_llm:
         endpoint = EndpointConfig.model_validate(cfg.llm.model_dump() | dict(cfg.stages.get("refusal_judge", {})))
         cache = None if no_cache else LLMCache.for_workspace(cfg.workspace_path)
     result = classify_refusals(df, rcfg, endpoint=endpoint, cache=cache, response_col=response_col,
@@ -126,6 +129,7 @@ def detect_refusals(
     summary: dict[str, Any] = {
         "rows": result.height,
         "mode": rcfg.mode,
+        "detector": describe_detector(rcfg),
         "refused": int(result["refused"].fill_null(False).sum()),
         "undecided": int(result["refused"].is_null().sum()),
         "by_kind": {str(k): int(n) for k, n in result.group_by("refusal_kind").len().sort("refusal_kind", nulls_last=True).iter_rows()},
@@ -144,7 +148,7 @@ def detect_refusals(
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
-    console.print(f"{file}: {summary['rows']} rows, mode {rcfg.mode}: {summary['refused']} refused, "
+    console.print(f"{file}: {summary['rows']} rows, detector {summary['detector'].get('model', rcfg.mode)}: {summary['refused']} refused, "
                   f"{summary['undecided']} undecided; by kind {summary['by_kind']}")
     if "metrics" in summary:
         console.print(_metrics_table(f"refusal detector vs hand labels ({rcfg.mode})", summary["metrics"]))

@@ -20,7 +20,7 @@ from curate.eval.judges import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm,
 from curate.eval.metrics import summarize
 from curate.llm import complete_frame
 from curate.progress import progress_bar
-from curate.refusal import RefusalConfig, classify_refusals
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector
 from curate.stages.translate import TranslateConfig, translate_texts
 
 
@@ -262,6 +262,8 @@ def run_eval(
         "config": config.model_dump(mode="json", exclude={"endpoints", "judge"}),
         "endpoints": {n: _describe(e) for n, e in endpoints.items()},
         "judge": _describe(judge),
+        # Which detector and which trained artefact produced "% responses" and the XSTest rates.
+        "refusal_detector": describe_detector(refusal_config or RefusalConfig()),
         "items": {s: n for s, n in asked.group_by("set", maintain_order=True).len().iter_rows()},
         "usage": _usage(usage, judge_usage),
     }

@@ -29,7 +29,7 @@ from curate.llm import usage_summary
 from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
 from curate.records import Candidate, conform
-from curate.refusal import RefusalConfig, classify_refusals, length_units, refusal_files
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units, refusal_files, with_refusal_defaults
 from curate.stages.declaration import Stage, reads
 from curate.tables import ANSWER_REJECTS, CANDIDATES, DEDUPED_TRANSLATIONS, TRANSLATIONS
 from curate.text.langid import detect_languages, model_file
@@ -222,6 +222,7 @@ def answers_stage(
         "rejected": int((rejects["status"] == "rejected").sum()),
         "errors": int((rejects["status"] == "error").sum()),
         "kept_by_language": {k: int(v) for k, v in candidates.group_by("language").len().sort("language").iter_rows()},
+        "refusal_detector": describe_detector(config.refusal),
         "llm": usage_summary(results, "answers", prices or {}),
     }
     return StageOutput(tables={"candidates": candidates, "rejects": rejects}, report=report)
@@ -230,7 +231,7 @@ def answers_stage(
 def _with_defaults(cfg: Config, raw: dict[str, Any]) -> dict[str, Any]:
     raw = with_endpoint_defaults(cfg.llm, raw, "generator", optional=("judge",))
     raw.setdefault("langid", cfg.langid.model_dump())
-    return raw
+    return with_refusal_defaults(cfg.stages, raw)
 
 
 STAGE = Stage(

@@ -15,7 +15,7 @@ from curate.config import EndpointConfig, with_endpoint_defaults
 from curate.llm import complete_frame
 from curate.progress import Advance
 from curate.records import BlockedProbe, Seed, conform
-from curate.refusal import RefusalConfig, classify_refusals, refusal_files
+from curate.refusal import RefusalConfig, classify_refusals, describe_detector, refusal_files, with_refusal_defaults
 from curate.stages.declaration import Stage, reads
 from curate.tables import BLOCKED_PROBES, BLOCKED_SEEDS, SEEDS
 from curate.workspace import StageOutput
@@ -110,6 +110,7 @@ def blocked_stage(
     report = {
         "model": config.target.model,
         "detector_mode": config.refusal.mode,
+        "detector": describe_detector(config.refusal),
         "seeds": seeds.height,
         "blocked": int(marked["blocked"].fill_null(False).sum()),
         "not_blocked": int((~marked["blocked"].fill_null(True)).sum()),
@@ -124,7 +125,7 @@ STAGE = Stage(
     name="blocked", run=blocked_stage, config=BlockedConfig,
     summary="Send ingested seeds to the target model; keep the ones it refuses (blocked/probes, blocked/seeds).",
     reads={"seeds": reads(SEEDS)}, writes=(BLOCKED_PROBES, BLOCKED_SEEDS),
-    fill=lambda cfg, raw: with_endpoint_defaults(cfg.llm, raw, "target", optional=("judge",)),
+    fill=lambda cfg, raw: with_refusal_defaults(cfg.stages, with_endpoint_defaults(cfg.llm, raw, "target", optional=("judge",))),
     depends_on=lambda settings: refusal_files(settings.refusal), uses_llm=True, shard_by="seeds",
     progress_total=lambda inputs, settings: inputs["seeds"].height * settings.samples_per_seed,
 )
