@@ -26,25 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from filelock import FileLock
 
 from curate.errors import CurateError
 from curate.records import SCHEMA_VERSION
 from curate.release.manifest import manifest_differences
-from curate.release.rows import content_hash_v1, counts
+from curate.release.rows import counts
 from curate.release.stream import (
-    BATCH_ROWS,
     HASH_SCHEME,
-    HASH_SCHEME_V1,
-    ContentHasher,
     RowSource,
     arrow_batches,
     column_stats,
     conform_lazy,
     content_hash_v2,
+    rehash,
     release_batches,
+    writer_properties,
 )
 from curate.release.storage import StoreLocation, delta_storage_options, is_remote
 from curate.secrets import redact
@@ -60,8 +59,6 @@ TABLE_PROPERTIES = {
     "delta.logRetentionDuration": "interval 365000 days",
     "delta.enableExpiredLogCleanup": "false",
 }
-# zstd: a third of snappy's size on release text; row groups one batch long so reads stay bounded.
-WRITER_PROPERTIES = WriterProperties(compression="ZSTD", max_row_group_size=BATCH_ROWS)
 _STAT_COLUMNS = ["row_id", "language", "topic", "source", "split"]
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -259,7 +256,7 @@ class ReleaseStore:
             mode="overwrite",
             schema_mode="overwrite",
             storage_options=self.storage_options,
-            writer_properties=WRITER_PROPERTIES,
+            writer_properties=writer_properties(),
             commit_properties=CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
             post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
             configuration=TABLE_PROPERTIES if head is None else None,
@@ -411,19 +408,7 @@ class ReleaseStore:
 
     def _rehash(self, version: int, manifest: dict[str, Any]) -> tuple[int, str]:
         """Row count and content hash under the scheme the release was written with (v1 if unnamed)."""
-        scheme = manifest.get("hash_scheme", HASH_SCHEME_V1)
-        if scheme == HASH_SCHEME_V1:  # releases from before v2: whole-table, as they were hashed
-            rows = self.read(version)
-            return rows.height, content_hash_v1(rows)
-        if scheme != HASH_SCHEME:
-            raise CurateError(f"unknown content hash scheme '{scheme}' (this curate knows {HASH_SCHEME_V1}, {HASH_SCHEME})")
-        table = self._delta(manifest["delta_version"])
-        hasher = ContentHasher()
-        for batch in release_batches(table):
-            hasher.update(batch)
-        if hasher.columns is None:
-            hasher.columns = sorted(table.to_pyarrow_dataset().schema.names)
-        return hasher.rows, hasher.hexdigest()
+        return rehash(self._delta(manifest["delta_version"]), manifest.get("hash_scheme"), lambda: self.read(version))
 
     def verify_all(self) -> list[VerifyReport]:
         versions = self.versions()

@@ -29,10 +29,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, WriterProperties
 
 from curate.errors import CurateError
 from curate.records import ReleaseRow, polars_schema
+from curate.release.rows import content_hash_v1
 
 HASH_SCHEME_V1 = "row-json-sha256-sorted/v1"
 HASH_SCHEME = "row-fields-sha256-sum/v2"
@@ -58,8 +59,9 @@ def conform_lazy(rows: RowSource) -> pl.LazyFrame:
     return lf.select(exprs)
 
 
-def batches(rows: RowSource, batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
-    """Batches of at most `batch_rows` rows, in source order, computed as they are consumed."""
+def batches(rows: RowSource, batch_rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """Batches of at most `batch_rows` (default BATCH_ROWS) rows, in source order, computed as they are consumed."""
+    batch_rows = batch_rows or BATCH_ROWS
     if isinstance(rows, pl.DataFrame):
         yield from rows.iter_slices(batch_rows)
         return
@@ -118,7 +120,7 @@ class ContentHasher:
         return hashlib.sha256(header.encode()).hexdigest()
 
 
-def content_hash_v2(rows: RowSource, batch_rows: int = BATCH_ROWS) -> str:
+def content_hash_v2(rows: RowSource, batch_rows: int | None = None) -> str:
     hasher = ContentHasher()
     for batch in batches(rows, batch_rows):
         hasher.update(batch)
@@ -128,7 +130,7 @@ def content_hash_v2(rows: RowSource, batch_rows: int = BATCH_ROWS) -> str:
 
 
 def arrow_batches(
-    rows: pl.LazyFrame, schema: pa.Schema, batch_rows: int = BATCH_ROWS, on_batch: Callable[[pl.DataFrame], None] | None = None
+    rows: pl.LazyFrame, schema: pa.Schema, batch_rows: int | None = None, on_batch: Callable[[pl.DataFrame], None] | None = None
 ) -> pa.RecordBatchReader:
     """A stream of Arrow batches for the Delta writer, in `schema`, produced as it is read."""
 
@@ -141,8 +143,9 @@ def arrow_batches(
     return pa.RecordBatchReader.from_batches(schema, generate())
 
 
-def release_batches(table: DeltaTable, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+def release_batches(table: DeltaTable, columns: list[str] | None = None, batch_rows: int | None = None) -> Iterator[pl.DataFrame]:
     """One release version's rows, batch by batch, in file order (reading one file and one batch ahead at most)."""
+    batch_rows = batch_rows or BATCH_ROWS
     dataset = table.to_pyarrow_dataset()
     for record_batch in dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1):
         yield pl.from_arrow(record_batch)  # type: ignore[misc]
@@ -151,3 +154,24 @@ def release_batches(table: DeltaTable, columns: list[str] | None = None, batch_r
 def column_stats(rows: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
     """Only the given small columns of every row (row_id, language, ...): what counts need."""
     return rows.select(columns).collect()
+
+
+def writer_properties() -> WriterProperties:
+    """zstd (about 40% of snappy's size on release text); row groups one batch long, so reads stay bounded."""
+    return WriterProperties(compression="ZSTD", max_row_group_size=BATCH_ROWS)
+
+
+def rehash(table: DeltaTable, scheme: str | None, read_whole: Callable[[], pl.DataFrame]) -> tuple[int, str]:
+    """Row count and content hash of one release version under `scheme` (None: v1, from before schemes)."""
+    scheme = scheme or HASH_SCHEME_V1
+    if scheme == HASH_SCHEME_V1:  # releases written before v2: hashed whole, as they were written
+        rows = read_whole()
+        return rows.height, content_hash_v1(rows)
+    if scheme != HASH_SCHEME:
+        raise CurateError(f"unknown content hash scheme '{scheme}' (this curate knows {HASH_SCHEME_V1}, {HASH_SCHEME})")
+    hasher = ContentHasher()
+    for batch in release_batches(table):
+        hasher.update(batch)
+    if hasher.columns is None:
+        hasher.columns = sorted(table.to_pyarrow_dataset().schema.names)
+    return hasher.rows, hasher.hexdigest()
