@@ -202,3 +202,46 @@ def test_an_export_that_runs_out_of_disk_leaves_nothing_behind(
         export_hf(store, 1, out / "hf", "messages", ReleaseConfig(shard_rows=4))
     assert list(out.iterdir()) == []  # neither the folder nor its temporary sibling
     assert store.verify(1).ok
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB tmpfs: a real full disk. Needs root (mount); skipped where mounting is not allowed."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _incompressible(n: int) -> pl.DataFrame:
+    import os
+
+    rows = _rows(n)
+    return rows.with_columns(pl.Series("answer", [os.urandom(4096).hex() for _ in range(n)]))
+
+
+def test_a_release_on_a_full_disk_fails_cleanly(small_disk: Path, small_batches: int) -> None:
+    store = ReleaseStore(small_disk / "store")
+    store.commit(_rows(60), META)
+    with pytest.raises(Exception, match="(?i)space|os error 28"):
+        store.commit(_incompressible(2000), META)  # ~8 MB once compressed, on a 4 MB disk
+    assert store.versions() == [1]
+    report = store.verify(1)
+    assert report.ok, report.problems
+    assert store.read("latest")["answer"].str.starts_with("a").all()
+
+
+def test_an_export_to_a_full_disk_fails_cleanly(tmp_path: Path, small_disk: Path) -> None:
+    store = ReleaseStore(tmp_path / "store")
+    store.commit(_incompressible(2000), META)
+    with pytest.raises(OSError):
+        export_hf(store, 1, small_disk / "hf", "messages", ReleaseConfig(shard_rows=500))
+    assert list(small_disk.iterdir()) == []
+    assert store.verify(1).ok
