@@ -51,8 +51,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = ReleaseStore(root / "store")
-        timed("curate commit v1", lambda: store.commit(v1, {"config_hash": "a"}), r)
-        timed("curate commit v2", lambda: store.commit(v2, {"config_hash": "a"}), r)
+        timed("curate commit v1", lambda: store.commit(v1, {"config_hash": "a", "config": {"test_fraction": 0.1}}), r)
+        timed("curate commit v2", lambda: store.commit(v2, {"config_hash": "a", "config": {"test_fraction": 0.1}}), r)
         timed("curate read v1", lambda: store.read(1), r)
         timed("curate verify v1", lambda: store.verify(1), r)
         d = timed("curate diff v1 v2", lambda: diff_releases(store.read(1), store.read(2), 1, 2), r)

@@ -22,10 +22,14 @@ from curate.release.diff import ReleaseDiff, diff_releases
 from curate.release.export import checkout, export_hf, push_to_hub
 from curate.release.formats import format_rows
 from curate.release.mix import mix_sources
-from curate.release.rows import build_release_rows, content_hash
+from curate.release.rows import build_release_rows, content_hash_v1
 from curate.release.store import CommitResult, ReleaseNotFound, ReleaseStore, VerifyReport
+from curate.release.stream import HASH_SCHEME, HASH_SCHEME_V1
+from curate.release.stream import content_hash_v2 as content_hash
 
 __all__ = [
+    "HASH_SCHEME",
+    "HASH_SCHEME_V1",
     "CardConfig",
     "CommitResult",
     "MixSource",
@@ -37,6 +41,7 @@ __all__ = [
     "build_release_rows",
     "checkout",
     "content_hash",
+    "content_hash_v1",
     "create_release",
     "diff_releases",
     "export_hf",

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from curate.errors import CurateError
 from curate.release.config import CardConfig, ReleaseConfig
 from curate.release.formats import check_format, format_rows
+from curate.release.shards import stream_language_shards
 from curate.release.store import ReleaseStore
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -210,15 +211,16 @@ def export_hf(
     dest = Path(dest)
     _fresh_destination(dest)
     manifest = store.manifest(version)
-    kept, left_out = training_rows(store, version, include_test)
-    rows = format_rows(kept, fmt, think_open=config.think_open, think_close=config.think_close)
-    languages = sorted(rows["language"].unique().to_list())
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        write_language_shards(rows, tmp, config.shard_rows)
+        # Batch by batch (curate.release.shards): a full-size release does not fit in memory at once.
+        languages, written, left_out = stream_language_shards(
+            store, version, tmp, config.shard_rows, include_test,
+            lambda batch: format_rows(batch, fmt, think_open=config.think_open, think_close=config.think_close),
+        )
         card = render_card(manifest, config.card, fmt, languages, config.think_open, repo_hint or dest.name,
-                           exported={"rows": rows.height, "test_rows_left_out": left_out, "include_test": include_test})
+                           exported={"rows": written, "test_rows_left_out": left_out, "include_test": include_test})
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / "release_manifest.json").write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"

@@ -191,8 +191,11 @@ def row_hashes(rows: pl.DataFrame) -> pl.Series:
     )
 
 
-def content_hash(rows: pl.DataFrame) -> str:
-    """Hash of a release's content: its columns and every (row_id, row hash), order-independent."""
+def content_hash_v1(rows: pl.DataFrame) -> str:
+    """Hash scheme v1 of a release's content: its columns and every (row_id, row hash), order-independent.
+
+    Sorts the whole release in memory; new releases use v2 (curate.release.stream), and v1 stays
+    only so releases written before v2 still verify."""
     h = hashlib.sha256()
     h.update(json.dumps(sorted(rows.columns)).encode())
     pairs = pl.DataFrame({"row_id": rows["row_id"], "row_sha256": row_hashes(rows)}).sort("row_id")

@@ -26,14 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from filelock import FileLock
 
 from curate.errors import CurateError
-from curate.records import SCHEMA_VERSION, ReleaseRow, conform
+from curate.records import SCHEMA_VERSION
 from curate.release.manifest import manifest_differences
-from curate.release.rows import content_hash, counts
+from curate.release.rows import counts
+from curate.release.stream import (
+    HASH_SCHEME,
+    RowSource,
+    arrow_batches,
+    column_stats,
+    conform_lazy,
+    content_hash_v2,
+    rehash,
+    release_batches,
+    writer_properties,
+)
 from curate.release.storage import StoreLocation, delta_storage_options, is_remote
 from curate.secrets import redact
 
@@ -48,6 +59,7 @@ TABLE_PROPERTIES = {
     "delta.logRetentionDuration": "interval 365000 days",
     "delta.enableExpiredLogCleanup": "false",
 }
+_STAT_COLUMNS = ["row_id", "language", "topic", "source", "split"]
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
@@ -168,11 +180,17 @@ class ReleaseStore:
         version = self.resolve(ref)
         return pl.read_delta(self.table_uri, version=version - 1, storage_options=self.storage_options).sort("row_id")
 
+    def batches(self, ref: str | int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """A release's rows in batches of at most BATCH_ROWS, in file order (not sorted): bounded memory."""
+        yield from release_batches(self._delta(self.resolve(ref) - 1), columns)
+
     # -- writing ---------------------------------------------------------------------------
     def commit(
-        self, rows: pl.DataFrame, metadata: dict[str, Any], *, tags: list[str] | tuple[str, ...] = ()
+        self, rows: RowSource, metadata: dict[str, Any], *, tags: list[str] | tuple[str, ...] = ()
     ) -> CommitResult:
         """Store `rows` as a new release unless they and the config equal the latest release's.
+
+        `rows` may be lazy (a Parquet scan): it is read twice in batches (hash, then write), never whole.
 
         `metadata` goes into the manifest (config, config_hash, models, flow_run_ids, campaigns,
         mixes, inputs...). Returns the new (or unchanged latest) release's manifest.
@@ -180,7 +198,7 @@ class ReleaseStore:
         for tag in tags:
             self._check_tag_name(tag)
         with self._writer_lock():
-            return self._commit(conform(rows, ReleaseRow).sort("row_id"), metadata, tags)
+            return self._commit(conform_lazy(rows), metadata, tags)
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -193,11 +211,12 @@ class ReleaseStore:
         with FileLock(str(Path(self.uri) / ".writer.lock")):
             yield
 
-    def _commit(self, rows: pl.DataFrame, metadata: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
-        dupes = rows.filter(pl.col("row_id").is_duplicated())["row_id"].unique().to_list()
+    def _commit(self, rows: pl.LazyFrame, metadata: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
+        stats = column_stats(rows, _STAT_COLUMNS)
+        dupes = stats.filter(pl.col("row_id").is_duplicated())["row_id"].unique().sort().to_list()
         if dupes:
             raise CurateError(f"release rows must have unique row_id; duplicated: {dupes[:5]}")
-        digest = content_hash(rows)
+        digest = content_hash_v2(rows)
         self._finish_orphans()
         versions = self.versions()
         parent = json.loads(self.loc.read_bytes(_manifest_name(versions[-1]))) if versions else None
@@ -215,27 +234,32 @@ class ReleaseStore:
             "delta_version": delta_version,
             "commit_id": uuid.uuid4().hex,
             "content_hash": digest,
+            "hash_scheme": HASH_SCHEME,
             "schema_version": SCHEMA_VERSION,
             "created_at": _now(),
             "parent": {"version": parent["version"], "content_hash": parent["content_hash"]} if parent else None,
-            "rows": rows.height,
-            "by_language": counts(rows, "language"),
-            "by_topic": counts(rows, "topic"),
-            "by_source": counts(rows, "source"),
-            "by_split": counts(rows, "split"),
-            "by_language_topic": _nested_counts(rows, "language", "topic"),
+            "rows": stats.height,
+            "by_language": counts(stats, "language"),
+            "by_topic": counts(stats, "topic"),
+            "by_source": counts(stats, "source"),
+            "by_split": counts(stats, "split"),
+            "by_language_topic": _nested_counts(stats, "language", "topic"),
         }
         body = json.loads(redact(json.dumps(body, default=str)))
-        rows.write_delta(
+        del stats
+        # A failed write (disk full, lost connection) never reaches the Delta log, so no release
+        # appears and the previous one is untouched; only unreferenced data files may stay behind.
+        schema = rows.head(0).collect().to_arrow().schema
+        write_deltalake(
             self.table_uri,
+            arrow_batches(rows, schema),
             mode="overwrite",
+            schema_mode="overwrite",
             storage_options=self.storage_options,
-            delta_write_options={
-                "schema_mode": "overwrite",
-                "commit_properties": CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
-                "post_commithook_properties": PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
-                **({"configuration": TABLE_PROPERTIES} if head is None else {}),
-            },
+            writer_properties=writer_properties(),
+            commit_properties=CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
+            post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
+            configuration=TABLE_PROPERTIES if head is None else None,
         )
         committed = self._commit_body(delta_version)
         if committed is None or committed.get("commit_id") != body["commit_id"]:
@@ -366,11 +390,9 @@ class ReleaseStore:
             if size != recorded[path]["size"]:
                 problems.append(f"release {version}: data file {path} size {size} != recorded {recorded[path]['size']}")
         try:
-            rows = self.read(version)
-            report.rows_checked = rows.height
-            if rows.height != manifest["rows"]:
-                problems.append(f"release {version}: {rows.height} rows != recorded {manifest['rows']}")
-            actual_hash = content_hash(rows)
+            report.rows_checked, actual_hash = self._rehash(version, manifest)
+            if report.rows_checked != manifest["rows"]:
+                problems.append(f"release {version}: {report.rows_checked} rows != recorded {manifest['rows']}")
             if actual_hash != manifest["content_hash"]:
                 problems.append(
                     f"release {version}: content hash {actual_hash[:12]} != recorded {manifest['content_hash'][:12]}"
@@ -383,6 +405,10 @@ class ReleaseStore:
                     f"tag {name}: points at release {version} with content hash {tag['content_hash'][:12]}, manifest has {manifest['content_hash'][:12]}"
                 )
         return report
+
+    def _rehash(self, version: int, manifest: dict[str, Any]) -> tuple[int, str]:
+        """Row count and content hash under the scheme the release was written with (v1 if unnamed)."""
+        return rehash(self._delta(manifest["delta_version"]), manifest.get("hash_scheme"), lambda: self.read(version))
 
     def verify_all(self) -> list[VerifyReport]:
         versions = self.versions()
