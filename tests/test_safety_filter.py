@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from curate.config import EndpointConfig
+from curate.refusal import RefusalConfig
 from curate.stages.safety_filter import (
     REJECT_REASONS,
     REVIEW_REASONS,
@@ -73,6 +74,10 @@ def satisfaction(scores: dict[str, int | None] | None = None, default: int | Non
 
 
 def run(rows: list[dict], table: dict, scores: dict[str, int | None] | None = None, **settings):
+    # These tests check the filter's mechanics on short hand-written replies, so they pin the rules
+    # detector, whose verdicts on them are explainable and fixed. The trained detector (the default)
+    # is measured on real replies in tests/test_refusal_*.py and runs here in the end-to-end test.
+    settings.setdefault("refusal", RefusalConfig(mode="rules"))
     config = SafetyFilterConfig(**settings)
     tables, _ = filter_safety_candidates(pl.DataFrame(rows), config, harm_judge=verdicts(table),
                                          satisfaction_judge=satisfaction(scores))
