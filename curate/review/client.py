@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MAX_BULK_RECORDS = 500  # the server's limit for PUT /records/bulk
 PAGE_SIZE = 1000  # the server's limit for listing and search
 SEARCH_WINDOW = 10_000  # offset+limit beyond this is refused by OpenSearch-style engines
+TERMS_LIMIT = 250  # the server's limit on values in one terms filter
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -175,8 +176,10 @@ class ArgillaClient:
         body = self.request("PUT", f"/api/v1/datasets/{dataset_id}/records/bulk", json={"items": items})
         return len(body["items"])
 
-    def iter_reviewed_records(self, dataset_id: str, statuses: list[str]) -> Iterator[dict]:
-        """Records that have at least one response in `statuses`, with all their responses.
+    def iter_reviewed_records(self, dataset_id: str, statuses: list[str], *,
+                              responses: bool = True) -> Iterator[dict]:
+        """Records that have at least one response in `statuses`, with all their responses
+        (`responses=False`: the records alone, with their `status`, to list ids cheaply).
 
         The search engine narrows the set to reviewed records; past its result window the
         plain listing (every record, from SQLite) takes over so nothing is missed.
@@ -186,11 +189,11 @@ class ArgillaClient:
                                  "values": statuses}]},
             "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}],
         }
-        params = {"include": "responses", "limit": PAGE_SIZE}
+        params = {"limit": PAGE_SIZE} | ({"include": "responses"} if responses else {})
         first = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
                              params={**params, "offset": 0}, json=body)
         if first["total"] > SEARCH_WINDOW:
-            yield from self._iter_all_records(dataset_id)
+            yield from self._iter_all_records(dataset_id, responses=responses)
             return
         yield from (item["record"] for item in first["items"])
         for offset in range(PAGE_SIZE, first["total"], PAGE_SIZE):
@@ -198,11 +201,33 @@ class ArgillaClient:
                                 params={**params, "offset": offset}, json=body)
             yield from (item["record"] for item in page["items"])
 
-    def _iter_all_records(self, dataset_id: str) -> Iterator[dict]:
+    def records_by_id(self, dataset_id: str, record_ids: list[str]) -> Iterator[dict]:
+        """The given records with all their responses, TERMS_LIMIT ids per search request."""
+        for start in range(0, len(record_ids), TERMS_LIMIT):
+            chunk = record_ids[start:start + TERMS_LIMIT]
+            body = {"filters": {"and": [{"type": "terms", "scope": {"entity": "record", "property": "id"},
+                                         "values": chunk}]}}
+            page = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
+                                params={"include": "responses", "offset": 0, "limit": len(chunk)}, json=body)
+            yield from (item["record"] for item in page["items"])
+
+    def response_counts(self, dataset_id: str) -> dict[str, dict[str, int]]:
+        """username -> {"submitted": n, "discarded": n} over the whole dataset, from one cheap
+        aggregate request: the fingerprint an incremental pull compares against."""
+        counts = {}
+        for user in self.request("GET", f"/api/v1/datasets/{dataset_id}/users/progress")["users"]:
+            counts[user["username"]] = {
+                status: sum((user.get(part) or {}).get(status, 0) for part in ("completed", "pending"))
+                for status in ("submitted", "discarded")
+            }
+        return counts
+
+    def _iter_all_records(self, dataset_id: str, *, responses: bool = True) -> Iterator[dict]:
         offset = 0
+        include = {"include": "responses"} if responses else {}
         while True:
             page = self.request("GET", f"/api/v1/datasets/{dataset_id}/records",
-                                params={"include": "responses", "offset": offset, "limit": PAGE_SIZE})
+                                params={**include, "offset": offset, "limit": PAGE_SIZE})
             yield from page["items"]
             if len(page["items"]) < PAGE_SIZE:
                 return
