@@ -243,7 +243,7 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
 
     # Nothing new on the server: nothing new in the table.
     out = cli("review", "pull", "--config", str(config))
-    assert "(incremental): 0 responses, 0 new, 0 changed" in out
+    assert "(unchanged): 0 responses, 0 new, 0 changed" in out
 
     # Annotator two revises cand-1: one changed response, and the decision follows it. The record
     # was already completed, so only a full pull sees an edit that keeps the response's status.
