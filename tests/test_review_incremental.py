@@ -43,6 +43,15 @@ def respond_as_ui(stack, annotator: str, record_id: str, values: dict, status: s
         return ui.request("POST", f"/api/v1/records/{record_id}/responses", json={"values": values, "status": status})
 
 
+def pushed(ws, stack, name: str, n: int, *, min_submitted: int) -> dict[str, str]:
+    """Push n candidates; candidate id -> Argilla record id."""
+    write_candidates(ws, candidates(n))
+    with ArgillaClient(stack.url, stack.api_key) as client:
+        push_workspace(ws, client, load_review_settings(SETTINGS), campaign=name, workspace=stack.workspace,
+                       min_submitted=min_submitted, batch_size=20)
+    return {split_record_key(r["external_id"])[0]: r["id"] for r in server_records(stack, name)}
+
+
 def pull(ws, stack, name, client=None, **kwargs):
     with client or ArgillaClient(stack.url, stack.api_key) as c:
         result = pull_workspace(ws, c, campaign=name, workspace=stack.workspace, rule=RULE, **kwargs)
@@ -52,11 +61,7 @@ def pull(ws, stack, name, client=None, **kwargs):
 
 def test_ui_responses_are_found_by_an_incremental_pull(project, argilla_stack, campaign):  # noqa: F811
     _, ws = project
-    write_candidates(ws, candidates(4))
-    with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
-        push_workspace(ws, client, load_review_settings(SETTINGS), campaign=campaign,
-                       workspace=argilla_stack.workspace, min_submitted=2, batch_size=20)
-    ids = {split_record_key(r["external_id"])[0]: r["id"] for r in server_records(argilla_stack, campaign)}
+    ids = pushed(ws, argilla_stack, campaign, 4, min_submitted=2)
     one, two = argilla_stack.annotators[:2]
 
     counts, state = pull(ws, argilla_stack, campaign)
@@ -108,11 +113,7 @@ def test_a_response_on_an_already_completed_record_falls_back_to_a_full_pull(pro
     """A third response on a record that was completed at the last pull is not listed as changed;
     the counts no longer add up, so the pull turns full and still finds it."""
     _, ws = project
-    write_candidates(ws, candidates(2))
-    with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
-        push_workspace(ws, client, load_review_settings(SETTINGS), campaign=campaign,
-                       workspace=argilla_stack.workspace, min_submitted=1, batch_size=20)
-    ids = {split_record_key(r["external_id"])[0]: r["id"] for r in server_records(argilla_stack, campaign)}
+    ids = pushed(ws, argilla_stack, campaign, 2, min_submitted=1)
     one, two = argilla_stack.annotators[:2]
     respond_as_ui(argilla_stack, one, ids["cand-0"], VALUES)
     pull(ws, argilla_stack, campaign)
