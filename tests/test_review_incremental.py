@@ -4,11 +4,14 @@ pull, and a failed pull leaves the stored state where it was."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import httpx
 import polars as pl
 import pytest
 
 from curate.review.client import ArgillaClient, ArgillaError
+from curate.review import incremental
 from curate.review.config import DecisionRule
 from curate.review.identity import split_record_key
 from curate.review.pull import pull_workspace
@@ -109,9 +112,13 @@ def test_ui_responses_are_found_by_an_incremental_pull(project, argilla_stack, c
     assert state["mode"] == "full" and state["full_because"].startswith("every") and counts["fetched"] == 4
 
 
-def test_a_response_on_an_already_completed_record_falls_back_to_a_full_pull(project, argilla_stack, campaign):  # noqa: F811
-    """A third response on a record that was completed at the last pull is not listed as changed;
-    the counts no longer add up, so the pull turns full and still finds it."""
+def test_a_response_on_an_already_completed_record_falls_back_to_a_full_pull(project, argilla_stack, campaign,  # noqa: F811
+                                                                            monkeypatch):
+    """Another response on a record that was completed at the last pull (and inserted before the
+    look-back) is not downloaded incrementally; the counts no longer add up, so the pull turns full
+    and still finds it."""
+    # No look-back: every record here counts as inserted before the last pull.
+    monkeypatch.setattr(incremental, "INSERT_LOOKBACK", dt.timedelta(days=-1))
     _, ws = project
     ids = pushed(ws, argilla_stack, campaign, 2, min_submitted=1)
     one, two = argilla_stack.annotators[:2]

@@ -8,10 +8,12 @@ are not indexed with times at all (commit 2d2e588 filtered on the record's `upda
 1. One aggregate request (`/datasets/{id}/users/progress`) gives each annotator's submitted and
    discarded counts. Equal to the counts stored after the last pull: nothing was added, removed or
    re-statused, and nothing is downloaded.
-2. Otherwise the ids and statuses of the reviewed records are listed (no responses), and only
-   records that are still pending (a response can still arrive) or completed since the last pull
-   are downloaded with their responses.
-3. The stored snapshot (`review/server_responses`: one row per live response) is updated with
+2. Otherwise it downloads, with their responses, the reviewed records that are still pending and,
+   by id (250 per search request), the records that were pending at the last pull and are now
+   completed, plus records inserted since (by the records' own `inserted_at`, which is reliable).
+   Completed records known from the last pull do not travel at all.
+3. The stored snapshot (`review/server_responses`: one row per live response, and one bare row per
+   unreviewed pending record) is updated with
    them and its counts must then equal the server's; if not (a response added to, or re-statused
    on, a record that was already completed), the pull falls back to a full one.
 
@@ -22,29 +24,37 @@ was already completed at the last pull (or made while no count changed). The per
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import polars as pl
 
 from curate.review.client import ArgillaClient
 
-SNAPSHOT_SCHEMA = {"campaign": pl.Utf8, "record_id": pl.Utf8, "record_status": pl.Utf8,
+SNAPSHOT_SCHEMA = {"campaign": pl.Utf8, "record_id": pl.Utf8, "record_status": pl.Utf8, "inserted_at": pl.Utf8,
                    "annotator": pl.Utf8, "status": pl.Utf8}
+# Records inserted this long before the newest one seen are listed again (ids only): a bulk
+# request may commit after a later one that the last pull already saw.
+INSERT_LOOKBACK = dt.timedelta(seconds=60)
 
 
 def snapshot_rows(records: list[dict], *, campaign: str, usernames: dict[str, str],
                   statuses: list[str]) -> pl.DataFrame:
-    """One row per response in `statuses` of `records` (as fetched with responses)."""
-    rows = [{"campaign": campaign, "record_id": str(record["id"]), "record_status": record.get("status"),
-             "annotator": usernames.get(response["user_id"], response["user_id"]), "status": response["status"]}
-            for record in records for response in record.get("responses") or []
-            if response["status"] in statuses]
+    """One row per response in `statuses` of `records`; a record without any gets one row with
+    null annotator (a pending record whose completion the next pull looks for)."""
+    rows = []
+    for record in records:
+        base = {"campaign": campaign, "record_id": str(record["id"]), "record_status": record.get("status"),
+                "inserted_at": record.get("inserted_at")}
+        mine = [r for r in record.get("responses") or [] if r["status"] in statuses]
+        rows += [base | {"annotator": usernames.get(r["user_id"], r["user_id"]), "status": r["status"]}
+                 for r in mine] or [base | {"annotator": None, "status": None}]
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
 
 
 def snapshot_counts(snapshot: pl.DataFrame, campaign: str) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
-    mine = snapshot.filter(pl.col("campaign") == campaign)
+    mine = snapshot.filter((pl.col("campaign") == campaign) & pl.col("annotator").is_not_null())
     for annotator, status, n in mine.group_by("annotator", "status").len().iter_rows():
         counts.setdefault(annotator, {"submitted": 0, "discarded": 0})[status] = n
     return counts
@@ -52,6 +62,11 @@ def snapshot_counts(snapshot: pl.DataFrame, campaign: str) -> dict[str, dict[str
 
 def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {user: c for user, c in counts.items() if any(c.values())}
+
+
+def _since(snapshot: pl.DataFrame) -> str | None:
+    newest = snapshot["inserted_at"].drop_nulls().max()
+    return (dt.datetime.fromisoformat(newest) - INSERT_LOOKBACK).isoformat() if newest else None
 
 
 def incremental_fetch(
@@ -69,17 +84,33 @@ def incremental_fetch(
     mine = snapshot.filter(pl.col("campaign") == campaign)
     if _nonzero(server_counts) == _nonzero(snapshot_counts(mine, campaign)):
         return [], snapshot, "unchanged"
-    completed = set(mine.filter(pl.col("record_status") == "completed")["record_id"].to_list())
-    listed = {str(r["id"]): r.get("status") for r in client.iter_reviewed_records(dataset_id, statuses,
-                                                                                responses=False)}
-    wanted = [rid for rid, status in listed.items() if status != "completed" or rid not in completed]
-    records = list(client.records_by_id(dataset_id, wanted))
-    refreshed = {str(r["id"]) for r in records} | set(wanted)
-    kept = mine.filter(pl.col("record_id").is_in(list(listed)) & ~pl.col("record_id").is_in(list(refreshed)))
-    fresh = snapshot_rows(records, campaign=campaign, usernames=usernames, statuses=statuses)
+    # A response lands on a pending record: those with responses come whole, and of the records
+    # pending at the last pull (or inserted since) only the ones now completed.
+    was_pending = mine.filter(pl.col("record_status") == "pending")["record_id"].unique().to_list()
+    since = _since(mine)
+    found: dict[str, dict] = {}
+    known = set(mine.filter(pl.col("record_status") == "completed")["record_id"].to_list())
+    recent = (client.search_records(dataset_id, record_status="completed", inserted_since=since, responses=False)
+              if since else [])
+    completed = was_pending + [rid for r in recent if (rid := str(r["id"])) not in known]
+    # Later batches win: a new pending record listed without responses may have some.
+    for batch in (
+        client.search_records(dataset_id, record_status="pending", inserted_since=since, responses=False)
+        if since else [],
+        client.iter_reviewed_records(dataset_id, statuses, record_status="pending"),
+        client.search_records(dataset_id, record_status="completed", ids=completed),
+    ):
+        found.update((str(r["id"]), r) for r in batch)
+    # Records pending at the last pull that are still pending and unreviewed keep a bare row.
+    still = [rid for rid in was_pending if rid not in found]
+    kept = mine.filter(~pl.col("record_id").is_in(list(found))
+                       & ((pl.col("record_status") == "completed") | pl.col("record_id").is_in(still)))
+    kept = kept.filter((pl.col("record_status") == "completed") | pl.col("annotator").is_null())
+    fresh = snapshot_rows(list(found.values()), campaign=campaign, usernames=usernames, statuses=statuses)
     updated = pl.concat([kept, fresh])
     if _nonzero(snapshot_counts(updated, campaign)) != _nonzero(server_counts):
         return None
+    records = [r for r in found.values() if r.get("responses")]
     return records, pl.concat([others, updated]).sort("campaign", "record_id", "annotator"), "incremental"
 
 
@@ -114,9 +145,12 @@ def choose_fetch(
         why_full = "counts differ after the incremental fetch" if result is None else None
     if result is None:
         records = fetch_all()
+        # The records nobody has reviewed yet: where the next incremental pull looks for completions.
+        unreviewed = [r for r in client.search_records(dataset_id, record_status="pending", responses=False)
+                      if str(r["id"]) not in {str(x["id"]) for x in records}]
         others = (snapshot.filter(pl.col("campaign") != campaign) if snapshot is not None
                   else pl.DataFrame(schema=SNAPSHOT_SCHEMA))
-        fresh = snapshot_rows(records, campaign=campaign, usernames=usernames, statuses=statuses)
+        fresh = snapshot_rows(records + unreviewed, campaign=campaign, usernames=usernames, statuses=statuses)
         new_snapshot = pl.concat([others, fresh]).sort("campaign", "record_id", "annotator")
         mode, since_full = "full", 0
     else:
