@@ -146,8 +146,9 @@ def choose_fetch(
     if result is None:
         records = fetch_all()
         # The records nobody has reviewed yet: where the next incremental pull looks for completions.
+        reviewed = {str(r["id"]) for r in records}
         unreviewed = [r for r in client.search_records(dataset_id, record_status="pending", responses=False)
-                      if str(r["id"]) not in {str(x["id"]) for x in records}]
+                      if str(r["id"]) not in reviewed]
         others = (snapshot.filter(pl.col("campaign") != campaign) if snapshot is not None
                   else pl.DataFrame(schema=SNAPSHOT_SCHEMA))
         fresh = snapshot_rows(records + unreviewed, campaign=campaign, usernames=usernames, statuses=statuses)
