@@ -136,7 +136,7 @@ def review_stage(
     return StageOutput(tables=tables, report=report)
 
 
-def _stored_state(ws: Workspace, campaign: str) -> tuple[dict, pl.DataFrame | None]:
+def _stored_state(ws: Workspace) -> tuple[dict, pl.DataFrame | None]:
     """All campaigns' pull states and the snapshot, as the last good pull wrote them; the snapshot
     only if it is the one that pull's manifest recorded (a crash between writes drops it)."""
     manifest = ws.manifest(REVIEWS.stage) or {}
@@ -155,7 +155,7 @@ def fetch_reviews(client: ArgillaClient, campaign: str, workspace: str, *, ws: W
     ds = client.find_dataset(campaign, workspace_id)
     if ds is None:
         raise CurateError(f"no Argilla dataset '{campaign}' in workspace '{workspace}' at {client.api_url}; push first")
-    states, snapshot = _stored_state(ws, campaign) if ws is not None else ({}, None)
+    states, snapshot = _stored_state(ws) if ws is not None else ({}, None)
     usernames = client.usernames()
     records, snapshot, state = choose_fetch(
         client, ds["id"], campaign=campaign, previous=states.get(campaign), snapshot=snapshot, full=full,
