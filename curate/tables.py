@@ -52,6 +52,7 @@ ROUTING = TableRef("route", "routing")
 REVIEWS = TableRef("review", "reviews")
 REVIEW_AGREEMENT = TableRef("review", "agreement")
 REVIEW_DECISIONS = TableRef("review", "decisions")
+REVIEW_SERVER_RESPONSES = TableRef("review", "server_responses")  # incremental pull state
 RELEASE_ROWS = TableRef("release", "rows")
 # The safety flow (curate.pipeline.SAFETY; docs/safety.md).
 SAFETY_PROMPTS = TableRef("safety_prompts", "prompts")

@@ -20,7 +20,8 @@ def review_pull(cfg: Config, ws: Workspace) -> dict[str, Any]:
     campaign = review_config(cfg).campaign
     result = pull_reviews(cfg, ws)
     report = result.manifest["report"]
-    return {"campaign": campaign, "rows": result.rows, "pull": report["pull"], "decisions": report["decisions"]}
+    return {"campaign": campaign, "rows": result.rows, "pull": report["pull"],
+            "mode": report["incremental"][campaign]["mode"], "decisions": report["decisions"]}
 
 
 @flow(name="review-sync", log_prints=True)

@@ -241,9 +241,10 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
 
     # Nothing new on the server: nothing new in the table.
     out = cli("review", "pull", "--config", str(config))
-    assert "8 responses, 0 new, 0 changed" in out
+    assert "(unchanged): 0 responses, 0 new, 0 changed" in out
 
-    # Annotator two revises cand-1: one changed response, and the decision follows it.
+    # Annotator two revises cand-1: one changed response, and the decision follows it. The record
+    # was already completed, so only a full pull sees an edit that keeps the response's status.
     # A revision counts when its updated_at is past the stored one: wait until the clock has moved on.
     watermark = ws.read("review/reviews")["updated_at"].max()
     watermark = watermark.replace(tzinfo=dt.UTC) if watermark.tzinfo is None else watermark
@@ -251,7 +252,8 @@ def test_pull_incremental_agreement_and_policies(project, argilla_stack, campaig
     submit_as(argilla_stack, campaign, {two: {"cand-1": answer("accept", 3, corrected_answer="Fixed answer")}})
     with ArgillaClient(argilla_stack.url, argilla_stack.api_key) as client:
         result = pull_workspace(ws, client, campaign=campaign, workspace=argilla_stack.workspace,
-                                rule=DecisionRule(policy="majority", min_submitted=2))
+                                rule=DecisionRule(policy="majority", min_submitted=2), full=True)
+    assert result.manifest["report"]["incremental"][campaign]["mode"] == "full"
     assert result.manifest["report"]["pull"]["changed"] == 1 and result.manifest["report"]["pull"]["new"] == 0
     decisions = ws.read("review/decisions").filter(pl.col("candidate_id") == "cand-1").row(0, named=True)
     assert decisions["decision"] == "accepted" and decisions["corrected_answer"] == "Fixed answer"

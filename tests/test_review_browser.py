@@ -38,6 +38,8 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
     write_candidates(ws, candidates(1, prompt=["What happened in Beijing in June 1989?"],
                                     answer=["Student-led protests were suppressed by the army on 4 June."]))
     cli("review", "push", "--config", str(config))
+    # A first pull stores the state the next one is incremental against.
+    assert "(full): 0 responses" in cli("review", "pull", "--config", str(config))
     annotator = argilla_stack.annotators[0]
     from curate.review.client import ArgillaClient
 
@@ -80,7 +82,8 @@ def test_annotator_submits_in_the_browser_and_pull_reads_it(project, argilla_sta
             browser.close()
 
     out = cli("review", "pull", "--config", str(config))
-    assert "1 responses, 1 new" in out
+    # Found by an incremental pull: the UI's save does not touch the record's indexed updated_at.
+    assert "(incremental): 1 responses, 1 new" in out
     row = ws.read("review/reviews").row(0, named=True)
     assert row["candidate_id"] == "cand-0" and row["annotator"] == annotator
     assert (row["accept"], row["satisfaction"], row["harmful"], row["status"]) == (True, 3, False, "submitted")

@@ -13,9 +13,11 @@ from curate.errors import InputError
 from curate.review.agreement import agreement_table
 from curate.review.config import DecisionRule
 from curate.review.policy import resolve_reviews
-from curate.review.pull import merge_reviews, responses_to_reviews, review_stage
+from curate.review.incremental import snapshot_rows
+from curate.review.pull import _stored_state, merge_reviews, responses_to_reviews, review_stage
 from curate.review.push import record_payloads, review_frame
 from curate.review.settings import load_review_settings
+from curate.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = REPO / "annotations" / "review.toml"
@@ -233,3 +235,22 @@ def test_cli_push_without_candidates_and_bad_policy_are_clean_errors(tmp_path, m
     config.write_text(config.read_text() + '[stages.review]\npolicy = "unanimous"\n', encoding="utf-8")
     result = CliRunner().invoke(app, ["review", "pull", "--config", str(config)])
     assert isinstance(result.exception, ConfigError) and "stages.review.policy" in str(result.exception)
+
+
+def test_pull_state_is_trusted_only_as_the_last_good_pull_wrote_it(tmp_path):
+    """The snapshot an incremental pull diffs against is read back only if its hash is the one the
+    manifest recorded; a snapshot replaced behind the manifest's back (a crash between the table
+    and the manifest writes) is ignored, so the next pull is full."""
+    ws = Workspace(tmp_path / "ws")
+    record = {"id": "r1", "status": "completed", "inserted_at": "2026-11-30T10:00:00",
+              "responses": [{"user_id": "u1", "status": "submitted"}]}
+    snapshot = snapshot_rows([record], campaign="c", usernames={"u1": "ann"}, statuses=["submitted"])
+    state = {"c": {"dataset_id": "d", "mode": "full", "pulls_since_full": 0}}
+    with ws.locked():
+        ws.run_stage("review", review_stage, force=True, previous_reviews=None, fetched=review_rows([("cand-0", "ann", True, 3, False)]),
+                     rule=DecisionRule(), server_responses=snapshot, pull_state=state)
+    states, stored = _stored_state(ws)
+    assert states == state and stored.equals(snapshot)
+    snapshot.head(0).write_parquet(ws.table_path("review", "server_responses"))
+    states, stored = _stored_state(ws)
+    assert states == state and stored is None

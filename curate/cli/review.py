@@ -61,6 +61,7 @@ def pull(
     config: ConfigOpt = None,
     campaign: CampaignOpt = None,
     safety: SafetyOpt = False,
+    full: Annotated[bool, typer.Option("--full", help="Download every reviewed record, not only what changed.")] = False,
 ) -> None:
     """Fetch submitted responses into review/reviews, with agreement and decisions.
 
@@ -70,11 +71,12 @@ def pull(
     review_cfg = _review_cfg(cfg, safety, campaign=campaign)
     ws = workspace_for(cfg)
     with ws.locked():
-        result = pull_reviews(cfg, ws, review_cfg)
+        result = pull_reviews(cfg, ws, review_cfg, full=full)
     report = result.manifest["report"]
     counts = report["pull"]
     console.print(
-        f"pull {review_cfg.campaign}: {counts['fetched']} responses, {counts['new']} new, {counts['changed']} changed; "
+        f"pull {review_cfg.campaign} ({report['incremental'][review_cfg.campaign]['mode']}): "
+        f"{counts['fetched']} responses, {counts['new']} new, {counts['changed']} changed; "
         f"reviews={result.rows['reviews']} decisions={report['decisions']} (policy {report['policy']}, "
         f"min_submitted {report['min_submitted']})"
     )

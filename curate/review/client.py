@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MAX_BULK_RECORDS = 500  # the server's limit for PUT /records/bulk
 PAGE_SIZE = 1000  # the server's limit for listing and search
 SEARCH_WINDOW = 10_000  # offset+limit beyond this is refused by OpenSearch-style engines
+TERMS_LIMIT = 250  # the server's limit on values in one terms filter
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -228,22 +229,52 @@ class ArgillaClient:
         body = self.request("PUT", f"/api/v1/datasets/{dataset_id}/records/bulk", json={"items": items})
         return len(body["items"])
 
-    def iter_reviewed_records(self, dataset_id: str, statuses: list[str]) -> Iterator[dict]:
-        """Records that have at least one response in `statuses`, with all their responses.
+    def iter_reviewed_records(self, dataset_id: str, statuses: list[str], *, responses: bool = True,
+                              record_status: str | None = None) -> Iterator[dict]:
+        """Records that have at least one response in `statuses` (and, if given, whose own status
+        is `record_status`), with all their responses (`responses=False`: the records alone)."""
+        return self.search_records(dataset_id, response_statuses=statuses, record_status=record_status,
+                                   responses=responses)
 
-        The search engine narrows the set to reviewed records; past its result window the
-        plain listing (every record, from SQLite) takes over so nothing is missed.
+    def search_records(self, dataset_id: str, *, response_statuses: list[str] | None = None,
+                       record_status: str | None = None, inserted_since: str | None = None,
+                       ids: list[str] | None = None, responses: bool = True) -> Iterator[dict]:
+        """Records matching every filter given, oldest first, with all their responses (or none).
+
+        `ids` are sent TERMS_LIMIT per request. The search engine narrows the set; past its result
+        window the plain listing (every record, from SQLite) takes over, filtered here by record
+        status, id and insertion time (not by response status without responses), so nothing is missed.
         """
-        body = {
-            "filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"},
-                                 "values": statuses}]},
-            "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}],
-        }
-        params = {"include": "responses", "limit": PAGE_SIZE}
+        filters = []
+        if response_statuses:
+            filters.append({"type": "terms", "scope": {"entity": "response", "property": "status"},
+                            "values": response_statuses})
+        if record_status:
+            filters.append({"type": "terms", "scope": {"entity": "record", "property": "status"},
+                            "values": [record_status]})
+        if inserted_since:
+            filters.append({"type": "range", "scope": {"entity": "record", "property": "inserted_at"},
+                            "ge": inserted_since})
+        if ids is not None:
+            for start in range(0, len(ids), TERMS_LIMIT):
+                chunk = [*filters, {"type": "terms", "scope": {"entity": "record", "property": "id"},
+                                    "values": ids[start:start + TERMS_LIMIT]}]
+                yield from self._search_pages(dataset_id, chunk, responses, record_status, inserted_since)
+            return
+        yield from self._search_pages(dataset_id, filters, responses, record_status, inserted_since)
+
+    def _search_pages(self, dataset_id: str, filters: list[dict], responses: bool,
+                      record_status: str | None, inserted_since: str | None) -> Iterator[dict]:
+        body = {"filters": {"and": filters},
+                "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}]}
+        params = {"limit": PAGE_SIZE} | ({"include": "responses"} if responses else {})
         first = self.request("POST", f"/api/v1/datasets/{dataset_id}/records/search",
                              params={**params, "offset": 0}, json=body)
         if first["total"] > SEARCH_WINDOW:
-            yield from self._iter_all_records(dataset_id)
+            ids = next((set(f["values"]) for f in filters if f["scope"].get("property") == "id"), None)
+            yield from (r for r in self._iter_all_records(dataset_id, responses=responses)
+                        if record_status in (None, r.get("status")) and (ids is None or str(r["id"]) in ids)
+                        and (inserted_since is None or r["inserted_at"] >= inserted_since))
             return
         yield from (item["record"] for item in first["items"])
         for offset in range(PAGE_SIZE, first["total"], PAGE_SIZE):
@@ -251,11 +282,23 @@ class ArgillaClient:
                                 params={**params, "offset": offset}, json=body)
             yield from (item["record"] for item in page["items"])
 
-    def _iter_all_records(self, dataset_id: str) -> Iterator[dict]:
+    def response_counts(self, dataset_id: str) -> dict[str, dict[str, int]]:
+        """username -> {"submitted": n, "discarded": n} over the whole dataset, from one cheap
+        aggregate request: the fingerprint an incremental pull compares against."""
+        counts = {}
+        for user in self.request("GET", f"/api/v1/datasets/{dataset_id}/users/progress")["users"]:
+            counts[user["username"]] = {
+                status: sum((user.get(part) or {}).get(status, 0) for part in ("completed", "pending"))
+                for status in ("submitted", "discarded")
+            }
+        return counts
+
+    def _iter_all_records(self, dataset_id: str, *, responses: bool = True) -> Iterator[dict]:
         offset = 0
+        include = {"include": "responses"} if responses else {}
         while True:
             page = self.request("GET", f"/api/v1/datasets/{dataset_id}/records",
-                                params={"include": "responses", "offset": offset, "limit": PAGE_SIZE})
+                                params={**include, "offset": offset, "limit": PAGE_SIZE})
             yield from page["items"]
             if len(page["items"]) < PAGE_SIZE:
                 return

@@ -31,6 +31,8 @@ class ReviewConfig(BaseModel):
     batch_size: int = Field(default=250, ge=1, le=500)
     max_retries: int = Field(default=5, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
+    full_pull_every: int = Field(default=10, ge=1, description="Every Nth pull downloads all reviewed records "
+                                 "(catches answer edits an incremental pull can miss; 1 = always full).")
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Which judged candidates people see (docs/judge.md).")
     safety_campaign: str = Field(default="safety-review", min_length=1, max_length=200,
                                  description="Argilla dataset for the safety filter's review rows (`--safety`, docs/safety.md).")

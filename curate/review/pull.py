@@ -6,9 +6,12 @@ Tables written (`review/...`):
 - `agreement`: percent agreement and Krippendorff's alpha per campaign and question.
 - `decisions`: one row per candidate from `curate.review.policy.resolve_reviews`.
 
-Argilla 2.8 cannot filter responses by time, so each pull asks the search engine for the records
-that have a submitted or discarded response and keeps what is new or changed since the stored
-watermark (the newest `updated_at` seen); unreviewed records never travel.
+- `server_responses`: the responses live on the server at the last pull (record, status, annotator),
+  which lets the next pull download only what changed (`curate.review.incremental`).
+
+A full pull asks the search engine for every record that has a submitted or discarded response;
+unreviewed records never travel. An incremental pull downloads only records that may have changed
+and falls back to a full one when the counts do not add up; every `full_pull_every` pulls is full.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from curate.review.agreement import agreement_table
 from curate.review.client import ArgillaClient
 from curate.review.config import DecisionRule
 from curate.review.identity import split_record_key, with_answer_version
+from curate.review.incremental import choose_fetch
 from curate.review.policy import current_reviews, resolve_reviews
-from curate.tables import CANDIDATES, REVIEWS
-from curate.workspace import StageOutput, Workspace
+from curate.tables import CANDIDATES, REVIEW_SERVER_RESPONSES, REVIEWS
+from curate.workspace import StageOutput, Workspace, sha256_file
 
 PULLED_STATUSES = ["submitted", "discarded"]
 _LABEL_TRUE = {"accept": "accept", "harmful": "yes"}
@@ -111,9 +115,12 @@ def review_stage(
     *,
     rule: DecisionRule,
     current: pl.DataFrame | None = None,
+    server_responses: pl.DataFrame | None = None,
+    pull_state: dict | None = None,
 ) -> StageOutput:
     """Merge, then decide by `rule` from the reviews of each candidate's `current` answer version
-    (candidate_id, answer_version); reviews of earlier answers stay in `reviews` as history."""
+    (candidate_id, answer_version); reviews of earlier answers stay in `reviews` as history.
+    `server_responses` and `pull_state` (per campaign) are stored with the tables, in the same write."""
     reviews, counts = merge_reviews(previous_reviews, fetched)
     counting, stale = current_reviews(reviews, current)
     decisions = resolve_reviews(counting, rule.policy, rule.min_submitted)
@@ -121,18 +128,41 @@ def review_stage(
     report = {"pull": counts, "policy": rule.policy, "min_submitted": rule.min_submitted,
               "stale_reviews": stale.height,
               "watermark": watermark.isoformat() if watermark else None,
+              "incremental": pull_state or {},
               "decisions": {str(k): int(v) for k, v in decisions.group_by("decision").len().iter_rows()}}
-    return StageOutput(tables={"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions},
-                       report=report)
+    tables = {"reviews": reviews, "agreement": agreement_table(reviews), "decisions": decisions}
+    if server_responses is not None:
+        tables["server_responses"] = server_responses
+    return StageOutput(tables=tables, report=report)
 
 
-def fetch_reviews(client: ArgillaClient, campaign: str, workspace: str) -> tuple[pl.DataFrame, dict]:
+def _stored_state(ws: Workspace) -> tuple[dict, pl.DataFrame | None]:
+    """All campaigns' pull states and the snapshot, as the last good pull wrote them; the snapshot
+    only if it is the one that pull's manifest recorded (a crash between writes drops it)."""
+    manifest = ws.manifest(REVIEWS.stage) or {}
+    states = dict((manifest.get("report") or {}).get("incremental") or {})
+    path = ws.table_path(REVIEW_SERVER_RESPONSES.stage, REVIEW_SERVER_RESPONSES.table)
+    recorded = manifest.get("outputs", {}).get(REVIEW_SERVER_RESPONSES.table, {}).get("sha256")
+    if not path.exists() or recorded != sha256_file(path):
+        return states, None
+    return states, pl.read_parquet(path)
+
+
+def fetch_reviews(client: ArgillaClient, campaign: str, workspace: str, *, ws: Workspace | None = None,
+                  full: bool = True, full_pull_every: int = 1) -> tuple[pl.DataFrame, dict, pl.DataFrame, dict]:
+    """(reviews fetched, dataset, new snapshot, all campaigns' pull states)."""
     workspace_id = client.workspace_id(workspace, create=False)
     ds = client.find_dataset(campaign, workspace_id)
     if ds is None:
         raise CurateError(f"no Argilla dataset '{campaign}' in workspace '{workspace}' at {client.api_url}; push first")
-    records = list(client.iter_reviewed_records(ds["id"], PULLED_STATUSES))
-    return responses_to_reviews(records, campaign=campaign, usernames=client.usernames()), ds
+    states, snapshot = _stored_state(ws) if ws is not None else ({}, None)
+    usernames = client.usernames()
+    records, snapshot, state = choose_fetch(
+        client, ds["id"], campaign=campaign, previous=states.get(campaign), snapshot=snapshot, full=full,
+        full_pull_every=full_pull_every, usernames=usernames, statuses=PULLED_STATUSES,
+        fetch_all=lambda: list(client.iter_reviewed_records(ds["id"], PULLED_STATUSES)))
+    states[campaign] = state
+    return responses_to_reviews(records, campaign=campaign, usernames=usernames), ds, snapshot, states
 
 
 def pull_workspace(
@@ -143,14 +173,19 @@ def pull_workspace(
     workspace: str,
     rule: DecisionRule,
     source: str = str(CANDIDATES),
+    full: bool = False,
+    full_pull_every: int = 10,
 ):
-    """Fetch, merge and write `review/reviews`, `review/agreement` and `review/decisions`.
+    """Fetch, merge and write `review/reviews`, `review/agreement`, `review/decisions` and
+    `review/server_responses`.
 
     Decisions follow `rule` (from `curate.review.config.decision_rule`), the same rule push gave
     Argilla as its task distribution and a release keeps rows by, and count only reviews of the
-    answers now in `source`.
+    answers now in `source`. The pull is incremental unless `full`, or it is the
+    `full_pull_every`-th since the last full one (see `curate.review.incremental`).
     """
-    fetched, _ds = fetch_reviews(client, campaign, workspace)
+    fetched, _ds, snapshot, states = fetch_reviews(client, campaign, workspace, ws=ws, full=full,
+                                                   full_pull_every=full_pull_every)
     previous_path = ws.table_path(REVIEWS.stage, REVIEWS.table)
     previous = pl.read_parquet(previous_path) if previous_path.exists() else None
     stage, table = source.split("/", 1)
@@ -167,4 +202,6 @@ def pull_workspace(
         fetched=fetched,
         rule=rule,
         current=current,
+        server_responses=snapshot,
+        pull_state=states,
     )

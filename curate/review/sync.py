@@ -54,7 +54,8 @@ def push_for_review(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None 
     return report
 
 
-def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None) -> StageResult:
+def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = None, *,
+                 full: bool = False) -> StageResult:
     """Fetch submitted responses into review/reviews, with agreement and decisions.
 
     Decisions follow the one review rule (`decision_rule`) that push and a release use too, so
@@ -63,4 +64,5 @@ def pull_reviews(cfg: Config, ws: Workspace, review_cfg: ReviewConfig | None = N
     rule = decision_rule(cfg, review_cfg)
     with review_client(cfg, review_cfg) as client:
         return pull_workspace(ws, client, campaign=review_cfg.campaign, workspace=cfg.argilla.workspace,
-                              rule=rule, source=review_cfg.source)
+                              rule=rule, source=review_cfg.source, full=full,
+                              full_pull_every=review_cfg.full_pull_every)
