@@ -17,15 +17,17 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.pipeline import SAFETY_STEPS
+from curate.pipeline import REVIEW_PUSH, SAFETY_STEPS
+from curate.review.identity import split_record_key
 from curate.stages.safety_filter import REJECT_REASONS, REVIEW_REASONS
 from curate.workspace import Workspace
 from tests.test_pipeline_e2e import LLMCallCounter
+from tests.test_review import campaign, server_records  # noqa: F401  (fixture)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-def write_config(tmp_path: Path, base_url: str, model: str) -> Path:
+def write_config(tmp_path: Path, base_url: str, model: str, argilla: str = "") -> Path:
     conversation = tmp_path / "conversation.jsonl"
     conversation.write_text(json.dumps({"id": "conv-1", "messages": [
         {"role": "user", "content": "I am writing a mystery novel."},
@@ -77,6 +79,7 @@ limit = 1
 name = "conversation"
 path = "{conversation}"
 
+{argilla}
 [stages.safety_answers]
 candidates_per_prompt = 2
 overrides = {{ temperature = 0.7, max_tokens = 96 }}
@@ -91,9 +94,13 @@ satisfaction_overrides = {{ temperature = 0.0, max_tokens = 128 }}
 
 @pytest.mark.slow
 @pytest.mark.llm
+@pytest.mark.argilla
 @pytest.mark.usefixtures("prefect_harness")
-def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, monkeypatch):
-    config = write_config(tmp_path, llm_server.base_url, llm_server.endpoint.model)
+def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, argilla_stack, campaign, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_stack.api_key)
+    argilla = (f'[argilla]\napi_url = "{argilla_stack.url}"\nworkspace = "{argilla_stack.workspace}"\n\n'
+               f'[stages.review]\nsafety_campaign = "{campaign}"\n')
+    config = write_config(tmp_path, llm_server.base_url, llm_server.endpoint.model, argilla)
     counter = LLMCallCounter(monkeypatch)
     root = logging.getLogger()
     handlers = list(root.handlers)
@@ -136,10 +143,14 @@ def test_safety_flow_end_to_end_with_the_local_server(tmp_path, llm_server, monk
     assert not selected["harmful_reasoning"].fill_null(True).any() and not selected["harmful_answer"].fill_null(True).any()
     report = ws.manifest("safety_filter")["report"]
     assert sum(report["rejected_by_reason"].values()) == rejects.height
+    # The flow's last step sent the rows that need a person to their own campaign.
+    pushed = {split_record_key(r["external_id"])[0] for r in server_records(argilla_stack, campaign)} if review.height else set()
+    assert pushed == set(review["candidate_id"])
 
     from flows.safety import safety_flow
 
     calls = counter.calls
     again = safety_flow(str(config))
-    assert [s["stage"] for s in again] == list(SAFETY_STEPS) and all(s["skipped"] for s in again)
+    pushes = [REVIEW_PUSH] if review.height else []
+    assert [s["stage"] for s in again] == [*SAFETY_STEPS, *pushes] and all(s["skipped"] for s in again)
     assert counter.calls == calls, "an unchanged rerun makes no LLM call"
