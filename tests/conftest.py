@@ -41,3 +41,14 @@ def deccp_censored() -> Path:
 @pytest.fixture
 def workspace_dir(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Prefect configures its console log handlers once per process, when `prefect.main` is first
+    # imported (`from prefect import flow` and the like), bound to the
+    # sys.stderr of that moment. The CLI imports Prefect lazily (inside `curate run`), so without this
+    # the first import could happen inside a CliRunner invocation, whose stderr is closed when it
+    # returns, and every later Prefect log in the session would fail ("I/O operation on closed file").
+    # Importing it here, after tests/fixtures/prefect_server.py has pointed PREFECT_HOME at a temporary
+    # folder, binds the handlers to pytest's session-long stream instead.
+    import prefect.main  # noqa: F401

@@ -139,7 +139,7 @@ def test_curation_flow_runs_then_skips_everything_unchanged(tmp_path, deccp_cens
     first = curation_flow(str(cfg), until="keywords")
     assert [s["stage"] for s in first] == ["ingest", "keywords"]
     assert not any(s["skipped"] for s in first)
-    assert first[0]["rows"] == {"seeds": 95}
+    assert first[0]["rows"] == {"seeds": 95, "rejects": 0}
     second = curation_flow(str(cfg), until="keywords")
     assert all(s["skipped"] for s in second)
     ws = Workspace(tmp_path / "ws")

@@ -30,8 +30,11 @@ def poem_deflection(topic: str, scene: str) -> str:
             f"all things find their season in harmony. May your heart be as calm as still water.")
 
 
-def test_reviewed_examples_of_a_new_refusal_style_teach_the_detector(project, argilla_stack, campaign, tmp_path):  # noqa: F811
+def test_reviewed_examples_of_a_new_refusal_style_teach_the_detector(project, argilla_stack, campaign, tmp_path,  # noqa: F811
+                                                                       monkeypatch):
     config, ws = project
+    # Two reviews decide a record: one rule for push, pull and release (no per-command override).
+    monkeypatch.setenv("CURATE__ARGILLA__MIN_SUBMITTED", "2")
     train_texts = [poem_deflection(t, SCENES[i % 3]) for i, t in enumerate(TOPICS[:16])]
     answers = [f"Here is what is documented about {t}: the main events, the dates, the people involved, and what "
                f"independent historians and journalists have reported since." for t in TOPICS[:8]]
@@ -48,7 +51,7 @@ def test_reviewed_examples_of_a_new_refusal_style_teach_the_detector(project, ar
     verdicts = {f"cand-{i}": answer("reject", i % 2) for i in range(len(train_texts))}
     verdicts |= {f"cand-{len(train_texts) + i}": answer("accept", 4) for i in range(len(answers))}
     submit_as(argilla_stack, campaign, {one: verdicts, two: verdicts})
-    cli("review", "pull", "--config", str(config), "--min-submitted", "2")
+    cli("review", "pull", "--config", str(config))
 
     out_dir = tmp_path / "detector"
     output = cli("refusal", "train", "--from-reviews", "--config", str(config), "--out", str(out_dir), "--json")
