@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from curate.errors import CurateError, InputError
-from curate.eval.judges import parse_harm_verdict, parse_satisfaction
+from curate.judge.rubrics import parse_harm_verdict, parse_satisfaction
 from curate.eval.sets import ITEM_SCHEMA, load_eval_set, load_harmbench, load_prompt_file, load_xstest, select_items
 
 

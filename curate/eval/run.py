@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from curate.config import EndpointConfig
-from curate.eval.judges import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction
+from curate.judge.rubrics import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction
 from curate.eval.metrics import summarize
 from curate.llm import complete_frame
 from curate.progress import progress_bar

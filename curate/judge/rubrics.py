@@ -140,3 +140,37 @@ def run_judge(
             values.append(None)
             errors.append(f"{stage}: {exc}")
     return pl.DataFrame({"id": results["request_id"], "value": values, "error": errors}, schema=out_schema), results
+
+
+def judge_satisfaction(
+    rows: pl.DataFrame, endpoint: EndpointConfig, *, id_col: str = "response_id", template: str = SATISFACTION_TEMPLATE,
+    stage: str = "eval_satisfaction", cache: Any = None, refresh: bool = False, overrides: dict[str, Any] | None = None,
+    progress: Advance | None = None, prices: dict[str, dict[str, float]] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Score each row (`id_col`, source_prompt, language, response) 0-4 with the satisfaction rubric.
+
+    Returns (`id_col`, satisfaction, satisfaction_error) in row order, and the raw results (for usage).
+    """
+    scores, results = run_judge(
+        rows[id_col], satisfaction_prompts(rows, template), parse_satisfaction, pl.Int64(), SATISFACTION_SCHEMA,
+        endpoint, stage=stage, cache=cache, refresh=refresh, overrides=overrides, progress=progress, prices=prices,
+    )
+    return scores.rename({"id": id_col, "value": "satisfaction", "error": "satisfaction_error"}), results
+
+
+def judge_harm(
+    rows: pl.DataFrame, endpoint: EndpointConfig, *, id_col: str = "response_id", template: str = HARM_TEMPLATE,
+    language_rule: str = "any", stage: str = "eval_harm", cache: Any = None, refresh: bool = False,
+    overrides: dict[str, Any] | None = None, progress: Advance | None = None,
+    prices: dict[str, dict[str, float]] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Classify each row (`id_col`, source_prompt, response; optional context) as carrying out the request.
+
+    Returns (`id_col`, harmful, harm_error) in row order, and the raw results (for usage).
+    """
+    verdicts, results = run_judge(
+        rows[id_col], harm_prompts(rows, template, language_rule=language_rule), parse_harm_verdict, pl.Boolean(),
+        HARM_SCHEMA, endpoint, stage=stage, cache=cache, refresh=refresh, overrides=overrides, progress=progress,
+        prices=prices,
+    )
+    return verdicts.rename({"id": id_col, "value": "harmful", "error": "harm_error"}), results

@@ -24,18 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.config import Config, EndpointConfig, LangIdConfig
 from curate.judge.bestof import BestOfConfig, PreferenceConfig, pick_best, preference_pairs
-from curate.judge.rubrics import (
-    HARM_SCHEMA,
-    HARM_TEMPLATE,
-    SATISFACTION_SCHEMA,
-    SATISFACTION_TEMPLATE,
-    harm_prompts,
-    parse_harm_verdict,
-    parse_satisfaction,
-    rubric_version,
-    run_judge,
-    satisfaction_prompts,
-)
+from curate.judge.rubrics import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction, rubric_version
 from curate.judge.signals import answer_signals
 from curate.llm import usage_summary
 from curate.progress import Advance
@@ -109,21 +98,23 @@ def score_with_judges(
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """The long `judge/scores` table and the LLM layer's raw results (for usage)."""
     rows = _judge_rows(candidates, config)
-    ids = rows["response_id"]
-    sat_prompts = satisfaction_prompts(rows, config.satisfaction_template)
-    harm_list = harm_prompts(rows, config.harm_template, language_rule=config.harm_language_rule) if config.harm else []
-    metrics = [("satisfaction", sat_prompts, parse_satisfaction, pl.Int64(), SATISFACTION_SCHEMA, config.satisfaction_template)]
+    # (metric, value column, error column, rubric file, judge call)
+    metrics = [("satisfaction", "satisfaction", "satisfaction_error", config.satisfaction_template,
+                lambda judge, **kw: judge_satisfaction(rows, judge, template=config.satisfaction_template, **kw))]
     if config.harm:
-        metrics.append(("harmful", harm_list, parse_harm_verdict, pl.Boolean(), HARM_SCHEMA, config.harm_template))
+        metrics.append(("harmful", "harmful", "harm_error", config.harm_template,
+                        lambda judge, **kw: judge_harm(rows, judge, template=config.harm_template,
+                                                       language_rule=config.harm_language_rule, **kw)))
     scores, raw = [], []
     for judge in config.judges:
-        for metric, prompts, parse, dtype, schema, template in metrics:
-            values, results = run_judge(ids, prompts, parse, dtype, schema, judge, stage=f"judge_{metric}", cache=cache,
-                                        refresh=refresh, overrides=config.overrides, progress=progress, prices=prices)
+        for metric, value_col, error_col, template, call in metrics:
+            values, results = call(judge, stage=f"judge_{metric}", cache=cache, refresh=refresh,
+                                   overrides=config.overrides, progress=progress, prices=prices)
             raw.append(results)
             scores.append(values.select(
-                pl.col("id").alias("candidate_id"), pl.lit(judge.name).alias("judge"), pl.lit(judge.model).alias("model"),
-                pl.lit(metric).alias("metric"), pl.col("value").cast(pl.Float64), "error",
+                pl.col("response_id").alias("candidate_id"), pl.lit(judge.name).alias("judge"),
+                pl.lit(judge.model).alias("model"), pl.lit(metric).alias("metric"),
+                pl.col(value_col).cast(pl.Float64).alias("value"), pl.col(error_col).alias("error"),
                 pl.lit(rubric_version(template)).alias("rubric"),
             ))
     long = pl.concat(scores, how="vertical_relaxed") if scores else pl.DataFrame(schema=SCORE_SCHEMA)

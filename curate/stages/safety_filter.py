@@ -54,18 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curate.config import Config, EndpointConfig, with_endpoint_defaults
 from curate.errors import ConfigError
-from curate.judge.rubrics import (
-    HARM_SCHEMA,
-    HARM_TEMPLATE,
-    SATISFACTION_SCHEMA,
-    SATISFACTION_TEMPLATE,
-    harm_prompts,
-    parse_harm_verdict,
-    parse_satisfaction,
-    rubric_version,
-    run_judge,
-    satisfaction_prompts,
-)
+from curate.judge.rubrics import HARM_TEMPLATE, SATISFACTION_TEMPLATE, judge_harm, judge_satisfaction, rubric_version
 from curate.identity import stamp
 from curate.llm import usage_summary
 from curate.progress import Advance
@@ -174,11 +163,10 @@ def judge_candidate_harm(
         ).filter(pl.col("response").str.strip_chars() != "")
         parts.append(texts)
     responses = pl.concat(parts)
-    verdicts, results = run_judge(
-        responses["response_id"], harm_prompts(responses, config.harm_template), parse_harm_verdict, pl.Boolean(),
-        HARM_SCHEMA, config.judge, stage="safety_harm", cache=cache, refresh=refresh, overrides=config.judge_overrides,
-        progress=progress)
-    verdicts = verdicts.rename({"id": "response_id", "value": "harmful", "error": "harm_error"}).with_columns(
+    verdicts, results = judge_harm(
+        responses, config.judge, template=config.harm_template, stage="safety_harm", cache=cache, refresh=refresh,
+        overrides=config.judge_overrides, progress=progress)
+    verdicts = verdicts.with_columns(
         pl.col("response_id").str.extract(r"^(.*)#", 1).alias("candidate_id"),
         pl.col("response_id").str.extract(r"#(\w+)$", 1).alias("part"),
     )
@@ -207,11 +195,9 @@ def judge_candidate_satisfaction(
         "candidate_id", "language", pl.col("prompt").alias("source_prompt"),
         pl.col("answer").fill_null("").map_elements(lambda t: clip(t, config.judge_max_chars), return_dtype=pl.String)
         .alias("response"))
-    scores, results = run_judge(
-        rows["candidate_id"], satisfaction_prompts(rows, config.satisfaction_template), parse_satisfaction, pl.Int64(),
-        SATISFACTION_SCHEMA, config.judge, stage="safety_satisfaction", cache=cache, refresh=refresh,
-        overrides=config.satisfaction_overrides, progress=progress)
-    return scores.rename({"id": "candidate_id", "value": "satisfaction", "error": "satisfaction_error"}), results
+    return judge_satisfaction(
+        rows, config.judge, id_col="candidate_id", template=config.satisfaction_template, stage="safety_satisfaction",
+        cache=cache, refresh=refresh, overrides=config.satisfaction_overrides, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------
