@@ -212,10 +212,15 @@ case "$cmd" in
     die "server (pid $pid) did not answer within ${READY_TIMEOUT}s; see $(logfile)"
     ;;
   stop)
+    # The start lock: a stop racing a start would remove the pid file of the server being started.
+    exec 8>"$RUN/start-$port.lock"
+    flock -w 900 8 || die "another start on port $port holds $RUN/start-$port.lock"
     pid="$(server_pid || true)"
     if [ -n "$pid" ]; then
       kill "$pid"
-      for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      # Still there after 10 s: it would keep the port, and the next start would wait on it.
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
       log "stopped pid $pid"
     else
       log "no server of ours on port $port"

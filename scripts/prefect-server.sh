@@ -67,7 +67,7 @@ start() {
       cd "$REPO"
       export PREFECT_HOME="$HOME_DIR" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_API_URL="$URL/api" \
              PREFECT_UI_API_URL="$URL/api" PREFECT_SERVER_API_HOST="$HOST" PREFECT_SERVER_API_PORT="$PORT"
-      setsid nohup "$REPO/.venv/bin/prefect" server start --host "$HOST" --port "$PORT" >"$LOG_FILE" 2>&1 &
+      setsid nohup "$REPO/.venv/bin/prefect" server start --host "$HOST" --port "$PORT" >"$LOG_FILE" 2>&1 7>&- &
       echo $! >"$PID_FILE"
     )
   fi
@@ -101,9 +101,17 @@ stop() {
   log "stopped"
 }
 
+# Starts and stops of one port take turns: two test fixtures starting at once would otherwise
+# both find no pid file and start two servers on one port.
+take_lock() {
+  mkdir -p "$HOME_DIR"
+  exec 7>"$HOME_DIR/server-$PORT.lock"
+  flock -w "${CURATE_PREFECT_LOCK_TIMEOUT:-300}" 7 || die "another start or stop holds $HOME_DIR/server-$PORT.lock"
+}
+
 case "$cmd" in
-  start) start ;;
-  stop) stop ;;
+  start) take_lock; start ;;
+  stop) take_lock; stop ;;
   status)
     if healthy; then log "running at $URL"; exit 0; else log "not running at $URL"; exit 1; fi ;;
   *) die "usage: $0 start|stop|status [--port N]" ;;
