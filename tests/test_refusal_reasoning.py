@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from curate.config import EndpointConfig
 from curate.refusal import RefusalConfig, classify_refusals
 
 ANSWER = ("The Great Leap Forward (1958-1962) was a campaign to industrialise China rapidly. Collectivisation, "
@@ -48,3 +49,14 @@ def test_reasoning_without_an_answer_gets_no_verdict_with_a_reason():
         assert out["refused"].to_list() == [None, None, False]
         assert out["no_verdict_reason"].to_list() == ["no final answer (reasoning only)"] * 2 + [None]
 
+
+
+def test_judge_mode_sends_no_call_for_reasoning_without_an_answer():
+    dead = EndpointConfig(base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=3)
+    df = pl.DataFrame({"response": [f"<think>{NEUTRAL_THINKING}", f"<think>{NEUTRAL_THINKING}</think>{REFUSAL}"]})
+    out = classify_refusals(df, RefusalConfig(mode="llm"), endpoint=dead)
+    assert out["refused"].to_list() == [None, None]
+    # The reasoning-only reply is never sent; the one with an answer is, and the dead judge's error shows.
+    assert out["no_verdict_reason"][0] == "no final answer (reasoning only)"
+    assert out["no_verdict_reason"][1].startswith("judge failed: ")
+    assert out["judge_error"][0] is None and out["judge_error"][1]
