@@ -27,9 +27,13 @@ from curate.refusal.config import OUTPUT_COLUMNS, RefusalConfig
 from curate.refusal.judge import classify_llm
 from curate.prompts import template_path
 from curate.refusal.model import SHIPPED_MODEL, card_path, classify_model, load_detector
+from curate.refusal.reasoning import NO_ANSWER_REASON, final_answers
 from curate.refusal.rules import classify_rules, rules_file
 
 VERDICT_COLUMNS = (*OUTPUT_COLUMNS, "no_verdict_reason")
+# Every mode judges the final answer: the reply with any inline reasoning section removed
+# (curate/refusal/reasoning.py); the caller's column is left as it was.
+_ANSWER = "_refusal_final_answer"
 
 
 def refusal_files(config: RefusalConfig) -> list[Path]:
@@ -67,9 +71,10 @@ def _with_reason(out: pl.DataFrame, response_col: str) -> pl.DataFrame:
         pl.when(pl.col("refused").is_not_null()).then(None)
         .when(text.is_null()).then(pl.lit("missing reply"))
         .when(text.str.strip_chars().str.len_chars() == 0).then(pl.lit("empty reply"))
+        .when(pl.col(_ANSWER).is_null()).then(pl.lit(NO_ANSWER_REASON))
         .when(pl.col("judge_error").is_not_null()).then(pl.lit("judge failed: ") + pl.col("judge_error"))
         .otherwise(pl.lit("no verdict")).alias("no_verdict_reason")
-    )
+    ).drop(_ANSWER)
 
 
 def classify_refusals(
@@ -96,17 +101,19 @@ def classify_refusals(
         base = base.with_columns(pl.col(response_col).cast(pl.String))
     if config.uses_llm and endpoint is None:
         raise ConfigError(f"refusal mode '{config.mode}' needs a judge endpoint")
+    base = base.with_columns(final_answers(base[response_col]).alias(_ANSWER))
+    reply_col, response_col = response_col, _ANSWER
     if config.mode in ("model", "rules"):
-        return _with_reason(_first_pass(base, config, response_col), response_col)
+        return _with_reason(_first_pass(base, config, response_col), reply_col)
     if config.mode == "llm":
         return _with_reason(classify_llm(base, config, endpoint, cache=cache, response_col=response_col, prompt_col=prompt_col,
-                                         language_col=language_col, progress=progress), response_col)
+                                         language_col=language_col, progress=progress), reply_col)
 
     first = _first_pass(base, config, response_col).with_row_index("_row")
     uncertain = pl.col("refusal_score").is_between(config.uncertain_low, config.uncertain_high)
     to_judge = first.filter(uncertain)
     if to_judge.height == 0:
-        return _with_reason(first.drop("_row"), response_col)
+        return _with_reason(first.drop("_row"), reply_col)
     judged = classify_llm(to_judge.drop(OUTPUT_COLUMNS), config, endpoint, cache=cache, response_col=response_col,
                           prompt_col=prompt_col, language_col=language_col, progress=progress)
     # Where the judge failed, the first verdict stands; the error stays visible.
@@ -123,7 +130,7 @@ def classify_refusals(
         pl.when(use_judge).then(pl.lit("llm")).otherwise(pl.col("detector")).alias("detector"),
         pl.col("j_error").alias("judge_error"),
     ).sort("_row").drop("_row", "j_refused", "j_kind", "j_score", "j_error")
-    return _with_reason(out, response_col)
+    return _with_reason(out, reply_col)
 
 
 def evaluate_refusals(
