@@ -47,7 +47,7 @@ USABLE_STATUSES = ("complete", "incomplete")
 class StageOutput:
     """What a stage returns: its tables, plus optional extra report entries."""
 
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, pl.DataFrame]  # or LazyFrames, streamed to disk by Workspace.run_stage
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,12 +105,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
-def atomic_write_parquet(path: Path, df: pl.DataFrame) -> None:
+def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame) -> None:
+    """Write `df` to `path` atomically; a LazyFrame is streamed (sunk in batches, in order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        if isinstance(df, pl.LazyFrame):
+            df.sink_parquet(tmp, compression="zstd", statistics=True, maintain_order=True)
+        else:
+            df.write_parquet(tmp, compression="zstd", statistics=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -119,24 +123,30 @@ def atomic_write_parquet(path: Path, df: pl.DataFrame) -> None:
         raise
 
 
-def summarize_table(df: pl.DataFrame, examples_per_reason: int = 3) -> dict[str, Any]:
-    """Counts per language, topic, status and reject reason, with examples of each reject reason."""
-    summary: dict[str, Any] = {"rows": df.height}
+def summarize_table(df: pl.DataFrame | pl.LazyFrame, examples_per_reason: int = 3) -> dict[str, Any]:
+    """Counts per language, topic, status and reject reason, with examples of each reject reason.
+
+    A LazyFrame (a scan of a written table) is summarized without loading it: only the counts
+    and examples are collected."""
+    lazy = df.lazy()
+    columns = lazy.collect_schema().names()
+    summary: dict[str, Any] = {"rows": df.height if isinstance(df, pl.DataFrame) else lazy.select(pl.len()).collect().item()}
     for col in ("language", "topic", "status", "reject_reason"):
-        if col in df.columns:
-            counts = df.group_by(col).len().sort(["len", col], descending=[True, False], nulls_last=True)
+        if col in columns:
+            counts = lazy.group_by(col).len().sort(["len", col], descending=[True, False], nulls_last=True).collect()
             summary[f"by_{col}"] = {str(k): int(v) for k, v in counts.iter_rows()}
-    if "reject_reason" in df.columns:
-        text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in df.columns), None)
+    if "reject_reason" in columns:
+        text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in columns), None)
         if text_col:
             # A failed call has no text to show; its error says what went wrong.
             shown = pl.col(text_col)
-            if "error" in df.columns:
+            if "error" in columns:
                 shown = pl.when(pl.col("reject_reason") == "llm_error").then(pl.col("error")).otherwise(shown)
             examples = (
-                df.filter(pl.col("reject_reason").is_not_null())
+                lazy.filter(pl.col("reject_reason").is_not_null())
                 .group_by("reject_reason", maintain_order=True)
                 .agg(shown.head(examples_per_reason).str.slice(0, 200))
+                .collect()
             )
             summary["reject_examples"] = {r: list(ex) for r, ex in examples.iter_rows()}
     return summary
@@ -301,15 +311,19 @@ class Workspace:
             raise
         # Each table is replaced atomically and the manifest last: after a crash in between, the
         # recorded hashes no longer match and the stage reruns instead of being skipped.
+        # A LazyFrame (a sharded stage's merge) is streamed to its file, then counted from the file.
+        written: dict[str, pl.DataFrame | pl.LazyFrame] = {}
         for table, df in output.tables.items():
             path = self.table_path(stage, table)
             atomic_write_parquet(path, df)
-            manifest["outputs"][table] = {"rows": df.height, "sha256": sha256_file(path), "path": path.name}
+            written[table] = df if isinstance(df, pl.DataFrame) else pl.scan_parquet(path)
+            rows = df.height if isinstance(df, pl.DataFrame) else pl.scan_parquet(path).select(pl.len()).collect().item()
+            manifest["outputs"][table] = {"rows": rows, "sha256": sha256_file(path), "path": path.name}
         for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
             self.table_path(stage, stale).unlink(missing_ok=True)
-        manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
+        manifest["report"] = {t: summarize_table(df) for t, df in written.items()} | output.report
         # Failed LLM calls leave the stage incomplete: usable outputs, but not skipped next time.
-        manifest["llm_errors"] = llm_errors(output.tables)
+        manifest["llm_errors"] = llm_errors(written)
         manifest["status"] = "incomplete" if manifest["llm_errors"]["count"] else "complete"
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         manifest["duration_s"] = round(time.perf_counter() - started, 3)
