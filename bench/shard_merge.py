@@ -49,8 +49,11 @@ def make_shards(folder: Path, rows: int, shard_size: int) -> ShardCheckpoints:
         shard = pl.DataFrame({"i": i}).select(
             candidate_id=pl.format("ca-{}", pl.col("i")), translation_id=pl.format("tr-{}", pl.col("i") // 4),
             language=pl.lit(pl.Series(LANGUAGES)).gather(pl.col("i") % len(LANGUAGES)),
-            reasoning=pl.lit(reasoning).gather((pl.col("i") * 7919) % len(reasoning)),
-            answer=pl.lit(answers).gather((pl.col("i") * 104729) % len(answers)),
+            # Two pool pieces per text: every row distinct, as real answers are (no dictionary pages).
+            reasoning=pl.lit(reasoning).gather((pl.col("i") * 7919) % len(reasoning)).str.slice(0, 2048)
+            + pl.lit(answers).gather((pl.col("i") + pl.col("i") // len(answers)) % len(answers)),
+            answer=pl.lit(answers).gather((pl.col("i") * 104729) % len(answers)).str.slice(0, 512)
+            + pl.lit(reasoning).gather((pl.col("i") + pl.col("i") // len(reasoning)) % len(reasoning)).str.slice(0, 512),
             status=pl.lit("ok"), error=pl.lit(None, pl.String),
         )
         checkpoints.save(index, StageOutput(tables={"candidates": shard}, report={"kept": shard.height}))

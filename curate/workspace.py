@@ -41,6 +41,8 @@ FAILURE = "failed.json"
 # A stage's outputs can be read by later stages when it is complete, or incomplete (some LLM
 # calls failed: those rows carry status "error"); only a complete stage is skipped on rerun.
 USABLE_STATUSES = ("complete", "incomplete")
+# Rows per row group when a table is streamed to disk: at answers' 2-8 KB a row, 16-64 MB a group.
+STREAM_ROW_GROUP_ROWS = 8192
 
 
 @dataclass
@@ -112,7 +114,10 @@ def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame) -> None:
     os.close(fd)
     try:
         if isinstance(df, pl.LazyFrame):
-            df.sink_parquet(tmp, compression="zstd", statistics=True, maintain_order=True)
+            # The sink's default row group is most of a large table, held whole before it is
+            # written; a bounded one keeps peak memory to a few row groups, whatever the rows.
+            df.sink_parquet(tmp, compression="zstd", statistics=True, maintain_order=True,
+                            row_group_size=STREAM_ROW_GROUP_ROWS)
         else:
             df.write_parquet(tmp, compression="zstd", statistics=True)
         with open(tmp, "rb+") as f:
