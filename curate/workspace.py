@@ -214,16 +214,23 @@ class Workspace:
             raise WorkspaceLocked(f"{self.root}: another run holds the workspace lock") from exc
         self.run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
         self._run_log: list[dict[str, Any]] = []
+        self._run_notes: dict[str, Any] = {}
         started = time.time()
         try:
             yield self.run_id
         finally:
             atomic_write_json(
                 self.root / "runs" / f"{self.run_id}.json",
-                {"run_id": self.run_id, "started_at": started, "finished_at": time.time(), "stages": self._run_log},
+                {"run_id": self.run_id, "started_at": started, "finished_at": time.time(), "stages": self._run_log,
+                 **self._run_notes},
             )
             self.run_id = None
             lock.release()
+
+    def note_run(self, key: str, value: Any) -> None:
+        """Add `key` to this run's log (`runs/<run_id>.json`), e.g. a flow's endpoint utilization."""
+        if self.run_id is not None:
+            self._run_notes[key] = value
 
     # -- running stages ---------------------------------------------------------------------
     def _input_hash(self, ref: str | Path | list[Path]) -> str:
