@@ -22,23 +22,29 @@ def error_kind(error: str | None) -> str:
     return text.split(":", 1)[0].strip()[:MAX_KIND_CHARS] or "llm error"
 
 
-def _error_rows(df: pl.DataFrame) -> pl.DataFrame:
+def _error_rows(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """The failed-call rows (their `error` column only when there is one); a LazyFrame is
+    filtered lazily, so only those rows are loaded."""
+    lazy = df.lazy()
+    columns = lazy.collect_schema().names()
     failed = pl.lit(False)
-    if "status" in df.columns:
+    if "status" in columns:
         failed = failed | (pl.col("status") == "error").fill_null(False)
-    if "reject_reason" in df.columns:
+    if "reject_reason" in columns:
         failed = failed | (pl.col("reject_reason") == "llm_error").fill_null(False)
-    return df.filter(failed)
+    rows = lazy.filter(failed)
+    return rows.select("error").collect() if "error" in columns else rows.select(pl.len().alias("n")).collect()
 
 
-def llm_errors(tables: dict[str, pl.DataFrame]) -> dict[str, Any]:
+def llm_errors(tables: dict[str, pl.DataFrame] | dict[str, pl.DataFrame | pl.LazyFrame]) -> dict[str, Any]:
     """{count, kinds: {kind: n}, by_table: {table: n}} over every table's failed-call rows."""
     kinds: Counter[str] = Counter()
     by_table: dict[str, int] = {}
     for name, df in tables.items():
         rows = _error_rows(df)
-        if rows.height:
-            by_table[name] = rows.height
-            errors = rows["error"].to_list() if "error" in rows.columns else [None] * rows.height
+        count = rows.height if "error" in rows.columns else int(rows["n"][0])
+        if count:
+            by_table[name] = count
+            errors = rows["error"].to_list() if "error" in rows.columns else [None] * count
             kinds.update(error_kind(e) for e in errors)
     return {"count": sum(by_table.values()), "kinds": dict(kinds.most_common()), "by_table": by_table}

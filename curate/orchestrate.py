@@ -5,11 +5,12 @@ Stages stay plain functions (see curate.workspace); this module only decides *wh
 
 - `run_stage_task` runs one declared stage (see curate.runner) (skip-if-unchanged, atomic
   Parquet + manifest) as a Prefect task with retries.
-- A stage that declares `shard_by` is fanned out (curate.shards): its main input is cut into contiguous
-  shards of `shard_size` rows, one Prefect task run per shard (so 100k questions are ~50 task
-  runs, not 100k), on the configured task runner (threads, processes or Dask). Each finished
-  shard is checkpointed under the stage folder, so a run killed mid-stage resumes with the
-  shards it already has and recomputes only the rest.
+- A stage that declares `shard_by` is fanned out (curate.shards): its main input is cut into
+  contiguous shards of `shard_size` rows, one Prefect task run per shard (so 100k questions are
+  ~50 task runs, not 100k), on the configured task runner (threads, processes or Dask); from the
+  CLI (no runner) on `llm_slots` threads of the process. Each finished shard is checkpointed under
+  the stage folder, so a run killed mid-stage (even by SIGKILL) resumes with the shards it
+  already has and recomputes only the rest; the merged tables are streamed from those files.
 - An LLM stage holds slots of a Prefect global concurrency limit while it runs, one per shard it
   keeps in flight, so all flow runs on one Prefect server together keep at most `llm_slots`
   shards talking to the endpoint. (The slots are taken once per stage by the flow, not per shard
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from curate.config import Config, stage_config
 from curate.llm.budget import utilization_meter
 from curate.pipeline import STEPS
+from curate.progress import progress_bar
 from curate.runner import StageCall, run_call, summarize_result
 from curate.shards import SHARDS_DIR, ShardCheckpoints, map_shards
 from curate.tasks import prefect_task
@@ -153,16 +155,22 @@ def execute_stage(
     force: bool = False,
     progress: bool = False,
 ) -> StageResult:
-    """Run one stage in `ws`: skipped if unchanged; with a task runner, fanned out by shard (or
-    by partition) when the stage declares it, holding LLM slots while an LLM stage runs."""
+    """Run one stage in `ws`: skipped if unchanged; fanned out by shard when the stage declares it
+    (on `runner`, or without one on `llm_slots` threads of this process, as `curate <stage>`
+    does), or by partition on `runner`; holding LLM slots on the Prefect server while an LLM
+    stage runs in a flow."""
     # An unchanged stage is skipped by run_stage; it must not wait for LLM slots first.
     fresh = not force and ws.is_fresh(call.name, call.fingerprint(ws))
     llm_limit = cfg.llm_limit_name if call.uses_llm and runner is not None and not fresh else None
-    # Shards the stage keeps in flight, and so the LLM slots it holds while it runs.
-    in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
+    # Shards the stage keeps in flight, and so the LLM slots it holds while it runs. Without a
+    # runner (the CLI) an LLM stage's shards run on threads sharing this process's endpoint budget.
+    if runner is None:
+        in_flight: int | None = cfg.llm_slots if call.uses_llm else 1
+    else:
+        in_flight = min(cfg.llm_slots, cfg.runner_workers()) if llm_limit else None
     # Out of process, each shard gets its part of the endpoint budget: at most this many call it at once.
-    llm_share = 1 / (in_flight or cfg.runner_workers()) if call.uses_llm else None
-    shard_by = call.stage.shard_by if runner is not None else None
+    llm_share = 1 / (in_flight or cfg.runner_workers()) if call.uses_llm and runner is not None else None
+    shard_by = call.stage.shard_by
     if shard_by is None:
         extra: dict[str, Any] = {}
         if runner is not None and "map_partitions" in inspect.signature(call.stage.run).parameters:
@@ -174,14 +182,19 @@ def execute_stage(
     checkpoints = ShardCheckpoints(ws.stage_dir(call.name) / SHARDS_DIR / f"{call.fingerprint(ws)}-{cfg.shard_size}")
     if force:
         checkpoints.clear()
+    # Here (no runner) a stage with a declared total shows one bar of rows across its shards.
+    takes_progress = "progress" in inspect.signature(call.stage.run).parameters
+    row_total = call.stage.progress_total if runner is None and progress and takes_progress else None
 
     def fanned_out(**args: Any) -> Any:
         frame = args.pop(shard_by)
-        with utilization_meter() as endpoint_use:
+        rows_bar = progress_bar(call.name, row_total(args | {shard_by: frame}, call.settings)) if row_total else nullcontext()
+        with utilization_meter() as endpoint_use, rows_bar as advance:
             output = map_shards(
-                call.stage.run, frame, shard_input=shard_by, kwargs=args, shard_size=cfg.shard_size, runner=runner,
-                checkpoints=checkpoints, max_in_flight=in_flight, retries=cfg.retries, retry_delay_s=cfg.retry_delay_s,
-                stage=call.name, progress=progress, llm_share=llm_share,
+                call.stage.run, frame, shard_input=shard_by, kwargs=args | ({"progress": advance} if advance else {}),
+                shard_size=cfg.shard_size, runner=runner, checkpoints=checkpoints, max_in_flight=in_flight,
+                retries=cfg.retries, retry_delay_s=cfg.retry_delay_s, stage=call.name,
+                progress=progress and not row_total, llm_share=llm_share, stream_merge=True,
             )
         if call.uses_llm and (use := endpoint_use()):
             # How busy the stage kept each endpoint, shard tails included (threads runner: shards

@@ -1,6 +1,7 @@
 """A stage's rows fanned out by shard: contiguous slices of `shard_size` rows, each run as one
-task (or here, one after another, without a task runner), checkpointed as it lands so a killed
-run resumes with the shards it already has, and concatenated back in input order."""
+task (or here, without a task runner: one after another, or on a rolling window of threads),
+checkpointed as it lands so a killed run resumes with the shards it already has, and concatenated
+back in input order (streamed from the checkpoint files, so the merge holds one batch at a time)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from curate.errors import ConfigError
+from curate.failures import llm_errors
 from curate.llm.budget import set_process_share
 from curate.llm.cache import LLMCache
 from curate.progress import progress_bar
@@ -58,27 +61,51 @@ def _merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class ShardCheckpoints:
-    """Finished shards of one stage attempt, keyed by the stage fingerprint and shard size."""
+    """Finished shards of one stage attempt, keyed by the stage fingerprint and shard size.
+
+    A shard whose rows hold failed LLM calls is saved but never resumed: a rerun computes it
+    again, and the LLM cache makes that send only its failed calls."""
 
     folder: Path
 
     def shard_dir(self, index: int) -> Path:
         return self.folder / f"{index:06d}"
 
-    def load(self, index: int) -> StageOutput | None:
+    def meta(self, index: int) -> dict[str, Any] | None:
+        """The marker of a finished shard that can be resumed (no failed LLM calls), else None."""
         done = self.shard_dir(index) / DONE
         if not done.exists():
             return None
         meta = json.loads(done.read_text(encoding="utf-8"))
-        tables = {t: pl.read_parquet(self.shard_dir(index) / f"{t}.parquet") for t in meta["tables"]}
+        return None if meta.get("llm_errors", 0) else meta
+
+    def load(self, index: int) -> StageOutput | None:
+        meta = self.meta(index)
+        if meta is None:
+            return None
+        tables = {t: pl.read_parquet(self.table_path(index, t)) for t in meta["tables"]}
         return StageOutput(tables=tables, report=meta.get("report", {}))
+
+    def table_path(self, index: int, table: str) -> Path:
+        return self.shard_dir(index) / f"{table}.parquet"
 
     def save(self, index: int, output: StageOutput) -> None:
         folder = self.shard_dir(index)
         for table, df in output.tables.items():
             atomic_write_parquet(folder / f"{table}.parquet", df)
         # The marker goes last: a shard without it is recomputed, never half-read.
-        atomic_write_json(folder / DONE, {"tables": sorted(output.tables), "report": output.report})
+        atomic_write_json(folder / DONE, {"tables": sorted(output.tables), "report": output.report,
+                                          "llm_errors": llm_errors(output.tables)["count"]})
+
+    def scan(self, indices: Iterable[int], tables: Iterable[str]) -> dict[str, pl.LazyFrame]:
+        """Each table over the shards `indices`, in that order, as one lazy scan of their files."""
+        indices = list(indices)
+        scans: dict[str, pl.LazyFrame] = {}
+        for table in tables:
+            parts = [pl.scan_parquet(self.table_path(i, table)) for i in indices if self.table_path(i, table).exists()]
+            if parts:
+                scans[table] = pl.concat(parts, how="diagonal_relaxed") if len(parts) > 1 else parts[0]
+        return scans
 
     def clear(self) -> None:
         shutil.rmtree(self.folder.parent, ignore_errors=True)
@@ -121,6 +148,20 @@ def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, 
             cache.close()
 
 
+def _rolling_window(todo: list[int], limit: int, submit: Callable[[int], Any], first_done: Callable[[list[Any]], Any],
+                    finished: Callable[[int, StageOutput], None]) -> None:
+    """Keep at most `limit` shards submitted; as each lands, record it and submit the next."""
+    queue = list(todo)
+    pending = {submit(i): i for i in queue[:limit]}
+    queue = queue[limit:]
+    while pending:
+        future = first_done(list(pending))
+        finished(pending.pop(future), future.result())
+        if queue:
+            pending[submit(queue[0])] = queue[0]
+            queue = queue[1:]
+
+
 def map_shards(
     func: Callable[..., StageOutput | dict[str, pl.DataFrame]],
     frame: pl.DataFrame,
@@ -136,35 +177,64 @@ def map_shards(
     stage: str = "stage",
     progress: bool = False,
     llm_share: float | None = None,
+    stream_merge: bool = False,
 ) -> StageOutput:
     """Apply a row-independent stage to `frame` shard by shard and concatenate, in input order.
 
     With `runner` (a Prefect task runner that is already started) each shard is one task run;
-    without it the shards run here, one after another (a plain function call, no Prefect).
+    without it the shards run here: one after another, or with `max_in_flight` > 1 on that many
+    threads (a rolling window, as the threads task runner does, without Prefect).
     `llm_share`: the part of each LLM endpoint's budget a shard may use when it runs in another
     process (1 / shards that can call the endpoint at once); shards in this process share its budget.
+    `stream_merge` (needs `checkpoints`): a shard's frames are dropped once checkpointed, and the
+    merged tables are lazy scans of the shard files in input order (a LazyFrame per table), for
+    the caller to stream to disk; peak memory then grows with the shards in flight, not the rows.
     """
+    if stream_merge and checkpoints is None:
+        raise ValueError("stream_merge needs checkpoints: the merge is read back from the shard files")
     kwargs = dict(kwargs or {})
     shards = shard_frame(frame, shard_size)
+    reports: dict[int, dict[str, Any]] = {}
     outputs: dict[int, StageOutput] = {}
+    tables_seen: dict[str, None] = {}
     if checkpoints is not None:
         for i in range(len(shards)):
-            if (done := checkpoints.load(i)) is not None:
-                outputs[i] = done
-    resumed = len(outputs)
-    todo = [i for i in range(len(shards)) if i not in outputs]
-
-    def finished(i: int, out: StageOutput) -> None:
-        outputs[i] = out
-        if checkpoints is not None:
-            checkpoints.save(i, out)
+            if (meta := checkpoints.meta(i)) is not None:
+                reports[i] = meta.get("report", {})
+                tables_seen.update(dict.fromkeys(meta["tables"]))
+                if not stream_merge:
+                    outputs[i] = checkpoints.load(i)  # type: ignore[assignment]
+    resumed = len(reports)
+    todo = [i for i in range(len(shards)) if i not in reports]
 
     with progress_bar(f"{stage} shards", len(shards), enabled=progress) as advance:
         advance(resumed)
-        if runner is None:
+
+        def finished(i: int, out: StageOutput) -> None:
+            reports[i] = out.report
+            tables_seen.update(dict.fromkeys(out.tables))
+            if checkpoints is not None:
+                checkpoints.save(i, out)
+            if not stream_merge:
+                outputs[i] = out
+            advance(1)
+
+        # Without a runner, shards run one after another unless `max_in_flight` asks for threads.
+        limit = max(1, min(max_in_flight or (1 if runner is None else len(todo)), len(todo) or 1))
+        if runner is None and limit == 1:
             for i in todo:
                 finished(i, _run_shard(func, shard_input, shards[i], kwargs))
-                advance(1)
+        elif runner is None:
+            # Threads of this process: the shards share its one budget per endpoint.
+            pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"{stage}-shard")
+            try:
+                _rolling_window(
+                    todo, limit, lambda i: pool.submit(_run_shard, func, shard_input, shards[i], kwargs),
+                    lambda futures: next(iter(wait(futures, return_when=FIRST_COMPLETED).done)), finished,
+                )
+            finally:
+                # A failed shard stops the stage: shards not started are dropped, not waited for.
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             # Prefect is heavy to import; only a run with a task runner needs it.
             from prefect.futures import as_completed
@@ -184,26 +254,21 @@ def map_shards(
                 )
 
             # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the
-            # slots the stage holds, and memory when a run has many shards.
-            limit = max_in_flight or len(todo) or 1
-            queue = list(todo)
-            pending = {submit(i): i for i in queue[:limit]}
-            queue = queue[limit:]
-            # Checkpoint each shard as soon as it lands, in the flow process: workers need no
-            # access to the workspace folder, and a kill loses only the shards in flight.
-            while pending:
-                future = next(as_completed(list(pending)))
-                finished(pending.pop(future), future.result())
-                advance(1)
-                if queue:
-                    pending[submit(queue[0])] = queue[0]
-                    queue = queue[1:]
+            # slots the stage holds, and memory when a run has many shards. Each shard is
+            # checkpointed as soon as it lands, in the flow process: workers need no access to the
+            # workspace folder, and a kill loses only the shards in flight.
+            _rolling_window(todo, limit, submit, lambda futures: next(as_completed(futures)), finished)
 
-    tables: dict[str, list[pl.DataFrame]] = {}
-    for i in range(len(shards)):
-        for table, df in outputs[i].tables.items():
-            tables.setdefault(table, []).append(df)
-    merged = {t: pl.concat(dfs, how="diagonal_relaxed") if len(dfs) > 1 else dfs[0] for t, dfs in tables.items()}
-    report = _merge_reports([outputs[i].report for i in range(len(shards))])
+    order = range(len(shards))
+    merged: dict[str, pl.DataFrame | pl.LazyFrame]
+    if stream_merge:
+        merged = dict(checkpoints.scan(order, tables_seen))  # type: ignore[union-attr]
+    else:
+        tables: dict[str, list[pl.DataFrame]] = {}
+        for i in order:
+            for table, df in outputs[i].tables.items():
+                tables.setdefault(table, []).append(df)
+        merged = {t: pl.concat(dfs, how="diagonal_relaxed") if len(dfs) > 1 else dfs[0] for t, dfs in tables.items()}
+    report = _merge_reports([reports[i] for i in order])
     report["shards"] = {"total": len(shards), "resumed": resumed, "shard_size": shard_size}
-    return StageOutput(tables=merged, report=report)
+    return StageOutput(tables=merged, report=report)  # type: ignore[arg-type]

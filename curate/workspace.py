@@ -41,13 +41,15 @@ FAILURE = "failed.json"
 # A stage's outputs can be read by later stages when it is complete, or incomplete (some LLM
 # calls failed: those rows carry status "error"); only a complete stage is skipped on rerun.
 USABLE_STATUSES = ("complete", "incomplete")
+# Rows per row group when a table is streamed to disk: at answers' 2-8 KB a row, 16-64 MB a group.
+STREAM_ROW_GROUP_ROWS = 8192
 
 
 @dataclass
 class StageOutput:
     """What a stage returns: its tables, plus optional extra report entries."""
 
-    tables: dict[str, pl.DataFrame]
+    tables: dict[str, pl.DataFrame]  # or LazyFrames, streamed to disk by Workspace.run_stage
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,12 +107,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
-def atomic_write_parquet(path: Path, df: pl.DataFrame) -> None:
+def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame) -> None:
+    """Write `df` to `path` atomically; a LazyFrame is streamed (sunk in batches, in order)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        if isinstance(df, pl.LazyFrame):
+            # The sink's default row group is most of a large table, held whole before it is
+            # written; a bounded one keeps peak memory to a few row groups, whatever the rows.
+            df.sink_parquet(tmp, compression="zstd", statistics=True, maintain_order=True,
+                            row_group_size=STREAM_ROW_GROUP_ROWS)
+        else:
+            df.write_parquet(tmp, compression="zstd", statistics=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -119,24 +128,30 @@ def atomic_write_parquet(path: Path, df: pl.DataFrame) -> None:
         raise
 
 
-def summarize_table(df: pl.DataFrame, examples_per_reason: int = 3) -> dict[str, Any]:
-    """Counts per language, topic, status and reject reason, with examples of each reject reason."""
-    summary: dict[str, Any] = {"rows": df.height}
+def summarize_table(df: pl.DataFrame | pl.LazyFrame, examples_per_reason: int = 3) -> dict[str, Any]:
+    """Counts per language, topic, status and reject reason, with examples of each reject reason.
+
+    A LazyFrame (a scan of a written table) is summarized without loading it: only the counts
+    and examples are collected."""
+    lazy = df.lazy()
+    columns = lazy.collect_schema().names()
+    summary: dict[str, Any] = {"rows": df.height if isinstance(df, pl.DataFrame) else lazy.select(pl.len()).collect().item()}
     for col in ("language", "topic", "status", "reject_reason"):
-        if col in df.columns:
-            counts = df.group_by(col).len().sort(["len", col], descending=[True, False], nulls_last=True)
+        if col in columns:
+            counts = lazy.group_by(col).len().sort(["len", col], descending=[True, False], nulls_last=True).collect()
             summary[f"by_{col}"] = {str(k): int(v) for k, v in counts.iter_rows()}
-    if "reject_reason" in df.columns:
-        text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in df.columns), None)
+    if "reject_reason" in columns:
+        text_col = next((c for c in ("answer", "text", "prompt", "keyword") if c in columns), None)
         if text_col:
             # A failed call has no text to show; its error says what went wrong.
             shown = pl.col(text_col)
-            if "error" in df.columns:
+            if "error" in columns:
                 shown = pl.when(pl.col("reject_reason") == "llm_error").then(pl.col("error")).otherwise(shown)
             examples = (
-                df.filter(pl.col("reject_reason").is_not_null())
+                lazy.filter(pl.col("reject_reason").is_not_null())
                 .group_by("reject_reason", maintain_order=True)
                 .agg(shown.head(examples_per_reason).str.slice(0, 200))
+                .collect()
             )
             summary["reject_examples"] = {r: list(ex) for r, ex in examples.iter_rows()}
     return summary
@@ -199,16 +214,23 @@ class Workspace:
             raise WorkspaceLocked(f"{self.root}: another run holds the workspace lock") from exc
         self.run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}"
         self._run_log: list[dict[str, Any]] = []
+        self._run_notes: dict[str, Any] = {}
         started = time.time()
         try:
             yield self.run_id
         finally:
             atomic_write_json(
                 self.root / "runs" / f"{self.run_id}.json",
-                {"run_id": self.run_id, "started_at": started, "finished_at": time.time(), "stages": self._run_log},
+                {"run_id": self.run_id, "started_at": started, "finished_at": time.time(), "stages": self._run_log,
+                 **self._run_notes},
             )
             self.run_id = None
             lock.release()
+
+    def note_run(self, key: str, value: Any) -> None:
+        """Add `key` to this run's log (`runs/<run_id>.json`), e.g. a flow's endpoint utilization."""
+        if self.run_id is not None:
+            self._run_notes[key] = value
 
     # -- running stages ---------------------------------------------------------------------
     def _input_hash(self, ref: str | Path | list[Path]) -> str:
@@ -301,15 +323,19 @@ class Workspace:
             raise
         # Each table is replaced atomically and the manifest last: after a crash in between, the
         # recorded hashes no longer match and the stage reruns instead of being skipped.
+        # A LazyFrame (a sharded stage's merge) is streamed to its file, then counted from the file.
+        written: dict[str, pl.DataFrame | pl.LazyFrame] = {}
         for table, df in output.tables.items():
             path = self.table_path(stage, table)
             atomic_write_parquet(path, df)
-            manifest["outputs"][table] = {"rows": df.height, "sha256": sha256_file(path), "path": path.name}
+            written[table] = df if isinstance(df, pl.DataFrame) else pl.scan_parquet(path)
+            rows = df.height if isinstance(df, pl.DataFrame) else pl.scan_parquet(path).select(pl.len()).collect().item()
+            manifest["outputs"][table] = {"rows": rows, "sha256": sha256_file(path), "path": path.name}
         for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
             self.table_path(stage, stale).unlink(missing_ok=True)
-        manifest["report"] = {t: summarize_table(df) for t, df in output.tables.items()} | output.report
+        manifest["report"] = {t: summarize_table(df) for t, df in written.items()} | output.report
         # Failed LLM calls leave the stage incomplete: usable outputs, but not skipped next time.
-        manifest["llm_errors"] = llm_errors(output.tables)
+        manifest["llm_errors"] = llm_errors(written)
         manifest["status"] = "incomplete" if manifest["llm_errors"]["count"] else "complete"
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         manifest["duration_s"] = round(time.perf_counter() - started, 3)

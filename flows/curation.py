@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from curate.config import Config, load_config
 from curate.errors import ConfigError
 from curate.flow_runs import workspace_run
+from curate.llm.budget import utilization_meter
 from curate.orchestrate import OrchestrationConfig, ensure_llm_limit, flow_runner, orchestration_config, run_stage_task
 from curate.pipeline import REVIEW_PUSH, STEPS
 from curate.review.sync import push_for_review
@@ -65,7 +66,8 @@ def curation_flow(
     logger.info("workspace %s, seeds %s, task runner %s", ws.root, [str(p) for p in sources], orch.task_runner)
     ensure_llm_limit(orch)
 
-    with workspace_run(ws, timeout=orch.lock_timeout_s) as crashed, flow_runner(orch) as runner, Services(ws, cfg) as services:
+    with (workspace_run(ws, timeout=orch.lock_timeout_s) as crashed, flow_runner(orch) as runner,
+          Services(ws, cfg) as services, utilization_meter() as endpoint_use):
         if crashed:
             logger.warning("marked %d earlier flow run(s) of this workspace as crashed: %s", len(crashed), crashed)
         summaries = list(run_pipeline(
@@ -77,6 +79,11 @@ def curation_flow(
             push = prefect_task(review_push, REVIEW_PUSH, retries=orch.retries, retry_delay_s=orch.retry_delay_s)
             summaries.append(push(cfg, ws))
             logger.info("review push: %s", summaries[-1]["report"])
+        # How busy the flow kept each endpoint from its first stage to its last, the gaps between
+        # LLM stages included (shards in worker processes are not seen; see curate.llm.budget).
+        if use := endpoint_use():
+            ws.note_run("endpoint_utilization", use)
+            logger.info("endpoint utilization over the flow: %s", use)
     return summaries
 
 

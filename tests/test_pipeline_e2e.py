@@ -9,6 +9,7 @@ still reaches every stage (see tests/test_translate_chain.py and tests/test_answ
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -175,6 +176,12 @@ def test_curation_chain_end_to_end_on_deccp_seeds_with_the_local_server(tmp_path
     assert set(kept["translation_id"]) == set(clusters.filter(pl.col("kept"))["translation_id"])
     unanswered = set(kept.filter(pl.col("status") == "ok")["translation_id"]) - set(answered["translation_id"])
     assert not unanswered, f"translations with neither a candidate nor a reject: {unanswered}"
+
+    # The run log says how busy the flow kept the endpoint, from its first stage to its last.
+    (run_log,) = [json.loads(p.read_text()) for p in (tmp_path / "ws" / "runs").glob("*.json")]
+    assert run_log["endpoint_utilization"]
+    for use in run_log["endpoint_utilization"].values():
+        assert 0 < use["utilization"] <= 1 and use["wall_s"] >= max(s["duration_s"] or 0 for s in first)
 
     # A rerun skips every stage and sends nothing to the model.
     calls_before = counter.calls

@@ -25,7 +25,8 @@ from curate.cli.options import (
     workspace_for,
 )
 from curate.pipeline import CURATION, DEDUPE_NEAR_PAIRS, SAFETY, stage
-from curate.runner import Services, prepare, run_call
+from curate.orchestrate import execute_stage, orchestration_config
+from curate.runner import Services, prepare
 from curate.stages.declaration import Stage
 from curate.workspace import StageResult
 
@@ -41,12 +42,16 @@ def run_stage_command(
     inputs: Mapping[str, str | None] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> StageResult:
-    """Run one stage over the workspace (skipped when unchanged) and print what it did."""
+    """Run one stage over the workspace (skipped when unchanged) and print what it did.
+
+    It runs the way a flow runs it (curate.orchestrate.execute_stage): a stage that declares a
+    shard input is cut into `[stages.orchestrate] shard_size` shards, checkpointed as they land
+    (a rerun after a kill resumes with them), LLM shards on `llm_slots` threads; no Prefect."""
     cfg = get_config(config)
     ws = workspace_for(cfg)
     with ws.locked(), Services(ws, cfg, refresh=no_cache) as services:
         call, _ = prepare(declared, cfg, ws, services, have=ws.has_table, sources=sources, inputs=inputs, overrides=overrides)
-        result = run_call(ws, call, force=force or no_cache, progress=not quiet)
+        result = execute_stage(ws, call, orchestration_config(cfg), force=force or no_cache, progress=not quiet)
     print_result(result)
     print_report(result, declared.report_keys)
     return result

@@ -77,7 +77,7 @@ class Stage:
     settings: Callable[[Config, Any], BaseModel] = _same
     depends_on: Callable[[Any], Iterable[Path | str | None]] = _no_files
     uses_llm: Callable[[Any], bool] | bool = False
-    shard_by: str | None = None  # the input whose rows are independent: fan out over it in flows
+    shard_by: str | None = None  # the input whose rows are independent: fan out over it (flows and the CLI)
     version: str = "1"
     version_of: Callable[[Any], str] | None = None  # a version that depends on the settings
     progress_total: Callable[[Mapping[str, pl.DataFrame], Any], int | None] | None = None
