@@ -336,3 +336,23 @@ def test_a_release_committed_from_a_parquet_path_equals_one_from_a_lazy_scan(tmp
     read = ReleaseStore(tmp_path / "a").read(1)
     assert read["context"].is_null().all() and read.drop("context", "satisfaction_mean").equals(
         rows.drop("context", "satisfaction_mean").sort("row_id"))
+
+
+def test_a_commit_that_fails_after_taking_effect_keeps_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltalake import DeltaTable
+
+    store = ReleaseStore(tmp_path / "store")
+    store.commit(_rows(20), META)
+    real = DeltaTable.create_write_transaction
+
+    def commits_then_fails(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise OSError("connection lost after the commit")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commits_then_fails)
+    with pytest.raises(OSError, match="connection lost"):
+        store.commit(_rows(20, answer="b"), META)
+    monkeypatch.undo()
+    # The Delta version exists and its files were kept; the next commit completes its manifest.
+    assert store.commit(_rows(20, answer="c"), META).version == 3
+    assert store.versions() == [1, 2, 3] and all(r.ok for r in store.verify_all())

@@ -225,9 +225,18 @@ class ReleaseStore:
         try:
             return self._commit_written(rows, written, hasher, tally, metadata, tags)
         except BaseException:
-            if not written.committed:  # after the commit, a manifest left unwritten is completed later
+            # After the commit, a manifest left unwritten is completed later: the files must stay.
+            if not written.committed and not self._head_holds(written):
                 remove_parts(self.loc, TABLE, written.paths)
             raise
+
+    def _head_holds(self, written: WrittenFiles) -> bool:
+        """Whether the newest Delta version lists these files (a commit that raised after it took effect)."""
+        head = self._delta_head()
+        try:
+            return head is not None and bool(written.paths) and written.paths[0] in {f["path"] for f in self._data_files(head)}
+        except Exception:  # noqa: BLE001 - when in doubt, keep the files: unreferenced ones are harmless
+            return True
 
     def _commit_written(
         self, rows: RowSource, written: WrittenFiles, hasher: ContentHasher, tally: Tally,
