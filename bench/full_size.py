@@ -7,13 +7,15 @@ same run.
     nice -n 10 uv run python bench/full_size.py --rows 200000
 
 Steps:
-- `create`: ReleaseStore.commit of a lazy scan of the release-rows Parquet file (duplicate check,
-  counts, content hash v2, streamed zstd Delta write, file checksums, manifest), as
-  `curate release create --draft` does after its workspace stage;
+- `create`: ReleaseStore.commit of the release-rows Parquet file (read in batches), as
+  `curate release create --draft` does after its workspace stage: one pass that hashes (content
+  hash v2), counts and checks row ids in a thread while it writes zstd Parquet data files, then
+  file checksums, the Delta commit and the manifest;
 - `export`: export_hf of that draft release (messages format, shards per language);
 - `verify`: ReleaseStore.verify (every file's sha256, every row re-hashed);
-- raw: write_deltalake of the same rows (streamed, zstd), a full batch read of that table, and
-  polars' streaming scan_delta -> sink_parquet.
+- raw: write_deltalake of the same rows (streamed, zstd), pyarrow's ParquetWriter of the same rows
+  (zstd, what create's write alone costs), a full batch read of that table, and polars' streaming
+  scan_delta -> sink_parquet.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import polars as pl
 
 from curate.records import ReleaseRow, conform
 
-STEPS = ("generate", "create", "export", "verify", "raw_write", "raw_read", "raw_export")
+STEPS = ("generate", "create", "export", "verify", "raw_write", "raw_parquet", "raw_read", "raw_export")
 GEN_BATCH = 50_000
 LANGUAGES = ["en", "zh", "es", "fr", "de", "ja", "ko", "ru", "ar", "vi"]
 
@@ -84,7 +86,7 @@ def run_step(step: str, work: Path, rows: int) -> dict:
     if step == "generate":
         generate(rows, source)
     elif step == "create":
-        result = store.commit(pl.scan_parquet(source), {"config_hash": "bench", "draft": True,
+        result = store.commit(source, {"config_hash": "bench", "draft": True,
                                                          "config": {"test_fraction": 0.1}}, tags=["draft"])
         return {"bytes": sum(f["size"] for f in result.manifest["files"])}
     elif step == "export":
@@ -99,6 +101,14 @@ def run_step(step: str, work: Path, rows: int) -> dict:
         scanner = ds.dataset(source).scanner(batch_size=20_000, batch_readahead=1, fragment_readahead=1)
         write_deltalake(work / "raw", scanner.to_reader(), mode="overwrite",
                         writer_properties=WriterProperties(compression="ZSTD", max_row_group_size=20_000))
+    elif step == "raw_parquet":
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        scanner = ds.dataset(source).scanner(batch_size=20_000, batch_readahead=1, fragment_readahead=1)
+        with pq.ParquetWriter(work / "raw.parquet", scanner.projected_schema, compression="zstd") as writer:
+            for batch in scanner.to_batches():
+                writer.write_batch(batch)
     elif step == "raw_read":
         from deltalake import DeltaTable
 

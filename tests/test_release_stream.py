@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import CommitProperties
 
+from curate.errors import CurateError
 from curate.records import ReleaseRow, conform
 from curate.release import (
     HASH_SCHEME,
@@ -23,6 +24,7 @@ from curate.release import (
     export_hf,
     format_rows,
 )
+from curate.release import parts as parts_module
 from curate.release import shards as shards_module
 from curate.release import store as store_module
 from curate.release import stream
@@ -147,21 +149,22 @@ def test_unknown_hash_scheme_is_a_verification_finding(tmp_path: Path, monkeypat
     assert any("unknown content hash scheme 'from-the-future/v9'" in p for p in problems), problems
 
 
-def _disk_full_after(batches: int, real):
-    def failing(rows, schema, *args, **kwargs):
-        reader = real(rows, schema, *args, **kwargs)
+def _disk_full_after(writes: int, monkeypatch: pytest.MonkeyPatch, module) -> None:
+    """The `writes`+1-th Parquet write through `module`'s pyarrow fails as on a full disk."""
+    calls = {"n": 0}
+    real_write = pq.ParquetWriter.write_table
 
-        def generate():
-            for i, batch in enumerate(reader):
-                if i == batches:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                yield batch
+    def write_table(self, table, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == writes + 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, table, *args, **kwargs)
 
-        import pyarrow as pa
+    monkeypatch.setattr(module.pq.ParquetWriter, "write_table", write_table)
 
-        return pa.RecordBatchReader.from_batches(schema, generate())
 
-    return failing
+def _data_files_on_disk(store_root: Path) -> set[str]:
+    return {p.name for p in (store_root / "rows").glob("*.parquet")}
 
 
 def test_a_release_that_runs_out_of_disk_leaves_the_previous_one_intact(
@@ -169,11 +172,13 @@ def test_a_release_that_runs_out_of_disk_leaves_the_previous_one_intact(
 ) -> None:
     store = ReleaseStore(tmp_path / "store")
     store.commit(_rows(60), META)
-    monkeypatch.setattr(store_module, "arrow_batches", _disk_full_after(3, stream.arrow_batches))
+    before = _data_files_on_disk(tmp_path / "store")
+    _disk_full_after(3, monkeypatch, parts_module)
     with pytest.raises(Exception) as failure:
         store.commit(_rows(60, answer="b"), META)
     assert "No space left on device" in str(failure.value)
     assert store.versions() == [1]
+    assert _data_files_on_disk(tmp_path / "store") == before  # the new release's files are gone again
     assert store.verify(1).ok, store.verify(1).problems
     assert store.read("latest")["answer"].str.starts_with("a").all()
     monkeypatch.undo()  # space is back: the next release is number 2 and everything verifies
@@ -186,16 +191,7 @@ def test_an_export_that_runs_out_of_disk_leaves_nothing_behind(
 ) -> None:
     store = ReleaseStore(tmp_path / "store")
     store.commit(_rows(60), META)
-    calls = {"n": 0}
-    real_write = pq.ParquetWriter.write_table
-
-    def write_table(self, table, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, table, *args, **kwargs)
-
-    monkeypatch.setattr(shards_module.pq.ParquetWriter, "write_table", write_table)
+    _disk_full_after(3, monkeypatch, shards_module)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(OSError, match="No space left"):
@@ -245,3 +241,118 @@ def test_an_export_to_a_full_disk_fails_cleanly(tmp_path: Path, small_disk: Path
         export_hf(store, 1, small_disk / "hf", "messages", ReleaseConfig(shard_rows=500))
     assert list(small_disk.iterdir()) == []
     assert store.verify(1).ok
+
+
+# The v2 content hash of `_rows(60)` as the first v2 implementation (one sha256 and one Python
+# integer sum per row) computed it: releases it wrote must keep verifying.
+V2_HASH_OF_60_ROWS = "83f1f892adff3873998fcbd9d04e1c11433096a81b1ff5f77d46b9e505f8845c"
+
+
+def test_the_v2_content_hash_has_not_changed() -> None:
+    assert content_hash(_rows(60)) == V2_HASH_OF_60_ROWS
+    assert content_hash(_rows(60), batch_rows=7) == V2_HASH_OF_60_ROWS
+
+
+def test_counts_from_batches_equal_the_whole_table_counts(tmp_path: Path, small_batches: int) -> None:
+    from curate.release.rows import counts
+
+    rows = _rows(60).with_columns(language=pl.Series([["en", "zh", "es", None][i % 4] for i in range(60)]))
+    manifest = ReleaseStore(tmp_path / "store").commit(rows.sample(fraction=1.0, shuffle=True, seed=5), META).manifest
+    for column in ("language", "topic", "source", "split"):
+        assert manifest[f"by_{column}"] == counts(rows, column), column
+    nested = {("(none)" if lang is None else lang): counts(rows.filter(pl.col("language").eq_missing(lang)), "topic")
+              for lang in ("en", "es", "zh", None)}
+    assert manifest["by_language_topic"] == dict(sorted(nested.items()))
+    assert manifest["by_topic"]["(none)"] == 12  # null topics are counted, as "(none)"
+
+
+def test_duplicated_row_ids_across_batches_are_refused_and_leave_no_files(tmp_path: Path, small_batches: int) -> None:
+    store = ReleaseStore(tmp_path / "store")
+    store.commit(_rows(60), META)
+    before = _data_files_on_disk(tmp_path / "store")
+    rows = _rows(60).with_columns(
+        pl.when(pl.col("row_id") == "row-0059").then(pl.lit("row-0003")).otherwise("row_id").alias("row_id"))
+    with pytest.raises(CurateError, match=r"unique row_id; duplicated: \['row-0003'\]"):
+        store.commit(rows.lazy(), META)
+    assert store.versions() == [1] and _data_files_on_disk(tmp_path / "store") == before
+    # Ids that only share a 64-bit hash are not duplicates: the ids themselves are compared.
+    distinct = pl.LazyFrame({"row_id": ["a", "b"]})
+    assert parts_module.duplicated_ids(distinct, [h for h in distinct.collect()["row_id"].hash(parts_module._ID_SEED)]) == []
+
+
+def test_an_unchanged_release_is_not_written_again(tmp_path: Path, small_batches: int) -> None:
+    store = ReleaseStore(tmp_path / "store")
+    first = store.commit(_rows(60), META)
+    before = _data_files_on_disk(tmp_path / "store")
+    again = store.commit(_rows(60).reverse().lazy(), META, tags=["again"])
+    assert not again.created and again.version == first.version == 1
+    assert _data_files_on_disk(tmp_path / "store") == before  # the pass's files were removed
+    assert store.tags()["again"]["version"] == 1
+
+
+def test_a_release_spans_several_data_files(tmp_path: Path, small_batches: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts_module, "FILE_BATCHES", 2)  # a file every 14 rows
+    store = ReleaseStore(tmp_path / "store")
+    manifest = store.commit(_rows(60), META).manifest
+    assert len(manifest["files"]) == math.ceil(60 / 14)
+    assert store.read(1).equals(_rows(60).sort("row_id"))
+    assert store.verify(1).ok
+    second = store.commit(_rows(40, answer="b"), META)  # an overwrite: release 2 holds only its own files
+    assert {f["path"] for f in second.manifest["files"]}.isdisjoint({f["path"] for f in manifest["files"]})
+    assert store.read(2).height == 40 and store.read(1).height == 60
+    assert all(r.ok for r in store.verify_all())
+
+
+def test_prefetch_hands_on_items_and_errors_and_stops_early() -> None:
+    assert list(stream.prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing():
+        yield 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        list(stream.prefetch(failing()))
+    produced = []
+
+    def endless():
+        for i in range(10**6):
+            produced.append(i)
+            yield i
+
+    items = stream.prefetch(endless())
+    assert next(items) == 0
+    items.close()  # the producer stops too, one or two items ahead at most
+    assert len(produced) <= 3
+
+
+def test_a_release_committed_from_a_parquet_path_equals_one_from_a_lazy_scan(tmp_path: Path, small_batches: int) -> None:
+    rows = _rows(60)
+    path = tmp_path / "rows.parquet"
+    rows.drop("context", "satisfaction_mean").write_parquet(path, row_group_size=25)  # optional columns missing
+    from_path = ReleaseStore(tmp_path / "a").commit(path, META).manifest
+    from_scan = ReleaseStore(tmp_path / "b").commit(pl.scan_parquet(path), META).manifest
+    assert from_path["content_hash"] == from_scan["content_hash"]
+    assert from_path["rows"] == 60 and from_path["by_split"] == from_scan["by_split"]
+    read = ReleaseStore(tmp_path / "a").read(1)
+    assert read["context"].is_null().all() and read.drop("context", "satisfaction_mean").equals(
+        rows.drop("context", "satisfaction_mean").sort("row_id"))
+
+
+def test_a_commit_that_fails_after_taking_effect_keeps_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltalake import DeltaTable
+
+    store = ReleaseStore(tmp_path / "store")
+    store.commit(_rows(20), META)
+    real = DeltaTable.create_write_transaction
+
+    def commits_then_fails(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise OSError("connection lost after the commit")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commits_then_fails)
+    with pytest.raises(OSError, match="connection lost"):
+        store.commit(_rows(20, answer="b"), META)
+    monkeypatch.undo()
+    # The Delta version exists and its files were kept; the next commit completes its manifest.
+    assert store.commit(_rows(20, answer="c"), META).version == 3
+    assert store.versions() == [1, 2, 3] and all(r.ok for r in store.verify_all())

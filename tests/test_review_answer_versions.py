@@ -99,3 +99,17 @@ def test_records_pushed_before_answer_versions_keep_their_key_until_the_text_cha
     counts = push_records(client, "ds", regenerated, ledger)
     assert client.sent == [regenerated[1]["external_id"]] and "@" in client.sent[0]
     assert counts["superseded"] == 1
+
+
+def test_answer_versions_are_computed_slice_by_slice_with_the_same_values(monkeypatch):
+    from curate.review import identity
+    from curate.review.identity import with_answer_version
+
+    monkeypatch.setattr(identity, "VERSION_SLICE_ROWS", 3)
+    frame = pl.DataFrame({"reasoning": [None if i % 4 == 0 else f"r{i}" for i in range(10)],
+                          "answer": [f"answer {i} 中文" for i in range(10)]})
+    got = with_answer_version(frame)["answer_version"].to_list()
+    assert got == [answer_version(r, a) for r, a in frame.iter_rows()]
+    assert with_answer_version(frame.drop("reasoning"))["answer_version"].to_list() == [
+        answer_version(None, a) for a in frame["answer"]]
+    assert with_answer_version(frame.clear())["answer_version"].dtype == pl.String

@@ -254,3 +254,41 @@ def test_pull_state_is_trusted_only_as_the_last_good_pull_wrote_it(tmp_path):
     snapshot.head(0).write_parquet(ws.table_path("review", "server_responses"))
     states, stored = _stored_state(ws)
     assert states == state and stored is None
+
+
+def test_push_streams_payloads_and_compares_with_the_ledger_batch_by_batch(tmp_path, monkeypatch):
+    """Payloads are built PAYLOAD_ROWS candidates at a time as the push consumes them, and the
+    counts, batches and ledger equal those of one whole list (a recording client stands in for the
+    bulk upsert; tests/test_review.py pushes to the real Argilla)."""
+    from curate.review import push as push_module
+    from curate.review.push import PushLedger, payload_stream, push_records
+
+    settings = load_review_settings(SETTINGS)
+    frame = review_frame(candidates(23))
+    whole = record_payloads(frame, settings)
+    monkeypatch.setattr(push_module, "PAYLOAD_ROWS", 4)
+    built = []
+    real = push_module.record_payloads
+    monkeypatch.setattr(push_module, "record_payloads", lambda df, s: built.append(df.height) or real(df, s))
+    stream = payload_stream(frame, settings)
+    assert [next(stream)["external_id"] for _ in range(5)] == [p["external_id"] for p in whole[:5]]
+    assert built == [4, 4]  # two slices built for five records, not all 23
+
+    class Recording:
+        def __init__(self):
+            self.batches: list[list[str]] = []
+
+        def upsert_records(self, dataset_id, items):
+            self.batches.append([i["external_id"] for i in items])
+            return len(items)
+
+    ledger = PushLedger(tmp_path / "ledger.sqlite")
+    ledger.acknowledge("ds", [(p["external_id"], p["_hash"]) for p in whole[:7]])  # 7 sent before
+    client = Recording()
+    counts = push_records(client, "ds", payload_stream(frame, settings), ledger, batch_size=5)
+    assert counts == {"new": 16, "changed": 0, "unchanged": 7, "pushed": 16, "batches": 4, "superseded": 0}
+    assert [len(b) for b in client.batches] == [5, 5, 5, 1]
+    assert sum(client.batches, []) == [p["external_id"] for p in whole[7:]]
+    assert ledger.count("ds") == 23
+    again = push_records(Recording(), "ds", payload_stream(frame, settings), ledger, batch_size=5)
+    assert again["unchanged"] == 23 and again["pushed"] == 0

@@ -220,8 +220,8 @@ def create_release(
         version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
         result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
                               **no_reviews)
-        # A lazy scan: the store hashes and writes it in batches, never holding the whole table.
-        rows = pl.scan_parquet(ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table))
+        # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
+        rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)
         report = result.manifest["report"]
         env_flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
         models = _stage_models(ws)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from curate.release.storage import StoreLocation
+
 # Manifest keys the Delta commit cannot hold, because they are computed after it.
 MANIFEST_ONLY_KEYS = ("files",)
 
@@ -30,3 +32,29 @@ def manifest_differences(version: int, manifest: dict[str, Any], body: dict[str,
                 f"release {version}: manifest field '{key}' is {shown(recorded[key])}, the Delta commit has {shown(body[key])}"
             )
     return problems
+
+
+def data_file_problems(
+    loc: StoreLocation, table: str, version: int, recorded: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]
+) -> tuple[list[str], int]:
+    """Data files named by only one of the manifest and the Delta log, missing, or whose sha256 or
+    size differ from the manifest's; and how many files were checked."""
+    problems, checked = [], 0
+    for path in sorted(set(recorded) ^ set(current)):
+        where = "manifest" if path in recorded else "Delta log"
+        problems.append(f"release {version}: data file {path} is only in the {where}")
+    for path in sorted(set(recorded) & set(current)):
+        rel = f"{table}/{path}"
+        checked += 1
+        if not loc.exists(rel):
+            problems.append(f"release {version}: data file {path} is missing")
+            continue
+        actual = loc.sha256(rel)
+        if actual != recorded[path]["sha256"]:
+            problems.append(
+                f"release {version}: data file {path} sha256 {actual[:12]} != recorded {recorded[path]['sha256'][:12]}"
+            )
+        size = loc.size(rel)
+        if size != recorded[path]["size"]:
+            problems.append(f"release {version}: data file {path} size {size} != recorded {recorded[path]['size']}")
+    return problems, checked

@@ -2,8 +2,9 @@
 
 The layout is the one the dataset card's configs name: data/<language>/train-<i>-of-<n>.parquet,
 each shard `shard_rows` long except a language's last. Shard counts must be known before the first
-file is named, so a first pass reads only the `language` and `split` columns; the second pass
-formats and writes one release batch at a time, keeping one open writer per language.
+file is named, so a first pass counts rows per language from the `language` and `split` columns,
+batch by batch; the second pass formats and writes one release batch at a time (the next one is
+read and formatted in a thread meanwhile), keeping one open writer per language.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.release.store import ReleaseStore
+from curate.release.stream import prefetch
+
+# Columns of long text (or lists of it): dictionary encoding (abandoned after the first pages) and
+# min/max statistics only cost time there; the short metadata columns keep both.
+_TEXT_COLUMNS = {"messages", "prompt", "reasoning", "response", "context"}
+
+
+def _short_columns(schema: pa.Schema) -> list[str]:
+    return [name for name in schema.names if name not in _TEXT_COLUMNS]
 
 
 class LanguageShards:
@@ -37,7 +47,10 @@ class LanguageShards:
         while offset < table.num_rows:
             if self.writer is None:
                 name = f"train-{self.index:05d}-of-{self.shards:05d}.parquet"
-                self.writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
+                short = _short_columns(self.schema)
+                self.writer = pq.ParquetWriter(
+                    self.folder / name, self.schema, compression="zstd", use_dictionary=short, write_statistics=short
+                )
             take = min(self.shard_rows - self.in_shard, table.num_rows - offset)
             self.writer.write_table(table.slice(offset, take))
             offset += take
@@ -68,15 +81,19 @@ def stream_language_shards(
     """Write release `version` (formatted by `transform`) as language shards under `folder`.
 
     Returns the languages, the rows written and the `test` rows left out."""
-    small = pl.concat(list(store.batches(version, ["language", "split"])), how="vertical")
-    kept = _kept(small, include_test)
-    totals = dict(kept.group_by("language").len().iter_rows())
-    left_out = small.height - kept.height
+    totals: dict[str, int] = {}
+    left_out = 0
+    for small in store.batches(version, ["language", "split"]):  # counts only, batch by batch
+        kept = _kept(small, include_test)
+        left_out += small.height - kept.height
+        for lang, n in kept.group_by("language").len().iter_rows():
+            totals[lang] = totals.get(lang, 0) + n
     languages = sorted(totals)
     writers = {lang: LanguageShards(folder / "data" / lang, totals[lang], shard_rows) for lang in languages}
     written = 0
     try:
-        for batch in _formatted(store.batches(version), include_test, transform):
+        # The next batch is read and formatted in a thread while this one is written.
+        for batch in prefetch(_formatted(store.batches(version), include_test, transform)):
             for (lang,), part in batch.partition_by("language", as_dict=True, maintain_order=True).items():
                 writers[lang].write(part.to_arrow())
                 written += part.height

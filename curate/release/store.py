@@ -20,30 +20,31 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import create_table_with_add_actions
 from filelock import FileLock
 
 from curate.errors import CurateError
 from curate.records import SCHEMA_VERSION
-from curate.release.manifest import manifest_differences
-from curate.release.rows import counts
+from curate.release.manifest import data_file_problems, manifest_differences
+from curate.release.parts import Tally, WrittenFiles, duplicated_ids, remove_parts, write_parts
 from curate.release.stream import (
     HASH_SCHEME,
+    ContentHasher,
     RowSource,
-    arrow_batches,
-    column_stats,
     conform_lazy,
-    content_hash_v2,
+    lazy_rows,
     rehash,
     release_batches,
-    writer_properties,
 )
 from curate.release.storage import StoreLocation, delta_storage_options, is_remote
 from curate.secrets import redact
@@ -59,7 +60,6 @@ TABLE_PROPERTIES = {
     "delta.logRetentionDuration": "interval 365000 days",
     "delta.enableExpiredLogCleanup": "false",
 }
-_STAT_COLUMNS = ["row_id", "language", "topic", "source", "split"]
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
@@ -190,7 +190,8 @@ class ReleaseStore:
     ) -> CommitResult:
         """Store `rows` as a new release unless they and the config equal the latest release's.
 
-        `rows` may be lazy (a Parquet scan): it is read twice in batches (hash, then write), never whole.
+        `rows` may be a Parquet file's path (what `release create` passes) or a lazy frame: it is read
+        once, in batches, never whole (its row_ids are read again only if two of them share a hash).
 
         `metadata` goes into the manifest (config, config_hash, models, flow_run_ids, campaigns,
         mixes, inputs...). Returns the new (or unchanged latest) release's manifest.
@@ -198,7 +199,7 @@ class ReleaseStore:
         for tag in tags:
             self._check_tag_name(tag)
         with self._writer_lock():
-            return self._commit(conform_lazy(rows), metadata, tags)
+            return self._commit(rows if isinstance(rows, Path) else conform_lazy(rows), metadata, tags)
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -211,16 +212,46 @@ class ReleaseStore:
         with FileLock(str(Path(self.uri) / ".writer.lock")):
             yield
 
-    def _commit(self, rows: pl.LazyFrame, metadata: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
-        stats = column_stats(rows, _STAT_COLUMNS)
-        dupes = stats.filter(pl.col("row_id").is_duplicated())["row_id"].unique().sort().to_list()
+    def _commit(self, rows: RowSource, metadata: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
+        # One pass (curate.release.parts): rows are hashed, counted and written as they are read;
+        # the files stay invisible until the Delta commit below adds them.
+        hasher, tally = ContentHasher(), Tally()
+
+        def account(batch: pl.DataFrame) -> None:
+            hasher.update(batch)
+            tally.update(batch)
+
+        written = write_parts(self.loc, TABLE, rows, account)
+        try:
+            return self._commit_written(rows, written, hasher, tally, metadata, tags)
+        except BaseException:
+            # After the commit, a manifest left unwritten is completed later: the files must stay.
+            if not written.committed and not self._head_holds(written):
+                remove_parts(self.loc, TABLE, written.paths)
+            raise
+
+    def _head_holds(self, written: WrittenFiles) -> bool:
+        """Whether the newest Delta version lists these files (a commit that raised after it took effect)."""
+        head = self._delta_head()
+        try:
+            return head is not None and bool(written.paths) and written.paths[0] in {f["path"] for f in self._data_files(head)}
+        except Exception:  # noqa: BLE001 - when in doubt, keep the files: unreferenced ones are harmless
+            return True
+
+    def _commit_written(
+        self, rows: RowSource, written: WrittenFiles, hasher: ContentHasher, tally: Tally,
+        metadata: dict[str, Any], tags: list[str] | tuple[str, ...],
+    ) -> CommitResult:
+        dupes = duplicated_ids(lazy_rows(rows), tally.colliding_hashes())
         if dupes:
             raise CurateError(f"release rows must have unique row_id; duplicated: {dupes[:5]}")
-        digest = content_hash_v2(rows)
+        hasher.columns = hasher.columns or sorted(written.schema.names)
+        digest = hasher.hexdigest()
         self._finish_orphans()
         versions = self.versions()
         parent = json.loads(self.loc.read_bytes(_manifest_name(versions[-1]))) if versions else None
         if parent and parent["content_hash"] == digest and parent.get("config_hash") == metadata.get("config_hash"):
+            remove_parts(self.loc, TABLE, written.paths)  # the same rows as the latest release: no new one
             for tag in tags:
                 self.tag(tag, parent["version"])
             return CommitResult(parent, created=False)
@@ -238,36 +269,36 @@ class ReleaseStore:
             "schema_version": SCHEMA_VERSION,
             "created_at": _now(),
             "parent": {"version": parent["version"], "content_hash": parent["content_hash"]} if parent else None,
-            "rows": stats.height,
-            "by_language": counts(stats, "language"),
-            "by_topic": counts(stats, "topic"),
-            "by_source": counts(stats, "source"),
-            "by_split": counts(stats, "split"),
-            "by_language_topic": _nested_counts(stats, "language", "topic"),
+            "rows": tally.rows,
+            "by_language": tally.counts("language"),
+            "by_topic": tally.counts("topic"),
+            "by_source": tally.counts("source"),
+            "by_split": tally.counts("split"),
+            "by_language_topic": tally.nested_counts("language", "topic"),
         }
         body = json.loads(redact(json.dumps(body, default=str)))
-        del stats
-        # A failed write (disk full, lost connection) never reaches the Delta log, so no release
-        # appears and the previous one is untouched; only unreferenced data files may stay behind.
-        schema = rows.head(0).collect().to_arrow().schema
-        write_deltalake(
-            self.table_uri,
-            arrow_batches(rows, schema),
-            mode="overwrite",
-            schema_mode="overwrite",
-            storage_options=self.storage_options,
-            writer_properties=writer_properties(),
-            commit_properties=CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)}),
-            post_commithook_properties=PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False),
-            configuration=TABLE_PROPERTIES if head is None else None,
-        )
+        commit = CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(body, sort_keys=True)})
+        hooks = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+        if head is None:
+            create_table_with_add_actions(
+                self.table_uri, DeltaSchema.from_arrow(written.schema), written.actions, mode="error",
+                configuration=TABLE_PROPERTIES, storage_options=self.storage_options,
+                commit_properties=commit, post_commithook_properties=hooks,
+            )
+        else:
+            # Overwrite: the new version holds only this release's files (older ones stay for time travel).
+            self._delta(head).create_write_transaction(
+                written.actions, mode="overwrite", schema=written.schema,
+                commit_properties=commit, post_commithook_properties=hooks,
+            )
+        written.committed = True
         committed = self._commit_body(delta_version)
         if committed is None or committed.get("commit_id") != body["commit_id"]:
             raise CurateError(
                 f"{self.uri}: another writer committed Delta version {delta_version} at the same time; "
                 "run the release again (object stores need a single writer or a Delta lock provider)"
             )
-        manifest = self._finish(body)
+        manifest = self._finish(body, written.checksums)
         for tag in tags:
             self.tag(tag, version)
         return CommitResult(manifest, created=True)
@@ -283,10 +314,13 @@ class ReleaseStore:
         actions = pl.DataFrame(self._delta(delta_version).get_add_actions(flatten=True))
         return [{"path": p, "size": int(s)} for p, s in actions.select("path", "size_bytes").sort("path").iter_rows()]
 
-    def _finish(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Write the manifest: the commit body plus the sha256 of every data file of that version."""
+    def _finish(self, body: dict[str, Any], checksums: dict[str, str] | None = None) -> dict[str, Any]:
+        """Write the manifest: the commit body plus the sha256 of every data file of that version
+        (`checksums`: those already computed as the files were written)."""
+        known = checksums or {}
         files = [
-            f | {"sha256": self.loc.sha256(f"{TABLE}/{f['path']}")} for f in self._data_files(body["delta_version"])
+            f | {"sha256": known.get(f["path"]) or self.loc.sha256(f"{TABLE}/{f['path']}")}
+            for f in self._data_files(body["delta_version"])
         ]
         manifest = body | {"files": files}
         self.loc.write_bytes(
@@ -372,23 +406,22 @@ class ReleaseStore:
         except Exception as exc:  # noqa: BLE001 - a broken log is a verification finding, not a crash
             problems.append(f"release {version}: cannot read the Delta log: {exc}")
             current = recorded
-        for path in sorted(set(recorded) ^ set(current)):
-            where = "manifest" if path in recorded else "Delta log"
-            problems.append(f"release {version}: data file {path} is only in the {where}")
-        for path in sorted(set(recorded) & set(current)):
-            rel = f"{TABLE}/{path}"
-            report.files_checked += 1
-            if not self.loc.exists(rel):
-                problems.append(f"release {version}: data file {path} is missing")
-                continue
-            actual = self.loc.sha256(rel)
-            if actual != recorded[path]["sha256"]:
+        # The data files' sha256 (I/O and hashlib, which releases the GIL) run in a thread while
+        # this one re-hashes the rows: the two halves of verify overlap on two cores.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-files") as pool:
+            files = pool.submit(data_file_problems, self.loc, TABLE, version, recorded, current)
+            row_problems = self._row_problems(version, manifest, report)
+            file_problems, report.files_checked = files.result()
+        problems += file_problems + row_problems
+        for name, tag in self.tags().items():
+            if tag["version"] == version and tag["content_hash"] != manifest["content_hash"]:
                 problems.append(
-                    f"release {version}: data file {path} sha256 {actual[:12]} != recorded {recorded[path]['sha256'][:12]}"
+                    f"tag {name}: points at release {version} with content hash {tag['content_hash'][:12]}, manifest has {manifest['content_hash'][:12]}"
                 )
-            size = self.loc.size(rel)
-            if size != recorded[path]["size"]:
-                problems.append(f"release {version}: data file {path} size {size} != recorded {recorded[path]['size']}")
+        return report
+
+    def _row_problems(self, version: int, manifest: dict[str, Any], report: VerifyReport) -> list[str]:
+        problems = []
         try:
             report.rows_checked, actual_hash = self._rehash(version, manifest)
             if report.rows_checked != manifest["rows"]:
@@ -399,12 +432,7 @@ class ReleaseStore:
                 )
         except Exception as exc:  # noqa: BLE001 - unreadable data is exactly what verify reports
             problems.append(f"release {version}: rows cannot be read: {type(exc).__name__}: {exc}")
-        for name, tag in self.tags().items():
-            if tag["version"] == version and tag["content_hash"] != manifest["content_hash"]:
-                problems.append(
-                    f"tag {name}: points at release {version} with content hash {tag['content_hash'][:12]}, manifest has {manifest['content_hash'][:12]}"
-                )
-        return report
+        return problems
 
     def _rehash(self, version: int, manifest: dict[str, Any]) -> tuple[int, str]:
         """Row count and content hash under the scheme the release was written with (v1 if unnamed)."""
@@ -416,9 +444,3 @@ class ReleaseStore:
             raise ReleaseNotFound(f"{self.uri}: no releases yet")
         return [self.verify(v) for v in versions]
 
-
-def _nested_counts(rows: pl.DataFrame, outer: str, inner: str) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for key, group in rows.group_by(outer, maintain_order=False):
-        out["(none)" if key[0] is None else str(key[0])] = counts(group, inner)
-    return dict(sorted(out.items()))

@@ -23,13 +23,23 @@ def answer_version(reasoning: str | None, answer: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:VERSION_HEX_CHARS]
 
 
+# Rows whose texts are turned into Python strings at a time: a full-size candidate table (1.4M rows
+# of 2-8 KB) would otherwise be copied whole into Python lists.
+VERSION_SLICE_ROWS = 10_000
+
+
 def with_answer_version(df: pl.DataFrame) -> pl.DataFrame:
     """`df` with an `answer_version` column from its `reasoning` (optional) and `answer` columns."""
-    def column(name: str) -> list[str | None]:
-        return df[name].to_list() if name in df.columns else [None] * df.height
+    def versions(part: pl.DataFrame) -> pl.Series:
+        def column(name: str) -> list[str | None]:
+            return part[name].to_list() if name in part.columns else [None] * part.height
 
-    versions = [answer_version(r, a) for r, a in zip(column("reasoning"), column("answer"), strict=True)]
-    return df.with_columns(answer_version=pl.Series(versions, dtype=pl.String))
+        pairs = zip(column("reasoning"), column("answer"), strict=True)
+        return pl.Series([answer_version(r, a) for r, a in pairs], dtype=pl.String)
+
+    parts = [versions(part) for part in df.iter_slices(VERSION_SLICE_ROWS)]
+    column = pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
+    return df.with_columns(column.alias("answer_version"))
 
 
 def record_key(candidate_id: str, version: str) -> str:

@@ -12,8 +12,10 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
 from curate.review.routing import RoutingConfig, route_stage
-from curate.review.identity import record_key, split_record_key, with_answer_version
+from curate.review.identity import SEPARATOR, record_key, split_record_key, with_answer_version
 from curate.review.settings import ReviewSettings
 from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
 from curate.tables import CANDIDATES, JUDGMENTS, KEYWORDS, QUESTIONS, ROUTING, TableRef
@@ -33,6 +35,10 @@ LEDGER_FILE = Path("review") / "push_ledger.sqlite"
 # Record metadata left out of the content hash: it labels where a record first came from, and a
 # new upstream run with the same answer must not re-send it.
 UNHASHED_METADATA = {"run"}
+# Candidates turned into record payloads at a time: payloads are built, compared with the ledger and
+# sent slice by slice, so a push holds one slice's records, never a list of every record.
+PAYLOAD_ROWS = 2_000
+_SQL_VARIABLES = 500  # ids per `in (...)` query, well under SQLite's limit
 
 
 @dataclass
@@ -72,10 +78,31 @@ class PushLedger:
     def for_workspace(cls, ws: Workspace) -> PushLedger:
         return cls(ws.root / LEDGER_FILE)
 
-    def hashes(self, dataset_id: str) -> pl.DataFrame:
+    def lookup(self, dataset_id: str, record_ids: list[str]) -> dict[str, str]:
+        """record id -> acknowledged content hash, for those of `record_ids` the ledger holds."""
+        found: dict[str, str] = {}
         with closing(self._connect()) as con:
-            rows = con.execute("select record_id, content_hash from pushed where dataset_id = ?", (dataset_id,)).fetchall()
-        return pl.DataFrame(rows, schema={"record_id": pl.String, "ledger_hash": pl.String}, orient="row")
+            for start in range(0, len(record_ids), _SQL_VARIABLES):
+                part = record_ids[start : start + _SQL_VARIABLES]
+                found.update(con.execute(
+                    f"select record_id, content_hash from pushed where dataset_id = ? and record_id in ({','.join('?' * len(part))})",
+                    (dataset_id, *part),
+                ).fetchall())
+        return found
+
+    def candidates_with_records(self, dataset_id: str, candidate_ids: list[str]) -> set[str]:
+        """Those of `candidate_ids` with any acknowledged record: the bare key or `<id>@<any version>`."""
+        found = set()
+        with closing(self._connect()) as con:
+            for candidate in candidate_ids:
+                # Keys `<id>@...` sort between `<id>@` and `<id>A` ('A' follows '@'), so the primary key serves it.
+                keys = con.execute(
+                    "select record_id from pushed where dataset_id = ? and (record_id = ? or (record_id >= ? and record_id < ?))",
+                    (dataset_id, candidate, candidate + SEPARATOR, candidate + chr(ord(SEPARATOR) + 1)),
+                ).fetchall()
+                if any(split_record_key(key)[0] == candidate for (key,) in keys):
+                    found.add(candidate)
+        return found
 
     def acknowledge(self, dataset_id: str, rows: list[tuple[str, str]]) -> None:
         now = time.time()
@@ -141,12 +168,28 @@ def review_frame(
     return df.with_columns(_context_column(df))
 
 
-def record_payloads(df: pl.DataFrame, settings: ReviewSettings) -> list[dict[str, Any]]:
-    """Argilla record bodies (`external_id`, fields, metadata) with each one's content hash."""
-    sources = {s.source for s in [*settings.fields, *settings.metadata]}
+def check_record_columns(df: pl.DataFrame, settings: ReviewSettings) -> None:
     missing_required = [f.source for f in settings.fields if f.required and f.source not in df.columns]
     if missing_required:
         raise CurateError(f"candidate table lacks the column(s) {missing_required} that required review fields need")
+
+
+def payload_stream(
+    frame: pl.DataFrame, settings: ReviewSettings, question_ids: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """`record_payloads` of `frame`, built PAYLOAD_ROWS candidates at a time as they are consumed
+    (with the judge's suggestions when `question_ids` is given)."""
+    for part in frame.iter_slices(PAYLOAD_ROWS):
+        payloads = record_payloads(part, settings)
+        if question_ids is not None:
+            attach_suggestions(payloads, part, question_ids)
+        yield from payloads
+
+
+def record_payloads(df: pl.DataFrame, settings: ReviewSettings) -> list[dict[str, Any]]:
+    """Argilla record bodies (`external_id`, fields, metadata) with each one's content hash."""
+    check_record_columns(df, settings)
+    sources = {s.source for s in [*settings.fields, *settings.metadata]}
     df = with_answer_version(df)
     columns = ["candidate_id", "answer_version", *sorted(c for c in sources if c in df.columns)]
     payloads = []
@@ -200,34 +243,48 @@ def ensure_dataset(
 def push_records(
     client: ArgillaClient,
     dataset_id: str,
-    payloads: list[dict[str, Any]],
+    payloads: Iterable[dict[str, Any]],
     ledger: PushLedger,
     *,
     batch_size: int = 250,
     progress: Advance = noop,
 ) -> dict[str, int]:
-    """Send records whose hash differs from the ledger; the ledger advances per acknowledged batch."""
-    known = dict(ledger.hashes(dataset_id).iter_rows())
-    for p in payloads:
-        # A record pushed before keys carried the answer version keeps its bare candidate key while
-        # its text is unchanged, so upgrading does not duplicate a campaign's records.
-        bare = split_record_key(p["external_id"])[0]
-        if p["external_id"] not in known and known.get(bare) == p["_hash"]:
-            p["external_id"] = bare
-    todo = [p for p in payloads if known.get(p["external_id"]) != p["_hash"]]
-    new = sum(1 for p in todo if p["external_id"] not in known)
-    earlier = {split_record_key(k)[0] for k in known}
-    superseded = len({c for p in todo if p["external_id"] not in known
-                      and (c := split_record_key(p["external_id"])[0]) in earlier})
-    batches = 0
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    """Send records whose hash differs from the ledger; the ledger advances per acknowledged batch.
+
+    `payloads` may be a stream: it is compared with the ledger `batch_size` records at a time (by
+    key, in SQLite), so memory holds about two batches whatever the campaign's size."""
+    counts = {"new": 0, "changed": 0, "unchanged": 0, "pushed": 0, "batches": 0, "superseded": 0}
+    outgoing: list[dict[str, Any]] = []
+
+    def send(batch: list[dict[str, Any]]) -> None:
         client.upsert_records(dataset_id, [{k: v for k, v in p.items() if k != "_hash"} for p in batch])
         ledger.acknowledge(dataset_id, [(p["external_id"], p["_hash"]) for p in batch])
-        batches += 1
+        counts["batches"] += 1
+        counts["pushed"] += len(batch)
         progress(len(batch))
-    return {"new": new, "changed": len(todo) - new, "unchanged": len(payloads) - len(todo),
-            "pushed": len(todo), "batches": batches, "superseded": superseded}
+
+    items = iter(payloads)
+    while chunk := list(islice(items, batch_size)):
+        bares = [split_record_key(p["external_id"])[0] for p in chunk]
+        known = ledger.lookup(dataset_id, sorted({p["external_id"] for p in chunk} | set(bares)))
+        for p, bare in zip(chunk, bares, strict=True):
+            # A record pushed before keys carried the answer version keeps its bare candidate key while
+            # its text is unchanged, so upgrading does not duplicate a campaign's records.
+            if p["external_id"] not in known and known.get(bare) == p["_hash"]:
+                p["external_id"] = bare
+        todo = [p for p in chunk if known.get(p["external_id"]) != p["_hash"]]
+        new = [split_record_key(p["external_id"])[0] for p in todo if p["external_id"] not in known]
+        counts["new"] += len(new)
+        counts["changed"] += len(todo) - len(new)
+        counts["unchanged"] += len(chunk) - len(todo)
+        counts["superseded"] += len(ledger.candidates_with_records(dataset_id, sorted(set(new))))
+        outgoing += todo
+        while len(outgoing) >= batch_size:
+            send(outgoing[:batch_size])
+            outgoing = outgoing[batch_size:]
+    if outgoing:
+        send(outgoing)
+    return counts
 
 
 # -- the workspace edge ------------------------------------------------------------------------
@@ -281,13 +338,15 @@ def push_workspace(
         result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
         frame = with_judgments(frame, ws.read(str(JUDGMENTS)), ws.read(str(ROUTING)))
         routed = result.manifest["report"]["by_route"]
-    payloads = record_payloads(frame, settings)
+    check_record_columns(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)
     # A source that carries its own judgments (safety_filter/review: `judge_notes` and the
     # verdict columns) gets suggestions like a routed one.
+    question_ids = None
     if routed is not None or "judge_notes" in candidates.columns:
-        attach_suggestions(payloads, frame, {q["name"]: q["id"] for q in client.questions(ds["id"])})
-    counts = push_records(client, ds["id"], payloads, PushLedger.for_workspace(ws),
-                          batch_size=batch_size, progress=progress)
-    return PushReport(campaign=campaign, dataset_id=ds["id"], candidates=len(payloads),
+        question_ids = {q["name"]: q["id"] for q in client.questions(ds["id"])}
+    counts = push_records(client, ds["id"], payload_stream(frame, settings, question_ids),
+                          PushLedger.for_workspace(ws), batch_size=batch_size, progress=progress)
+    total = counts["new"] + counts["changed"] + counts["unchanged"]
+    return PushReport(campaign=campaign, dataset_id=ds["id"], candidates=total,
                       seconds=round(time.perf_counter() - started, 3), routed=routed, **counts)

@@ -62,8 +62,10 @@ def with_judgments(frame: pl.DataFrame, judgments: pl.DataFrame, routing: pl.Dat
     routed = routing.filter(pl.col("route") == "human").select("candidate_id", "route_reason", "policy_decision")
     out = frame.join(routed, on="candidate_id", how="inner", maintain_order="left").join(
         judge, on="candidate_id", how="left", maintain_order="left")
-    notes = [_note(r) for r in out.iter_rows(named=True)]
-    return out.with_columns(pl.Series("judge_notes", notes, dtype=pl.String))
+    # Row by row inside polars: the notes become a column directly, not a Python list of every row.
+    note_columns = [c for c in ("route_reason", *JUDGE_COLUMNS) if c in out.columns]
+    notes = pl.struct(note_columns).map_elements(_note, return_dtype=pl.String, skip_nulls=False)
+    return out.with_columns(notes.alias("judge_notes"))
 
 
 def suggestion_agent(judges: str | None, rubrics: str | None) -> str:
