@@ -10,11 +10,18 @@ scans at the high similarity thresholds dedupe uses.
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+
+# faiss's OpenMP threads spin after each parallel region by default; on a 2-core machine shared
+# with the search threads (or other jobs) that spinning doubled the k-means plan's CPU time
+# (300k rows: 12.8 CPU-s spinning, 5.0 passive; docs/benchmarks.md). Read when faiss is first
+# imported, so set before kmeans_cells imports it; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 QUERY_BLOCK = 2048
 CELLS_PER_SQRT_N = 2.0
