@@ -32,7 +32,7 @@ def test_cells_probed_everywhere_find_exactly_the_exhaustive_pairs(home_block_ma
     groups = np.arange(900) // 3  # triples of rows are one question's translations: never paired
     truth = _exhaustive(x, groups, 0.8)
     assert 200 < len(truth)  # enough pairs, inside cells and across them
-    n_cells = round(2 * np.sqrt(900))
+    n_cells = round(2 * np.sqrt(900))  # more than the plan makes: every cell is probed
     pairs = near_pairs(x, groups, min_similarity=0.8, k=10_000, partition_rows=100, probe=n_cells)
     found = set(zip(pairs["a"].to_list(), pairs["b"].to_list(), strict=True))
     assert found == truth

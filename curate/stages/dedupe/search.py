@@ -24,7 +24,9 @@ import polars as pl
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 QUERY_BLOCK = 2048
-CELLS_PER_SQRT_N = 2.0
+# Cells: about 1.5 sqrt(n). At 1M real-derived 768-d rows, 2 sqrt(n) gave recall 0.9895 of planted
+# copies at 43.7 CPU-s, 1.5 sqrt(n) 0.9902 at 47.7 CPU-s (docs/benchmarks.md).
+CELLS_PER_SQRT_N = 1.5
 CELL_BATCH = 16  # cells per thread-pool task
 # Cells are searched by this many threads, each with single-threaded BLAS: measured at 300k rows
 # of 768-d vectors, 6.1 CPU-s against 28.8 for one thread with 2-thread BLAS on ~500-row blocks
@@ -182,7 +184,7 @@ class CellPlan:
 
 def plan_cells(embeddings: np.ndarray, *, partition_rows: int, probe: int = 2, seed: int = 0) -> CellPlan:
     n = embeddings.shape[0]
-    # About 2 sqrt(n) cells balances the (reduced-dimension) assignment against the per-cell products.
+    # About CELLS_PER_SQRT_N sqrt(n) cells balances the (reduced-dimension) assignment against the per-cell products.
     n_cells = max(math.ceil(n / partition_rows), round(CELLS_PER_SQRT_N * math.sqrt(n)))
     _, cells = kmeans_cells(embeddings, n_cells, probe=probe, seed=seed)
     home = cells[:, 0]
