@@ -105,9 +105,9 @@ def _recall(a: np.ndarray, b: np.ndarray, src: np.ndarray, dst: np.ndarray, n: i
 
 
 def search_child(n: int, method: str, source: str = "synthetic") -> dict:
-    import faiss
+    from curate.stages.dedupe import near_pairs  # first: it sets faiss's OpenMP wait policy before faiss loads
 
-    from curate.stages.dedupe import near_pairs
+    import faiss
 
     t0 = time.perf_counter()
     if source == "synthetic":

@@ -1,23 +1,26 @@
-"""Calibrate dedupe thresholds per model on public paraphrase data (data/paraphrase_public).
+"""Calibrate dedupe thresholds per model and per language on public paraphrase data (data/paraphrase_public).
 
-    nice -n 10 uv run python bench/dedupe_calibration.py --model embeddinggemma --model minilm-bundled \
-        --json bench/results/dedupe_calibration.json
+    nice -n 10 uv run python bench/dedupe_calibration.py --model embeddinggemma \
+        --json bench/results/dedupe_calibration.json        # the project's 11 languages
+    nice -n 10 uv run python bench/dedupe_calibration.py --model minilm-bundled --max-distinct 300
 
-Sets (see data/paraphrase_public/SOURCE.md):
-- STS-B multi-MT (11 languages, the same pairs translated): `duplicate` = score >= 4.5
-  ("completely equivalent"), `distinct` = 1 <= score <= 3 (same topic, important information
-  differs: the analogue of "same-topic different question"). Scores in between are ambiguous and
-  left out; unrelated pairs (< 1) are left out because any threshold separates them.
-  Thresholds are PICKED on the dev split and REPORTED on the test split (different sentences).
-- PAWS-X dev (7 languages): adversarial word-swap negatives ("flights from A to B" / "from B to
-  A"). Reported only, never used to pick: no embedding separates them, which is what the
-  verification band is for.
-- Cross-language: STS-B test with sentence 1 in English and sentence 2 in another language.
+Sets (see data/paraphrase_public/SOURCE.md), all translations of the STS benchmark, so every
+language is judged on the same kind of pairs:
+- STS-B multi-MT (DeepL; en zh es fr de ru ja pt it nl pl), KorSTS (ko, post-edited) and
+  Multilingual-STSB (Google Translate; ar hi, test split only: even rows pick, odd rows report).
+  `duplicate` = score >= 4.5 ("completely equivalent"), `distinct` = 1 <= score <= 3 (same
+  topic, important information differs: the analogue of "same-topic different question").
+  Scores in between are ambiguous and left out; unrelated pairs (< 1) are left out because any
+  threshold separates them. Thresholds are PICKED on the dev split and REPORTED on the test
+  split (different sentences).
+- PAWS-X dev (`--pawsx-limit`): adversarial word-swap negatives. Reported only, never used to pick.
+- Cross-language (`--cross`): STS-B test with sentence 1 in English and sentence 2 in another language.
 
-Picking rule, per model, on the dev split pooled over its languages: `threshold` = the lowest
-cosine at which at most 5% of distinct pairs merge (wrong merges lose data); `verify_above` =
-the highest cosine at which at least 95% of duplicate pairs are at or above it (pairs between
-the two go to the verifier when it is on).
+Picking rule, per language on its dev pairs, and pooled over the languages (each weighing the
+same) for the model-wide value that a language without public data gets: `threshold` = the
+lowest cosine at which at most 5% of distinct pairs merge (wrong merges lose data);
+`verify_above` = the highest cosine at which at least 95% of duplicate pairs are at or above it
+(pairs between the two go to the verifier when it is on).
 """
 
 from __future__ import annotations
@@ -38,26 +41,49 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = REPO / "data" / "paraphrase_public"
-# The project's languages first (curate.toml), then the rest of STS-B multi-MT.
-STSB_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ja", "pt", "it", "nl", "pl")
+# STS-B in each language (see data/paraphrase_public/SOURCE.md): the same English pairs translated.
+STSB_MULTI_MT = ("en", "zh", "es", "fr", "de", "ru", "ja", "pt", "it", "nl", "pl")  # DeepL, dev + test
+KORSTS = ("ko",)  # KorSTS (Kakao Brain): machine translation post-edited, dev + test
+MULTILINGUAL_STSB = ("ar", "hi")  # Huertas97/Multilingual-STSB (Google Translate), test split only
+# The project's default languages (curate.toml): every one has an STS-B translation above.
+DEFAULT_LANGUAGES = ("en", "zh", "es", "fr", "de", "ru", "ar", "ja", "ko", "pt", "hi")
 PAWSX_LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
 DUPLICATE_MIN_SCORE = 4.5
 DISTINCT_SCORES = (1.0, 3.0)
 MAX_WRONG_MERGES = 0.05
 MIN_RECALL = 0.95
 MAX_DISTINCT = 120
+MAX_DUPLICATE: int | None = None  # all duplicate pairs unless thinned (--max-duplicate)
+
+
+def sts_rows(language: str, split: str) -> list[tuple[str, str, float]]:
+    """(sentence 1, sentence 2, score 0-5) of one language's STS-B translation.
+
+    Multilingual-STSB ships only the test split, so for ar and hi the even rows stand in for dev
+    (picking) and the odd rows for test (reporting): different pairs, same genres in both halves."""
+    if language in STSB_MULTI_MT:
+        with open(DATA / "stsb_multi_mt" / f"stsb-{language}-{split}.csv", newline="", encoding="utf-8") as f:
+            return [(s1, s2, float(score)) for s1, s2, score in csv.reader(f)]
+    if language in KORSTS:
+        with open(DATA / "korsts" / f"sts-{split}.tsv", newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        return [(r[5], r[6], float(r[4])) for r in rows]
+    if language in MULTILINGUAL_STSB:
+        with open(DATA / "multilingual_stsb" / f"stsb-{language}-test.csv", newline="", encoding="utf-8") as f:
+            rows = [(s1, s2, float(score)) for s1, s2, score in csv.reader(f)]
+        return rows[0::2] if split == "dev" else rows[1::2]
+    raise SystemExit(f"no STS-B translation for language {language!r} in {DATA}")
 
 
 def stsb_pairs(language: str, split: str, max_distinct: int | None = None) -> list[tuple[str, str, bool]]:
     """(sentence 1, sentence 2, is duplicate), ambiguous and unrelated pairs left out, distinct
-    pairs thinned evenly to `max_distinct` (embedding time on a shared 2-core machine). The files
-    are parallel, so every language keeps the same rows."""
-    with open(DATA / "stsb_multi_mt" / f"stsb-{language}-{split}.csv", newline="", encoding="utf-8") as f:
-        rows = [(s1, s2, float(score)) for s1, s2, score in csv.reader(f)]
+    pairs thinned evenly to `max_distinct` (embedding time on a shared 2-core machine)."""
+    rows = sts_rows(language, split)
     duplicate = [(s1, s2, True) for s1, s2, v in rows if v >= DUPLICATE_MIN_SCORE]
     distinct = [(s1, s2, False) for s1, s2, v in rows if DISTINCT_SCORES[0] <= v <= DISTINCT_SCORES[1]]
     step = max(1, -(-len(distinct) // (max_distinct or MAX_DISTINCT)))
-    return duplicate + distinct[::step]
+    dup_step = max(1, -(-len(duplicate) // MAX_DUPLICATE)) if MAX_DUPLICATE else 1
+    return duplicate[::dup_step] + distinct[::step]
 
 
 def pawsx_pairs(language: str, limit: int) -> list[tuple[str, str, bool]]:
@@ -123,42 +149,49 @@ def pick(sims: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[flo
 
 
 def calibrate(spec: str, prompt_name: str | None, languages: tuple[str, ...], cache_root: Path,
-              pawsx_limit: int, batch_size: int) -> dict:
+              pawsx_limit: int, batch_size: int, cross: bool = False) -> dict:
+    """Per-language picks on dev (each language's own threshold), a pooled pick (the model-wide
+    threshold that languages without public data get), and both reported on test."""
     scorer = Scorer(spec, prompt_name, cache_root, batch_size)
     result: dict = {"model": scorer.resolved.name, "spec": spec, "prompt_name": prompt_name,
-                    "languages": list(languages)}
-    dev_s, dev_l, dev_w = [], [], []
-    for lang in languages:
+                    "languages": list(languages), "per_language": {}}
+    dev_s, dev_l, dev_w, test_sets = [], [], [], {}
+    for lang in languages:  # one language at a time (dev, then test), so a stopped run still reports some
         pairs = stsb_pairs(lang, "dev")
         sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
+        labels = np.array([p[2] for p in pairs])
         dev_s.append(sims)
-        dev_l.append(np.array([p[2] for p in pairs]))
+        dev_l.append(labels)
         dev_w.append(np.full(len(pairs), 1.0 / len(pairs)))
-        result.setdefault("dev_per_language_pick", {})[lang] = pick(sims, dev_l[-1], dev_w[-1])
+        threshold, lower = pick(sims, labels, dev_w[-1])
+        pairs = stsb_pairs(lang, "test")
+        test_sets[lang] = (scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs]), np.array([p[2] for p in pairs]))
+        result["per_language"][lang] = {"threshold": threshold, "verify_above": lower,
+                                        "dev_pairs": [int(labels.sum()), int((~labels).sum())],
+                                        "test": rates(*test_sets[lang], threshold, lower)}
+        print(json.dumps({lang: result["per_language"][lang], "embed_s": round(scorer.seconds)}), file=sys.stderr,
+              flush=True)
     threshold, lower = pick(np.concatenate(dev_s), np.concatenate(dev_l), np.concatenate(dev_w))
     result |= {"threshold": threshold, "verify_above": lower}
-    test = {}
-    for lang in languages:
-        pairs = stsb_pairs(lang, "test")
-        sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
-        test[lang] = rates(sims, np.array([p[2] for p in pairs]), threshold, lower)
-    result["stsb_test"] = test
-    if len(languages) > 1:
-        cross = {}
+    for lang, (sims, labels) in test_sets.items():
+        result["per_language"][lang]["test_at_model_wide"] = rates(sims, labels, threshold, lower)
+    if cross and len(languages) > 1 and "en" in languages:
+        cross_rates = {}
         en = stsb_pairs("en", "test")
         for lang in languages:
-            if lang == "en":
+            if lang == "en" or lang not in STSB_MULTI_MT:  # only the DeepL files are row-parallel to en
                 continue
             other = stsb_pairs(lang, "test")
             sims = scorer.cosines([p[0] for p in en], [p[1] for p in other])
-            cross[f"en-{lang}"] = rates(sims, np.array([p[2] for p in en]), threshold, lower)
-        result["stsb_test_cross_language"] = cross
+            cross_rates[f"en-{lang}"] = rates(sims, np.array([p[2] for p in en]), threshold, lower)
+        result["stsb_test_cross_language"] = cross_rates
     if pawsx_limit:
         paws = {}
-        for lang in (lang for lang in PAWSX_LANGUAGES if lang in languages or (lang == "ko" and len(languages) > 1)):
+        for lang in (lang for lang in PAWSX_LANGUAGES if lang in languages):
             pairs = pawsx_pairs(lang, pawsx_limit)
             sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
-            paws[lang] = rates(sims, np.array([p[2] for p in pairs]), threshold, lower)
+            own = result["per_language"][lang]
+            paws[lang] = rates(sims, np.array([p[2] for p in pairs]), own["threshold"], own["verify_above"])
         result["pawsx_dev"] = paws
     result["embed_seconds"] = round(scorer.seconds, 1)
     return result
@@ -167,36 +200,54 @@ def calibrate(spec: str, prompt_name: str | None, languages: tuple[str, ...], ca
 def markdown(results: list[dict]) -> str:
     lines = []
     for r in results:
-        lines.append(f"### {r['model']} (prompt {r['prompt_name']}): threshold {r['threshold']}, "
+        lines.append(f"### {r['model']} (prompt {r['prompt_name']}): model-wide threshold {r['threshold']}, "
                      f"verify_above {r['verify_above']}\n")
-        lines.append("| set | language | duplicates merged | distinct merged | duplicates in band | distinct in band |")
-        lines.append("|---|---|---|---|---|---|")
-        for name in ("stsb_test", "stsb_test_cross_language", "pawsx_dev"):
+        lines.append("| language | dev pairs (para / diff) | threshold | verify_above | test pairs | paraphrases merged "
+                     "| same-topic different merged | para merged + band | diff merged + band "
+                     "| at model-wide: para / diff merged |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for lang, v in r["per_language"].items():
+            t, w = v["test"], v["test_at_model_wide"]
+            lines.append(
+                f"| {lang} | {v['dev_pairs'][0]} / {v['dev_pairs'][1]} | {v['threshold']} | {v['verify_above']} "
+                f"| {t['duplicates']} / {t['distinct']} | {t['duplicates_merged']} | {t['distinct_merged']} "
+                f"| {round(t['duplicates_merged'] + t['duplicates_in_band'], 3)} "
+                f"| {round(t['distinct_merged'] + t['distinct_in_band'], 3)} "
+                f"| {w['duplicates_merged']} / {w['distinct_merged']} |")
+        for name in ("stsb_test_cross_language", "pawsx_dev"):
             for lang, v in r.get(name, {}).items():
-                lines.append(f"| {name} | {lang} | {v['duplicates_merged']} | {v['distinct_merged']} | "
-                             f"{v.get('duplicates_in_band')} | {v.get('distinct_in_band')} |")
+                lines.append(f"| {name} {lang} | | | | {v['duplicates']} / {v['distinct']} | {v['duplicates_merged']} "
+                             f"| {v['distinct_merged']} | | | |")
+        lines.append("")
+        lines.append("calibration.toml entries:\n")
+        for lang, v in r["per_language"].items():
+            lines.append(f"{lang} = {{ threshold = {v['threshold']}, verify_above = {v['verify_above']} }}")
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
-    global MAX_DISTINCT
+    global MAX_DISTINCT, MAX_DUPLICATE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="model spec (repeatable); default embeddinggemma")
-    parser.add_argument("--pawsx-limit", type=int, default=600, help="PAWS-X dev pairs per language (0: skip)")
+    parser.add_argument("--prompt", default="STS", help="prompt name for multilingual models (EmbeddingGemma: STS, "
+                        "Clustering, PairClassification, query, ...)")
+    parser.add_argument("--pawsx-limit", type=int, default=0, help="PAWS-X dev pairs per language (0: skip)")
+    parser.add_argument("--cross", action="store_true", help="also report English vs other-language pairs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache", type=Path, default=REPO / ".cache" / "calibration-embeddings")
-    parser.add_argument("--languages", help="comma-separated STS-B languages (default: all 11)")
+    parser.add_argument("--languages", help="comma-separated languages (default: the project's 11)")
     parser.add_argument("--max-distinct", type=int, default=MAX_DISTINCT, help="distinct pairs per language and split")
+    parser.add_argument("--max-duplicate", type=int, help="duplicate pairs per language and split (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    MAX_DISTINCT = args.max_distinct
-    languages = tuple(args.languages.split(",")) if args.languages else STSB_LANGUAGES
+    MAX_DISTINCT, MAX_DUPLICATE = args.max_distinct, args.max_duplicate
+    languages = tuple(args.languages.split(",")) if args.languages else DEFAULT_LANGUAGES
     results = []
     for spec in args.model or ["embeddinggemma"]:
         english_only = spec == "minilm-bundled"
-        results.append(calibrate(spec, None if english_only else "STS", ("en",) if english_only else languages,
-                                 args.cache, args.pawsx_limit, args.batch_size))
+        results.append(calibrate(spec, None if english_only else args.prompt, ("en",) if english_only else languages,
+                                 args.cache, args.pawsx_limit, args.batch_size, args.cross))
         print(json.dumps(results[-1], indent=1), flush=True)
     print(markdown(results))
     if args.json:

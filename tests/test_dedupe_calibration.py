@@ -8,6 +8,7 @@ import tomllib
 import polars as pl
 import pytest
 
+from curate.config import DEFAULT_LANGUAGES
 from curate.stages.dedupe import DedupeConfig, calibration_for, dedupe_frame, language_settings
 from curate.stages.dedupe.calibration import TABLE, LanguageSetting
 from curate.stages.dedupe.semantic import partition_setting
@@ -21,6 +22,34 @@ def test_every_calibrated_model_names_its_public_source() -> None:
         assert entry["source"] and "team" not in entry["source"], name
         for lang, value in entry.get("thresholds", {}).items():
             assert 0 < value < 1, (name, lang)
+        for lang, value in entry.get("languages", {}).items():
+            assert 0 < value["verify_above"] <= value["threshold"] < 1, (name, lang)
+            assert "dev" in value["source"] or "even rows" in value["source"], (name, lang)  # picked on held-in data
+
+
+def test_report_names_each_languages_own_calibration_or_the_model_wide_one() -> None:
+    cal = calibration_for("google/embeddinggemma-300m")
+    calibrated = [lang for lang in DEFAULT_LANGUAGES if cal.language_calibrated(lang)]
+    assert calibrated == list(DEFAULT_LANGUAGES)  # STS-B multi-MT, KorSTS, Multilingual-STSB
+    settings = language_settings(calibrated, cal.model, threshold=None, verify=True, verify_above=None)
+    for lang, setting in settings.items():
+        assert setting.calibrated and setting.threshold == cal.thresholds[lang]
+        assert setting.verify_above == min(cal.verify_floors[lang], setting.threshold)
+        report = setting.as_report()
+        assert report["calibrated_for_language"] is True and f"] {lang}: " in report["threshold_source"]
+
+
+def test_a_language_without_public_data_gets_the_model_wide_threshold_and_says_so() -> None:
+    cal = calibration_for("google/embeddinggemma-300m")
+    settings = language_settings(["ko", "vi", "und"], cal.model, threshold=None, verify=False, verify_above=None)
+    assert settings["ko"].calibrated and settings["ko"].threshold == cal.thresholds["ko"]
+    for lang in ("vi", "und"):  # Vietnamese: no public set here; und: language unknown
+        assert not settings[lang].calibrated and settings[lang].threshold == cal.threshold
+        assert f"model-wide ({lang} not calibrated)" in settings[lang].source
+        assert settings[lang].as_report()["calibrated_for_language"] is False
+    # A configured threshold is nobody's calibration.
+    pinned = language_settings(["ko"], cal.model, threshold=0.95, verify=False, verify_above=None)
+    assert not pinned["ko"].calibrated and pinned["ko"].source == "config"
 
 
 def test_a_model_missing_from_the_table_gets_the_default_and_says_so() -> None:
@@ -45,7 +74,8 @@ def test_report_names_model_and_threshold_per_language() -> None:
     cal = calibration_for("sentence-transformers/all-MiniLM-L6-v2")
     assert report["languages"]["en"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert report["languages"]["en"]["threshold"] == cal.threshold_for("en")
-    assert cal.source in report["languages"]["en"]["threshold_source"]
+    assert cal.language_sources["en"] in report["languages"]["en"]["threshold_source"]
+    assert report["languages"]["en"]["calibrated_for_language"] is True
     assert report["languages"]["zh"]["semantic"] is False  # English-only model: exact only
     assert report["empty_texts"] == 1 and report["empty_text_ids"] == ["d"]
 
