@@ -329,7 +329,7 @@ class Workspace:
             path = self.table_path(stage, table)
             atomic_write_parquet(path, df)
             written[table] = df if isinstance(df, pl.DataFrame) else pl.scan_parquet(path)
-            rows = df.height if isinstance(df, pl.DataFrame) else pl.scan_parquet(path).select(pl.len()).collect().item()
+            rows = df.height if isinstance(df, pl.DataFrame) else written[table].select(pl.len()).collect().item()
             manifest["outputs"][table] = {"rows": rows, "sha256": sha256_file(path), "path": path.name}
         for stale in set(self._outputs(stage, self.manifest(stage) or {})) - set(output.tables):
             self.table_path(stage, stale).unlink(missing_ok=True)

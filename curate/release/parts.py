@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from deltalake.transaction import AddAction
 
 from curate.release import stream
+from curate.release.rows import counts
 from curate.release.storage import StoreLocation
 
 # Batches per data file: ~200k rows, ~400 MB of zstd Parquet at 2 KB a row.
@@ -59,13 +60,8 @@ class Tally:
         return np.unique(ids[1:][ids[1:] == ids[:-1]]).tolist()
 
     def counts(self, column: str, groups: pl.DataFrame | None = None) -> dict[str, int]:
-        """Rows per value of `column`, most first (ties by value, none last): `rows.counts` over the tally."""
-        groups = self.groups if groups is None else groups
-        if groups.is_empty():
-            return {}
-        summed = groups.group_by(column).agg(len=pl.col("n").sum())
-        ordered = summed.sort(["len", column], descending=[True, False], nulls_last=True)
-        return {("(none)" if k is None else str(k)): int(v) for k, v in ordered.iter_rows()}
+        """Rows per value of `column`, most first (ties by value, none last), from the tally."""
+        return counts(self.groups if groups is None else groups, column, weight="n")
 
     def nested_counts(self, outer: str, inner: str) -> dict[str, dict[str, int]]:
         out = {}

@@ -204,8 +204,11 @@ def content_hash_v1(rows: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
-def counts(rows: pl.DataFrame, column: str) -> dict[str, int]:
+def counts(rows: pl.DataFrame, column: str, weight: str | None = None) -> dict[str, int]:
+    """Rows per value of `column`, most first (ties by value, none last). `weight`: a column of row
+    counts to add up instead of counting rows (a tally of groups, curate.release.parts)."""
     if rows.is_empty():
         return {}
-    grouped = rows.group_by(column).len().sort(["len", column], descending=[True, False], nulls_last=True)
+    size = pl.col(weight).sum() if weight else pl.len()
+    grouped = rows.group_by(column).agg(len=size).sort(["len", column], descending=[True, False], nulls_last=True)
     return {("(none)" if k is None else str(k)): int(v) for k, v in grouped.iter_rows()}
