@@ -19,6 +19,7 @@ import polars as pl
 
 from curate.errors import ConfigError
 from curate.failures import llm_errors
+from curate.llm import connections
 from curate.llm.budget import set_process_share
 from curate.llm.cache import LLMCache
 from curate.progress import progress_bar
@@ -207,7 +208,8 @@ def map_shards(
     resumed = len(reports)
     todo = [i for i in range(len(shards)) if i not in reports]
 
-    with progress_bar(f"{stage} shards", len(shards), enabled=progress) as advance:
+    # The process's LLM loop, and its one connection pool per endpoint, lives across the shards.
+    with connections.held(), progress_bar(f"{stage} shards", len(shards), enabled=progress) as advance:
         advance(resumed)
 
         def finished(i: int, out: StageOutput) -> None:

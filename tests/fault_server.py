@@ -73,6 +73,7 @@ class FaultServer:
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0  # TCP connections accepted: how many a client's pool opened
         self.started_at = time.time()
         self.last_authorization: str | None = None
         self.bodies: list[bytes] = []  # every chat request, in arrival order
@@ -88,6 +89,7 @@ class FaultServer:
             "repeated_completed": sum(n - 1 for n in self.completed.values() if n > 1),
             "faults": dict(self.faults),
             "max_in_flight": self.max_in_flight,
+            "connections": self.connections,
         }
 
     # -- serving -------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class FaultServer:
         return "ok"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

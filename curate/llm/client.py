@@ -1,6 +1,7 @@
 """complete_frame: run a frame of chat requests against an OpenAI-compatible endpoint.
 
-Async inside (the official `openai` SDK, one client per call of complete_frame), sync outside.
+Async inside (the official `openai` SDK), sync outside: `complete_frame` sends its calls on the
+process's one LLM loop, where every caller shares one client (connection pool) per endpoint.
 Concurrency and rate limits come from the endpoint's process-wide budget (curate.llm.budget), so
 calls running at once on other threads share them.
 Every request ends as exactly one result row, in request order; failures are rows with
@@ -10,17 +11,18 @@ status "error" and a reason, never exceptions that lose the rest of the frame.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from curate.config import EndpointConfig
+from curate.llm import connections
 from curate.llm.budget import EndpointLimits, endpoint_budget, process_share
 from curate.llm.cache import LLMCache
 from curate.llm.limits import LoopSafeSemaphore, RateLimiter, RetryPolicy, parse_retry_after
@@ -34,11 +36,7 @@ if TYPE_CHECKING:
     import openai
 
 
-def _openai():
-    """The openai SDK, imported on the first call: it is heavy (~0.5 s) and most commands never call an endpoint."""
-    import openai
-
-    return openai
+_openai = connections.openai_sdk
 
 log = logging.getLogger("curate.llm")
 # The SDK's HTTP client logs every request at INFO; at thousands of calls that drowns the CLI.
@@ -66,8 +64,6 @@ RESULT_SCHEMA = pl.Schema(
         "cost_usd": pl.Float64(),
     }
 )
-
-_NO_KEY = "sk-no-key-required"  # local servers ignore it; the SDK insists on some value
 
 
 class MalformedResponse(Exception):
@@ -257,15 +253,6 @@ def _error_row(call: Call, error: str, attempts: int, prompt_tokens: int, comple
             "completion_tokens": completion_tokens or None}
 
 
-def _http_client(endpoint: EndpointConfig) -> Any:
-    # The SDK's default pool keeps only 100 idle connections; at higher concurrency that means a
-    # new TCP connection per request. Size the pool to the concurrency bound instead.
-    openai = _openai()
-    limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
-    limits = limits_type(max_connections=endpoint.max_concurrency, max_keepalive_connections=endpoint.max_concurrency)
-    return openai.DefaultAsyncHttpxClient(limits=limits)
-
-
 def _cached_valid(result: dict[str, Any], response_schema: dict | None, validate: Callable[[str], Any] | None) -> bool:
     if validate is None:
         return True
@@ -276,82 +263,104 @@ def _cached_valid(result: dict[str, Any], response_schema: dict | None, validate
     return True
 
 
-async def acomplete_frame(
-    requests: pl.DataFrame,
-    endpoint: EndpointConfig,
-    *,
-    stage: str = "llm",
-    cache: LLMCache | None = None,
-    refresh: bool = False,
-    response_schema: dict | None = None,
-    validate: Callable[[str], Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-    progress: Advance | None = None,
-    prices: dict[str, dict[str, float]] | None = None,
-    retry: RetryPolicy | None = None,
-) -> pl.DataFrame:
-    """The async form of `complete_frame` (same arguments and result)."""
-    retry = retry or RetryPolicy()
-    calls = prepare_calls(requests, endpoint, overrides, response_schema)
-    found = {} if (cache is None or refresh) else cache.get_many(c.key for c in calls)
-    found = {k: v for k, v in found.items() if _cached_valid(v, response_schema, validate)}
+@dataclass(frozen=True)
+class _Options:
+    """complete_frame's keyword arguments (see its CONTRACT in curate/llm/__init__.py)."""
 
+    stage: str = "llm"
+    cache: LLMCache | None = None
+    refresh: bool = False
+    response_schema: dict | None = None
+    validate: Callable[[str], Any] | None = None
+    overrides: dict[str, Any] | None = None
+    progress: Advance | None = None
+    prices: dict[str, dict[str, float]] | None = None
+    retry: RetryPolicy | None = None
+
+
+@dataclass
+class _Plan:
+    """A frame's calls, split into those the cache already answered and those to send."""
+
+    calls: list[Call]
+    found: dict[str, dict[str, Any]]
+    pending: dict[str, Call]
+    rows_per_key: dict[str, int]
+
+
+def _plan(requests: pl.DataFrame, endpoint: EndpointConfig, opts: _Options) -> _Plan:
+    calls = prepare_calls(requests, endpoint, opts.overrides, opts.response_schema)
+    found = {} if (opts.cache is None or opts.refresh) else opts.cache.get_many(c.key for c in calls)
+    found = {k: v for k, v in found.items() if _cached_valid(v, opts.response_schema, opts.validate)}
     pending: dict[str, Call] = {}
+    rows_per_key: dict[str, int] = {}
     for c in calls:
         if c.key not in found:
             pending.setdefault(c.key, c)
-    rows_per_key: dict[str, int] = {}
-    for c in calls:
         rows_per_key[c.key] = rows_per_key.get(c.key, 0) + 1
-    if progress is not None:
+    if opts.progress is not None:
         done_now = sum(1 for c in calls if c.key in found)
         if done_now:
-            progress(done_now)
+            opts.progress(done_now)
+    return _Plan(calls, found, pending, rows_per_key)
 
+
+@asynccontextmanager
+async def _client(endpoint: EndpointConfig, secret: str | None) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The process's shared client of the endpoint on its LLM loop; on any other loop, one for this run."""
+    shared = connections.shared_client(endpoint, secret)
+    if shared is not None:
+        yield shared
+        return
+    async with connections.new_client(endpoint, secret) as client:
+        yield client
+
+
+async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[str, dict[str, Any]]:
+    """Every pending call's result row, by request key (each committed to the cache as it lands)."""
     results: dict[str, dict[str, Any]] = {}
-    if pending:
-        secret = endpoint.api_key()
-        memo = (endpoint.base_url, endpoint.model)
-        first_format = {"off": None, "json_schema": "json_schema"}.get(
-            endpoint.structured_output, _ACCEPTED_FORMAT.get(memo, "json_schema"))
-        state = RunState(schema_format=first_format)
-        # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
-        budget = endpoint_budget(endpoint)
-        async with _openai().AsyncOpenAI(
-            base_url=endpoint.base_url,
-            api_key=secret or _NO_KEY,
-            max_retries=0,  # retries are ours: they must honour the shared rate limiter and pauses
-            timeout=endpoint.timeout_s,
-            http_client=_http_client(endpoint),
-        ) as client:
+    cache, progress, response_schema, validate = opts.cache, opts.progress, opts.response_schema, opts.validate
+    retry = opts.retry or RetryPolicy()
+    secret = endpoint.api_key()
+    memo = (endpoint.base_url, endpoint.model)
+    first_format = {"off": None, "json_schema": "json_schema"}.get(
+        endpoint.structured_output, _ACCEPTED_FORMAT.get(memo, "json_schema"))
+    state = RunState(schema_format=first_format)
+    # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
+    budget = endpoint_budget(endpoint)
+    async with _client(endpoint, secret) as client:
 
-            async def one(call: Call) -> None:
-                try:
-                    row = await _run_call(call, client, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
-                                          response_schema=response_schema, validate=validate, secret=secret)
-                except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
-                    log.exception("%s: unexpected error", call.request_id)
-                    row = _error_row(call, _error_text("unexpected", exc, secret), 1, 0, 0, {})
-                results[call.key] = row
-                if cache is not None:
-                    # Committed now, not at the end: a killed run keeps every call finished so far.
-                    if row["status"] == "ok":
-                        cache.put(call.key, endpoint.model, stage, row)
-                    else:
-                        cache.record_error(call.key, endpoint.model, stage, row["error"], row["attempts"])
-                if progress is not None:
-                    progress(rows_per_key[call.key])
+        async def one(call: Call) -> None:
+            try:
+                row = await _run_call(call, client, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
+                                      response_schema=response_schema, validate=validate, secret=secret)
+            except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
+                log.exception("%s: unexpected error", call.request_id)
+                row = _error_row(call, _error_text("unexpected", exc, secret), 1, 0, 0, {})
+            results[call.key] = row
+            if cache is not None:
+                # Committed now, not at the end: a killed run keeps every call finished so far.
+                if row["status"] == "ok":
+                    cache.put(call.key, endpoint.model, opts.stage, row)
+                else:
+                    cache.record_error(call.key, endpoint.model, opts.stage, row["error"], row["attempts"])
+            if progress is not None:
+                progress(plan.rows_per_key[call.key])
 
-            with budget.use(EndpointLimits.of(endpoint, process_share())):
-                await asyncio.gather(*(one(c) for c in pending.values()))
-        if response_schema and endpoint.structured_output == "auto":
-            _ACCEPTED_FORMAT[memo] = state.schema_format
+        with budget.use(EndpointLimits.of(endpoint, process_share())):
+            await asyncio.gather(*(one(c) for c in plan.pending.values()))
+    if response_schema and endpoint.structured_output == "auto":
+        _ACCEPTED_FORMAT[memo] = state.schema_format
+    return results
 
+
+def _assemble(plan: _Plan, results: dict[str, dict[str, Any]], endpoint: EndpointConfig, opts: _Options) -> pl.DataFrame:
+    prices = opts.prices
     out: list[dict[str, Any]] = []
     first_use: set[str] = set()
-    for c in calls:
-        if c.key in found:
-            row, cached = found[c.key], True
+    for c in plan.calls:
+        if c.key in plan.found:
+            row, cached = plan.found[c.key], True
         else:
             row = results[c.key]
             cached = c.key in first_use  # a second row with the same request reuses the first's call
@@ -365,6 +374,15 @@ async def acomplete_frame(
             "cost_usd": cost_of(prices, endpoint.model, row.get("prompt_tokens"), row.get("completion_tokens")),
         })
     return pl.DataFrame(out, schema=RESULT_SCHEMA) if out else pl.DataFrame(schema=RESULT_SCHEMA)
+
+
+async def acomplete_frame(requests: pl.DataFrame, endpoint: EndpointConfig, **options: Any) -> pl.DataFrame:
+    """The async form of `complete_frame` (same keyword arguments and result), on the caller's loop
+    with a client of its own."""
+    opts = _Options(**options)
+    plan = _plan(requests, endpoint, opts)
+    results = await _send(plan, endpoint, opts) if plan.pending else {}
+    return _assemble(plan, results, endpoint, opts)
 
 
 def complete_frame(
@@ -381,13 +399,14 @@ def complete_frame(
     prices: dict[str, dict[str, float]] | None = None,
     retry: RetryPolicy | None = None,
 ) -> pl.DataFrame:
-    """Run every request; see the CONTRACT in curate/llm/__init__.py. Safe to call from inside a
-    running event loop (it then runs on a worker thread with its own loop)."""
-    coro = acomplete_frame(requests, endpoint, stage=stage, cache=cache, refresh=refresh, response_schema=response_schema,
-                           validate=validate, overrides=overrides, progress=progress, prices=prices, retry=retry)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    """Run every request; see the CONTRACT in curate/llm/__init__.py. Safe to call from any thread,
+    inside a running event loop too. The requests are prepared and the result frame is built on the
+    caller's thread; the calls go out on the process's LLM loop (curate.llm.connections), whose
+    one connection pool per endpoint every caller in the process shares."""
+    opts = _Options(stage, cache, refresh, response_schema, validate, overrides, progress, prices, retry)
+    plan = _plan(requests, endpoint, opts)
+    results = {}
+    if plan.pending:
+        with connections.held():
+            results = connections.run(_send(plan, endpoint, opts))
+    return _assemble(plan, results, endpoint, opts)

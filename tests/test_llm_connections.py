@@ -1,0 +1,101 @@
+"""One LLM event loop per process, with one connection pool per endpoint (curate.llm.connections):
+shards on threads share the pool, and nothing is left running once the calls are done. Connections
+and requests in flight are counted on the server side by the fault injector (tests/fault_server.py,
+a stand-in that replays a fixed latency; it is never a model)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import polars as pl
+from curate.llm import acomplete_frame, complete_frame, connections
+from curate.shards import map_shards
+from curate.workspace import StageOutput
+from tests import test_llm_budget
+from tests.test_llm_budget import endpoint, requests
+
+faults = test_llm_budget.faults  # the fault injector fixture, shared with the budget tests
+
+
+def llm_loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == connections.THREAD_NAME]
+
+
+def test_shards_on_four_threads_share_one_connection_pool_and_leave_no_thread(faults):
+    faults.config.latency_s = 0.05
+    ep = endpoint(faults, max_concurrency=8)
+
+    def ask(requests: pl.DataFrame) -> StageOutput:
+        return StageOutput(tables={"results": complete_frame(requests, ep, stage="pool")})
+
+    out = map_shards(ask, requests(96, "pooled"), shard_input="requests", shard_size=12, max_in_flight=4)
+    results = out.tables["results"]
+    assert results.height == 96 and (results["status"] == "ok").all()
+    assert results["request_id"].to_list() == [f"pooled{i}" for i in range(96)]
+    stats = faults.stats()
+    assert stats["max_in_flight"] <= 8
+    # One pool of 8 for the whole stage. A pool per shard (8 shards, each closing its own at the
+    # end) opens a fresh set of connections for every shard: well over 8.
+    assert stats["connections"] <= 8, stats
+    assert llm_loop_threads() == []
+
+
+def test_calls_one_after_another_outside_a_stage_leave_no_thread_or_open_client(faults):
+    ep = endpoint(faults, max_concurrency=4)
+    for round_ in range(3):
+        out = complete_frame(requests(4, f"round{round_}-"), ep)
+        assert (out["status"] == "ok").all()
+        assert llm_loop_threads() == []
+    assert connections._running is None
+
+
+def test_a_frame_answered_by_the_cache_starts_no_loop(faults, tmp_path):
+    from curate.llm import LLMCache
+
+    ep = endpoint(faults)
+    with LLMCache(tmp_path / "cache.sqlite") as cache:
+        complete_frame(requests(3, "cached"), ep, cache=cache)
+        sent = faults.stats()["requests"]
+        with connections.held():
+            out = complete_frame(requests(3, "cached"), ep, cache=cache)
+            assert connections._running is None  # nothing to send, so no loop was started
+        assert out["cached"].all() and faults.stats()["requests"] == sent
+
+
+def test_awaiting_on_a_loop_of_ones_own_uses_a_client_of_its_own(faults):
+    ep = endpoint(faults, max_concurrency=4)
+
+    async def main() -> pl.DataFrame:
+        return await acomplete_frame(requests(5, "own-loop"), ep)
+
+    out = asyncio.run(main())
+    assert (out["status"] == "ok").all()
+    assert llm_loop_threads() == []
+
+
+def test_an_interrupted_caller_cancels_its_calls_and_the_loop_still_stops(faults):
+    ep = endpoint(faults, max_concurrency=2)
+
+    async def never_done() -> None:
+        await asyncio.Event().wait()
+
+    with connections.held():
+        result: dict[str, BaseException] = {}
+
+        def caller() -> None:
+            try:
+                connections.run(never_done())
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                result["exc"] = exc
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        # The loop is shared: another caller's frame goes through while the first waits.
+        out = complete_frame(requests(2, "alongside"), ep)
+        assert (out["status"] == "ok").all()
+        assert thread.is_alive()
+    # Letting go of the last hold cancels what is still running there and stops the thread.
+    thread.join(timeout=30)
+    assert not thread.is_alive() and "exc" in result
+    assert llm_loop_threads() == []
