@@ -16,7 +16,8 @@ of each request gets plan[k]; after the plan, requests succeed) or at random by 
 Plan steps: "ok", "429", "500", "503", "slow", "drop", "garbage", "garbage_json", "no_choices",
 "400", "401", "context", "hold" (answered only once `release_held()` is called), or a canned
 success: "reply:<text>", "reasoning:<reasoning>|<answer>" (separate reasoning_content field),
-"cut:<text>" (finish_reason "length").
+"cut:<text>" (finish_reason "length"). "{request}" in a reply becomes a tag of the request body, so
+replies to different requests differ.
 
     python -m tests.fault_server --port 0 --latency 0.5      # prints "PORT <n>" when listening
     GET /stats, POST /config (JSON: plan, rates, latency, reply, ...), POST /reset
@@ -204,6 +205,7 @@ class FaultServer:
                 elif kind.startswith("cut:"):  # stopped by max_tokens: "cut:<content>"
                     reply, finish = kind[len("cut:"):], "length"
                     message = {"role": "assistant", "content": reply}
+                message["content"] = reply = reply.replace("{request}", key[:8])  # a reply that differs per request
                 request = json.loads(body)
                 payload = {
                     "id": "fault-" + key[:12], "object": "chat.completion", "created": int(time.time()),

@@ -2,7 +2,8 @@
 the process.
 
 A flow runs up to `llm_slots` shards at once, each calling `complete_frame` on a thread of its
-own with its own event loop. If each call built its own semaphore and rate limiter, the endpoint
+own (the calls themselves go out on the process's LLM loop, curate.llm.connections; a caller may
+also await `acomplete_frame` on a loop of its own). If each call built its own semaphore and rate limiter, the endpoint
 would see `llm_slots` times the configured concurrency and rate. Instead every call looks up the
 budget of its endpoint here, keyed by base URL, model and the *name* of the key's environment
 variable (never the key), and all of them draw on the same slots and buckets. A 429 with

@@ -57,8 +57,8 @@ def parse_retry_after(headers: object) -> float | None:
 class LoopSafeSemaphore:
     """A counting semaphore that coroutines on different event loops, in different threads, share.
 
-    `asyncio.Semaphore` belongs to one loop, but shards of a stage run `complete_frame` on
-    threads of their own, each with its own loop (and Dask may run several in one worker). Here
+    `asyncio.Semaphore` belongs to one loop, but an endpoint's calls may run on several: the
+    process's LLM loop (curate.llm.connections) and any loop that awaits `acomplete_frame` itself. Here
     the count lives under a `threading.Lock`; a waiter parks a future on its own loop and the
     releaser hands the slot over with `call_soon_threadsafe`. Waiters are served first come,
     first served, whichever loop they are on. `capacity` may change while in use.

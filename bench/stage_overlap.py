@@ -1,0 +1,207 @@
+"""How long the endpoint sits idle between answers and judge: what overlapping them could win.
+
+Runs the declared answers stage (sharded on `llm_slots` threads, as `curate answers` and the
+threads task runner run it) and then the declared judge stage, one after the other in one
+process, against the fault injector (tests/fault_server.py: a stand-in with no faults and a fixed
+latency, in its own process; its canned replies satisfy the answers filters and the judges'
+rubrics, so every call counts). Translations are public deccp questions (numbered so they
+differ). The whole run sits inside one utilization meter, as `curate run` records it in
+runs/<id>.json (`endpoint_utilization`), and each stage has its own (its manifest's).
+
+Reported: per stage and over both, wall time, LLM requests, ideal time (requests x latency / C)
+and utilization; "idle" = wall - ideal, the time the endpoint's C slots were not all busy. A
+sampler thread reads the budget's slots in use every 20 ms, which splits a stage's idle time into
+"before its first call" (reading inputs, the judge's signals and refusal rules, building prompts),
+and "part full" (C minus slots in use, summed, over C: shard tails, the end of each judge frame,
+the client's own delays); the gap between the stages is the flow's wall time less theirs.
+
+    uv run python bench/stage_overlap.py [--translations 512] [--concurrency 64] [--latency 0.5] [--shard-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from llm_throughput import server_call, start_server  # noqa: E402
+
+from curate.config import load_config  # noqa: E402
+from curate.llm.budget import endpoint_budget, utilization_meter  # noqa: E402
+from curate.orchestrate import execute_stage, orchestration_config  # noqa: E402
+from curate.records import Translation, conform  # noqa: E402
+from curate.runner import Services, prepare  # noqa: E402
+from curate.stages import answers, judge  # noqa: E402
+from curate.workspace import StageOutput, Workspace  # noqa: E402
+
+ANSWER = ("The question asks about a documented event. Historians describe what happened, who took part and "
+          "what the public record shows; the sources disagree on some numbers (see record {request}).")
+REPLIES = {
+    "plan": [f"reasoning:Think about what the record shows.|{ANSWER}"],
+    "plans": {"You are grading how well": ['reply:{"reason": "on point", "score": 3}'],
+              "You are a classifier for red-teaming": ['reply:{"verdict": "no"}']},
+}
+
+
+def translations(n: int) -> pl.DataFrame:
+    lines = [ln for ln in (REPO / "data" / "deccp" / "censored.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    texts = [f"{lines[i % len(lines)]} (case {i})" for i in range(n)]
+    return conform(pl.DataFrame({
+        "translation_id": [f"tr{i}" for i in range(n)], "question_id": [f"q{i}" for i in range(n)],
+        "source_language": ["en"] * n, "language": ["en"] * n, "text": texts, "status": ["ok"] * n,
+    }), Translation)
+
+
+def write_config(folder: Path, base_url: str, concurrency: int, shard_size: int, slots: int) -> Path:
+    path = folder / "curate.toml"
+    path.write_text(f"""
+workspace = "{folder / 'ws'}"
+languages = ["en"]
+
+[llm]
+base_url = "{base_url}"
+model = "bench"
+max_concurrency = {concurrency}
+max_retries = 1
+timeout_s = 60
+max_tokens = 64
+
+[stages.orchestrate]
+task_runner = "threads"
+shard_size = {shard_size}
+llm_slots = {slots}
+
+[stages.answers]
+candidates_per_prompt = 4
+overrides = {{ seed = 1 }}   # offset per candidate, so the K requests differ (the injector plans by request body)
+
+[stages.judge]
+refusal = {{ mode = "rules" }}
+""", encoding="utf-8")
+    return path
+
+
+class SlotSampler:
+    """(time, slots in use) of one endpoint's budget every `every_s`, on a thread of its own."""
+
+    def __init__(self, endpoint, every_s: float = 0.02):
+        self.slots = endpoint_budget(endpoint).slots
+        self.every_s = every_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), self.slots.in_use))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> SlotSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def split(self, start: float, end: float, capacity: int) -> dict[str, float]:
+        """Idle time in [start, end]: before the first call, slot-seconds left empty between the first
+        and the last call / capacity, and after the last call."""
+        window = [(t, n) for t, n in self.samples if start <= t <= end]
+        busy = [t for t, n in window if n > 0]
+        first, last = (busy[0], busy[-1]) if busy else (end, end)
+        empty = sum((capacity - min(n, capacity)) * (t2 - t1)
+                    for (t1, n), (t2, _) in zip(window, window[1:]) if first <= t1 < last)
+        return {"before_first_call_s": round(first - start, 2), "part_full_s": round(empty / capacity, 2),
+                "after_last_call_s": round(end - last, 2)}
+
+
+def requests_sent(base_url: str) -> int:
+    return server_call(base_url, "/stats")["requests"]
+
+
+def measure(n: int, concurrency: int, latency: float, shard_size: int, slots: int) -> dict:
+    proc, base_url = start_server(latency)
+    try:
+        body = json.dumps(REPLIES).encode()
+        urllib.request.urlopen(urllib.request.Request(base_url + "/config", data=body, method="POST"), timeout=10).close()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(write_config(Path(tmp), base_url, concurrency, shard_size, slots))
+            orch = orchestration_config(cfg)
+            ws = Workspace(Path(tmp) / "ws")
+            ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(n)}))
+            stages, done = [], set()
+            with Services(ws, cfg) as services, utilization_meter() as flow_use, SlotSampler(cfg.llm) as sampler:
+                started = time.perf_counter()
+                for stage in (answers.STAGE, judge.STAGE):
+                    call, missing = prepare(stage, cfg, ws, services, have=lambda ref: ref.stage in done | {"translate"})
+                    assert not missing, missing
+                    before, t0 = requests_sent(base_url), time.perf_counter()
+                    with utilization_meter() as stage_use:
+                        result = execute_stage(ws, call, orch)
+                    wall = time.perf_counter() - t0
+                    sent = requests_sent(base_url) - before
+                    (use,) = stage_use().values()
+                    ideal = sent * latency / concurrency
+                    stages.append({"stage": stage.name, "rows": result.rows, "requests": sent, "wall_s": round(wall, 2),
+                                   "ideal_s": round(ideal, 2), "idle_s": round(wall - ideal, 2),
+                                   **sampler.split(t0, t0 + wall, concurrency),
+                                   "utilization": use["utilization"], "shards": (result.manifest["report"] or {}).get("shards")})
+                    print(stages[-1], flush=True)
+                    done.add(stage.name)
+                wall = time.perf_counter() - started
+                (use,) = flow_use().values()
+            total = sum(s["requests"] for s in stages)
+            ideal = total * latency / concurrency
+            flow = {"stage": "answers + judge", "requests": total, "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
+                    "idle_s": round(wall - ideal, 2), "utilization": use["utilization"],
+                    "between_stages_s": round(wall - sum(s["wall_s"] for s in stages), 2)}
+            errors = ws.read("judge/judgments").filter(pl.col("status") != "ok").height
+            return {"stages": [*stages, flow], "judge_error_rows": errors, "server": server_call(base_url, "/stats")}
+    finally:
+        proc.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--translations", type=int, default=512)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    report = measure(args.translations, args.concurrency, args.latency, args.shard_size, args.slots)
+    report |= {"load_average_before": load_before, "load_average_after": os.getloadavg(), "latency_s": args.latency,
+               "concurrency": args.concurrency}
+    print(f"\nload average before {load_before}, after {report['load_average_after']}; "
+          f"judge error rows {report['judge_error_rows']}; server max in flight {report['server']['max_in_flight']}")
+    print("| step | LLM requests | wall s | ideal s | idle s | of which: before first call s | part full s | after last call s "
+          "| between stages s "
+          "| utilization (budget's meter) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in report["stages"]:
+        print(f"| {s['stage']} | {s['requests']} | {s['wall_s']} | {s['ideal_s']} | {s['idle_s']} | "
+              f"{s.get('before_first_call_s', '')} | {s.get('part_full_s', '')} | {s.get('after_last_call_s', '')} | "
+              f"{s.get('between_stages_s', '')} | "
+              f"{s['utilization']:.1%} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
