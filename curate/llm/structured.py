@@ -6,6 +6,7 @@ parses; small or unconstrained models wrap JSON in prose or code fences, so we l
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -14,6 +15,16 @@ from typing import Any
 import jsonschema
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Any:
+    """A checked validator per schema: `jsonschema.validate` checks the schema against its
+    metaschema on every call (~0.8 ms, more than the rest of a judge reply's handling)."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 class InvalidOutput(ValueError):
@@ -47,11 +58,11 @@ def parse_structured(answer: str | None, schema: dict | None, validate: Callable
     parsed: str | None = None
     if schema is not None:
         value = extract_json(answer)
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as exc:
+        # The same error `jsonschema.validate` raises (its best match), without re-checking the schema.
+        exc = jsonschema.exceptions.best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
+        if exc is not None:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-            raise InvalidOutput(f"JSON does not match the schema at {where}: {exc.message}") from None
+            raise InvalidOutput(f"JSON does not match the schema at {where}: {exc.message}")
         parsed = json.dumps(value, ensure_ascii=False, sort_keys=True)
     if validate is not None:
         try:
