@@ -177,11 +177,9 @@ def measure(n: int, concurrency: int, latency: float, shard_size: int, slots: in
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--translations", type=int, default=512)
-    parser.add_argument("--concurrency", type=int, default=64)
+    for flag, default in (("--translations", 512), ("--concurrency", 64), ("--shard-size", 64), ("--slots", 4)):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--latency", type=float, default=0.5)
-    parser.add_argument("--shard-size", type=int, default=64)
-    parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     load_before = os.getloadavg()
