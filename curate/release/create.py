@@ -17,8 +17,18 @@ from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
 from curate.release.auto import auto_decisions
 from curate.release.config import ReleaseBuild, ReleaseConfig
-from curate.release.mix import mix_sources
-from curate.release.rows import _reviews_frame, build_release_rows
+from curate.records import ReleaseRow, polars_schema
+from curate.release.assemble import read_facts, write_rows
+from curate.release.mix import check_unique_row_ids, mixed_in
+from curate.release.rows import (
+    POSITION,
+    TEXT_COLUMNS,
+    _reviews_frame,
+    candidate_facts,
+    decide_rows,
+    require_columns,
+    with_texts,
+)
 from curate.release.table_mix import with_accepted_reviews
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
@@ -55,15 +65,19 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 
 def release_stage(
     reviews: pl.DataFrame | None,
-    candidates: pl.DataFrame,
+    candidates: pl.DataFrame | Path,
     config: ReleaseBuild,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
     routing: pl.DataFrame | None = None,
     gate: RoutingConfig | None = None,
+    scratch: Path | None = None,
     **mix_tables: pl.DataFrame,  # mix_table__<name>: the workspace table a `table` mix source names
 ) -> StageOutput:
+    """The release rows and why the other candidates are out. `candidates` as the Path of their
+    Parquet file (what `create_release` passes) is read in batches and the rows are written to a
+    file in `scratch` (curate.release.assemble); as a frame, everything happens in memory."""
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
@@ -77,8 +91,15 @@ def release_stage(
             gated = gated.filter(pl.col("campaign").is_in(config.campaigns))
         human = resolve_reviews(gated, rule.policy, rule.min_submitted)
         auto, auto_report = auto_decisions(routing, human, gate or RoutingConfig(), draft=config.include_pending)
-    curated, excluded = build_release_rows(reviews, candidates, config, rule=rule, questions=questions,
-                                           keywords=keywords, auto_decisions=auto)
+    require_columns(reviews, str(REVIEWS))
+    if isinstance(candidates, Path):
+        require_columns(pl.DataFrame(schema=pl.read_parquet_schema(candidates)), str(CANDIDATES))
+        facts = read_facts(candidates, reviews["candidate_id"])
+    else:
+        require_columns(candidates, str(CANDIDATES))
+        facts = candidate_facts(candidates, reviews["candidate_id"])
+    curated, excluded = decide_rows(reviews, facts, config, rule=rule, questions=questions, keywords=keywords,
+                                    auto_decisions=auto)
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -95,9 +116,22 @@ def release_stage(
             if name.startswith(MIX_REVIEW):
                 source = name.removeprefix(MIX_REVIEW)
                 tables[source] = with_accepted_reviews(tables[source], review, people)
-    rows, mixes = mix_sources(curated, config.mix, tables)
-    rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
-    accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
+    parts, mixes = mixed_in(curated.height, config.mix, tables)
+    extra = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=polars_schema(ReleaseRow))
+    check_unique_row_ids(pl.concat([curated["row_id"], extra["row_id"]]))
+    rows: pl.DataFrame | Path
+    if isinstance(candidates, Path):
+        rows = Path(scratch or candidates.parent) / f".{RELEASE_ROWS.table}.assembled.parquet"
+        corrected = write_rows(curated, extra, candidates, rows)
+    else:
+        texts = candidates.select(pl.int_range(0, candidates.height, dtype=pl.Int64).alias(POSITION),
+                                  *[c for c in TEXT_COLUMNS if c in candidates.columns])
+        released = with_texts(curated, texts)
+        corrected = int(released["answer_corrected"].sum())
+        # Mixed-in rows are never evaluation prompts.
+        rows = pl.concat([released, extra], how="vertical_relaxed").sort("row_id").with_columns(
+            pl.col("split").fill_null("train"))
+    accepted = facts.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
     if config.campaigns:
@@ -105,7 +139,7 @@ def release_stage(
     report = {
         "answer_models": models,
         "review_campaigns": campaigns,
-        "answers_corrected": int(curated["answer_corrected"].sum()),
+        "answers_corrected": corrected,
         "excluded_by_reason": {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()},
         "mixes": mixes,
         "draft": config.include_pending,
@@ -218,8 +252,9 @@ def create_release(
         no_reviews = {} if "reviews" in inputs else {"reviews": None}
         # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
         version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
+        # Candidates go in as their file: read in batches, their texts joined back in bounded memory.
         result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
-                              **no_reviews)
+                              paths={"candidates"}, scratch=ws.stage_dir(STAGE), **no_reviews)
         # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
         rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)
         report = result.manifest["report"]

@@ -1,0 +1,145 @@
+"""The release stage's rows in bounded memory: decide from small facts, then join the long texts back.
+
+A release row is mostly text (prompt, reasoning, answer: 2-8 KB) and a few small fields. The
+decision (reviews, routing, drafts, lineage, split, mix sampling) needs only the small fields, so:
+
+1. `read_facts`: one pass over the candidates' Parquet file, batch by batch, keeps each
+   candidate's small facts (curate.release.rows.candidate_facts) and drops its texts;
+2. `curate.release.rows.decide_rows` picks the released rows from the facts, and the mix sources
+   add theirs (already whole rows, small);
+3. `write_rows`: the released rows, in `row_id` order, are cut into buckets of `BUCKET_ROWS`
+   consecutive rows. A second pass over the candidates' file spills each released candidate's
+   texts into its bucket's file (Arrow IPC, lz4); then bucket by bucket, in order, the texts are
+   read back, joined to the bucket's facts (`rows.with_texts`) and written as one row group of
+   the output Parquet file.
+
+Rows and their order are those of `build_release_rows` + `mix_sources` (a test compares them).
+Memory: the facts (~0.3-0.5 KB a candidate, without texts) plus a per-batch constant: one read batch
+of `stream.BATCH_ROWS` candidates with its texts, or one bucket with its texts two or three times over
+(the spilled texts, the joined rows, their Arrow copy for the writer). Disk: the released texts once
+more, lz4-compressed, in a scratch folder removed when the stage ends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from curate.release import stream
+from curate.release.rows import POSITION, TEXT_COLUMNS, candidate_facts, with_texts
+
+# Released rows per bucket: like a store batch, 80-160 MB of text at 4-8 KB a row.
+BUCKET_ROWS = stream.BATCH_ROWS
+_BUCKET = "_bucket"
+_SPILL = ipc.IpcWriteOptions(compression="lz4")
+
+
+def _file_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    # pre_buffer off and no read-ahead: a batch is read when asked for (curate.release.stream.batches).
+    reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    return reader.iter_batches(batch_size=stream.BATCH_ROWS, columns=columns)
+
+
+def read_facts(candidates: Path, reviewed: pl.Series) -> pl.DataFrame:
+    """Every candidate's small facts (rows.candidate_facts), read from its Parquet file batch by batch."""
+    parts, offset = [], 0
+    for record_batch in _file_batches(candidates, pq.read_schema(candidates).names):
+        batch = pl.from_arrow(record_batch)
+        assert isinstance(batch, pl.DataFrame)
+        parts.append(candidate_facts(batch, reviewed, offset))
+        offset += batch.height
+    if not parts:
+        return candidate_facts(pl.read_parquet(candidates), reviewed)
+    return pl.concat(parts)
+
+
+def _buckets(accepted: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """(row_id, index into accepted or extra, which of the two, bucket) of every output row, in row_id order."""
+    keys = pl.concat([
+        accepted.select("row_id", POSITION, _i=pl.int_range(pl.len(), dtype=pl.Int64), _extra=pl.lit(False)),
+        extra.select("row_id", pl.lit(None, pl.Int64).alias(POSITION), _i=pl.int_range(pl.len(), dtype=pl.Int64),
+                     _extra=pl.lit(True)),
+    ]).sort("row_id")
+    return keys.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) // BUCKET_ROWS).alias(_BUCKET))
+
+
+def _spill(candidates: Path, keys: pl.DataFrame, text_columns: list[str], folder: Path) -> None:
+    """Write each released candidate's texts (with its position) into its bucket's IPC file."""
+    where = keys.filter(~pl.col("_extra")).select(POSITION, _BUCKET).sort(POSITION)
+    positions = where[POSITION]
+    writers: dict[int, ipc.RecordBatchFileWriter] = {}
+    schema: pa.Schema | None = None
+    offset = 0
+    try:
+        for record_batch in _file_batches(candidates, text_columns):
+            batch = pl.from_arrow(record_batch)
+            assert isinstance(batch, pl.DataFrame)
+            lo, hi = positions.search_sorted(offset, "left"), positions.search_sorted(offset + batch.height, "left")
+            if hi > lo:
+                wanted = where.slice(lo, hi - lo)
+                texts = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION))
+                texts = wanted.join(texts, on=POSITION, how="left", maintain_order="left")
+                for (bucket,), part in texts.partition_by(_BUCKET, as_dict=True, maintain_order=True).items():
+                    table = part.drop(_BUCKET).to_arrow(compat_level=pl.CompatLevel.oldest())
+                    schema = schema or table.schema
+                    if bucket not in writers:
+                        writers[bucket] = ipc.new_file(folder / f"{bucket:06d}.arrow", schema, options=_SPILL)
+                    writers[bucket].write_table(table.cast(schema))
+            offset += batch.height
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def _gather(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
+    return frame.select(pl.all().gather(index))
+
+
+def write_rows(accepted: pl.DataFrame, extra: pl.DataFrame, candidates: Path, out: Path) -> int:
+    """Write the release rows (`accepted`: decide_rows' rows, texts joined from `candidates`, plus
+    `extra`: whole ReleaseRows from the mix sources) to the Parquet file `out`, in row_id order; the
+    number of answers a reviewer corrected. Scratch files go next to `out` and are removed."""
+    keys = _buckets(accepted, extra)
+    text_columns = [c for c in TEXT_COLUMNS if c in pq.read_schema(candidates).names]
+    corrected = 0
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".release-texts-", dir=out.parent) as scratch:
+        folder = Path(scratch)
+        _spill(candidates, keys, text_columns, folder)
+        try:
+            for (bucket,), part in keys.partition_by(_BUCKET, as_dict=True, maintain_order=True).items():
+                curated = part.filter(~pl.col("_extra"))
+                spilled = folder / f"{bucket:06d}.arrow"
+                texts = pl.from_arrow(ipc.open_file(spilled).read_all()) if spilled.exists() else None
+                rows = []
+                if curated.height:
+                    assert isinstance(texts, pl.DataFrame)
+                    joined = with_texts(_gather(accepted, curated["_i"]), texts)
+                    corrected += int(joined["answer_corrected"].sum())
+                    rows.append(joined)
+                if curated.height < part.height:
+                    rows.append(_gather(extra, part.filter(pl.col("_extra"))["_i"]))
+                # Mixed-in rows are never evaluation prompts.
+                bucket_rows = pl.concat(rows, how="vertical_relaxed").sort("row_id").with_columns(
+                    pl.col("split").fill_null("train"))
+                table = bucket_rows.to_arrow(compat_level=pl.CompatLevel.oldest())
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(out, schema, compression="zstd")
+                writer.write_table(table.cast(schema), row_group_size=table.num_rows)
+                del texts, rows, bucket_rows, table
+        finally:
+            if writer is not None:
+                writer.close()
+    with open(out, "rb+") as f:
+        os.fsync(f.fileno())
+    return corrected
