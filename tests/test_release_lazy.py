@@ -19,7 +19,7 @@ import curate.release.assemble as assemble
 from bench.release_workspace import write_workspace
 from curate.config import load_config
 from curate.errors import InputError
-from curate.release import ReleaseConfig, create_release, mix_sources
+from curate.release import ReleaseConfig, ReleaseStore, create_release, mix_sources
 from curate.release.config import MixSource
 from curate.release.rows import build_release_rows
 from curate.workspace import Workspace
@@ -106,3 +106,32 @@ def test_bounded_stage_names_a_missing_candidate_column(tmp_path: Path) -> None:
     ws.run_stage("answers", lambda: {"candidates": ws.read("answers/candidates").drop("language")}, force=True)
     with pytest.raises(InputError, match="language"):
         create_release(load_config(config), draft=True)
+
+
+def test_bounded_stage_failing_midway_leaves_the_last_rows_and_no_scratch(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while the texts are joined back (here: the third bucket) leaves the previous
+    release/rows and release intact, and no spilled or half-written file behind."""
+    monkeypatch.setattr(assemble, "BUCKET_ROWS", 500)
+    config, _ = _workspace(tmp_path, routing=False)
+    first = create_release(load_config(config), draft=True)
+    stage_dir = tmp_path / "ws" / "stages" / "release"
+    before = (stage_dir / "rows.parquet").read_bytes()
+    calls = {"n": 0}
+    real = assemble.with_texts
+
+    def failing(accepted: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("No space left on device")
+        return real(accepted, texts)
+
+    monkeypatch.setattr(assemble, "with_texts", failing)
+    with pytest.raises(OSError, match="No space left"):
+        create_release(load_config(config), draft=True, force=True)
+    assert calls["n"] == 3
+    assert (stage_dir / "rows.parquet").read_bytes() == before
+    assert sorted(p.name for p in stage_dir.iterdir()) == ["excluded.parquet", "failed.json", "manifest.json",
+                                                           "rows.parquet"]
+    store = ReleaseStore(tmp_path / "store")
+    assert store.versions() == [first.version] and store.verify(first.version).ok

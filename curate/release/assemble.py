@@ -9,7 +9,7 @@ decision (reviews, routing, drafts, lineage, split, mix sampling) needs only the
    add theirs (already whole rows, small);
 3. `write_rows`: the released rows, in `row_id` order, are cut into buckets of `BUCKET_ROWS`
    consecutive rows. A second pass over the candidates' file spills each released candidate's
-   texts into its bucket's file (Arrow IPC, lz4); then bucket by bucket, in order, the texts are
+   texts into its bucket's file (Arrow IPC, uncompressed); then bucket by bucket, in order, the texts are
    read back, joined to the bucket's facts (`rows.with_texts`) and written as one row group of
    the output Parquet file.
 
@@ -17,7 +17,7 @@ Rows and their order are those of `build_release_rows` + `mix_sources` (a test c
 Memory: the facts (~0.3-0.5 KB a candidate, without texts) plus a per-batch constant: one read batch
 of `stream.BATCH_ROWS` candidates with its texts, or one bucket with its texts two or three times over
 (the spilled texts, the joined rows, their Arrow copy for the writer). Disk: the released texts once
-more, lz4-compressed, in a scratch folder removed when the stage ends.
+more, uncompressed, in a scratch folder removed when the stage ends.
 """
 
 from __future__ import annotations
@@ -38,22 +38,31 @@ from curate.release.rows import POSITION, TEXT_COLUMNS, candidate_facts, with_te
 # Released rows per bucket: like a store batch, 80-160 MB of text at 4-8 KB a row.
 BUCKET_ROWS = stream.BATCH_ROWS
 _BUCKET = "_bucket"
-_SPILL = ipc.IpcWriteOptions(compression="lz4")
+# Uncompressed: the spill is read back once, soon, and CPU is what the step is short of.
+_SPILL = ipc.IpcWriteOptions(compression=None)
 
 
 def _file_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    # pre_buffer off and no read-ahead: a batch is read when asked for (curate.release.stream.batches).
-    reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    return reader.iter_batches(batch_size=stream.BATCH_ROWS, columns=columns)
+    # No pre-buffering or read-ahead: a batch is read when asked for. Unbuffered column chunks (one
+    # row group's column at a time) read twice as fast as a 1 MB buffered stream here.
+    reader = pq.ParquetFile(path, pre_buffer=False)
+    return reader.iter_batches(batch_size=stream.BATCH_ROWS, columns=columns, use_threads=True)
 
 
 def read_facts(candidates: Path, reviewed: pl.Series) -> pl.DataFrame:
     """Every candidate's small facts (rows.candidate_facts), read from its Parquet file batch by batch."""
     parts, offset = [], 0
-    for record_batch in _file_batches(candidates, pq.read_schema(candidates).names):
-        batch = pl.from_arrow(record_batch)
+    names = pq.read_schema(candidates).names
+    texts = [c for c in ("reasoning", "answer") if c in names]
+    for record_batch in _file_batches(candidates, names):
+        # Reasoning (the longest text) is turned into polars only for the reviewed rows.
+        batch = pl.from_arrow(record_batch.drop_columns([c for c in ("reasoning", "context") if c in names]))
         assert isinstance(batch, pl.DataFrame)
-        parts.append(candidate_facts(batch, reviewed, offset))
+        rows = batch["candidate_id"].is_in(reviewed.implode()).arg_true()
+        judged = pl.from_arrow(record_batch.select(texts).take(pa.array(rows.to_numpy())))
+        assert isinstance(judged, pl.DataFrame)
+        judged = judged.with_columns((rows.cast(pl.Int64) + offset).alias(POSITION))
+        parts.append(candidate_facts(batch, reviewed, offset, judged))
         offset += batch.height
     if not parts:
         return candidate_facts(pl.read_parquet(candidates), reviewed)
@@ -71,28 +80,28 @@ def _buckets(accepted: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
 
 
 def _spill(candidates: Path, keys: pl.DataFrame, text_columns: list[str], folder: Path) -> None:
-    """Write each released candidate's texts (with its position) into its bucket's IPC file."""
+    """Write each released candidate's texts (with its position) into its bucket's IPC file.
+
+    Texts stay Arrow: each read batch's released rows are taken once, grouped by bucket, and
+    written as zero-copy slices."""
     where = keys.filter(~pl.col("_extra")).select(POSITION, _BUCKET).sort(POSITION)
     positions = where[POSITION]
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
-    schema: pa.Schema | None = None
     offset = 0
     try:
         for record_batch in _file_batches(candidates, text_columns):
-            batch = pl.from_arrow(record_batch)
-            assert isinstance(batch, pl.DataFrame)
-            lo, hi = positions.search_sorted(offset, "left"), positions.search_sorted(offset + batch.height, "left")
+            lo, hi = positions.search_sorted(offset, "left"), positions.search_sorted(offset + record_batch.num_rows, "left")
             if hi > lo:
-                wanted = where.slice(lo, hi - lo)
-                texts = batch.with_columns(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION))
-                texts = wanted.join(texts, on=POSITION, how="left", maintain_order="left")
-                for (bucket,), part in texts.partition_by(_BUCKET, as_dict=True, maintain_order=True).items():
-                    table = part.drop(_BUCKET).to_arrow(compat_level=pl.CompatLevel.oldest())
-                    schema = schema or table.schema
+                wanted = where.slice(lo, hi - lo).sort(_BUCKET, POSITION)
+                taken = record_batch.take(pa.array((wanted[POSITION] - offset).to_numpy()))
+                taken = taken.append_column(POSITION, pa.array(wanted[POSITION].to_numpy()))
+                bounds = wanted.with_row_index("_r").group_by(_BUCKET, maintain_order=True).agg(
+                    start=pl.col("_r").first(), n=pl.len())
+                for bucket, start, n in bounds.iter_rows():
                     if bucket not in writers:
-                        writers[bucket] = ipc.new_file(folder / f"{bucket:06d}.arrow", schema, options=_SPILL)
-                    writers[bucket].write_table(table.cast(schema))
-            offset += batch.height
+                        writers[bucket] = ipc.new_file(folder / f"{bucket:06d}.arrow", taken.schema, options=_SPILL)
+                    writers[bucket].write_batch(taken.slice(start, n))
+            offset += record_batch.num_rows
     finally:
         for writer in writers.values():
             writer.close()
@@ -119,7 +128,7 @@ def write_rows(accepted: pl.DataFrame, extra: pl.DataFrame, candidates: Path, ou
             for (bucket,), part in keys.partition_by(_BUCKET, as_dict=True, maintain_order=True).items():
                 curated = part.filter(~pl.col("_extra"))
                 spilled = folder / f"{bucket:06d}.arrow"
-                texts = pl.from_arrow(ipc.open_file(spilled).read_all()) if spilled.exists() else None
+                texts = pl.from_arrow(ipc.open_file(pa.memory_map(str(spilled))).read_all()) if spilled.exists() else None
                 rows = []
                 if curated.height:
                     assert isinstance(texts, pl.DataFrame)
@@ -129,17 +138,26 @@ def write_rows(accepted: pl.DataFrame, extra: pl.DataFrame, candidates: Path, ou
                 if curated.height < part.height:
                     rows.append(_gather(extra, part.filter(pl.col("_extra"))["_i"]))
                 # Mixed-in rows are never evaluation prompts.
-                bucket_rows = pl.concat(rows, how="vertical_relaxed").sort("row_id").with_columns(
-                    pl.col("split").fill_null("train"))
+                bucket_rows = pl.concat(rows, how="vertical_relaxed")
+                if len(rows) > 1:
+                    bucket_rows = bucket_rows.sort("row_id")
+                bucket_rows = bucket_rows.with_columns(pl.col("split").fill_null("train"))
                 table = bucket_rows.to_arrow(compat_level=pl.CompatLevel.oldest())
                 if writer is None:
                     schema = table.schema
-                    writer = pq.ParquetWriter(out, schema, compression="zstd")
+                    # Long text: dictionaries and min/max statistics only cost time there.
+                    short = [c for c in schema.names if c not in TEXT_COLUMNS]
+                    writer = pq.ParquetWriter(out, schema, compression="zstd", use_dictionary=short,
+                                              write_statistics=short)
                 writer.write_table(table.cast(schema), row_group_size=table.num_rows)
                 del texts, rows, bucket_rows, table
-        finally:
+        except BaseException:
             if writer is not None:
                 writer.close()
+            out.unlink(missing_ok=True)  # nothing half-written is left for the stage store to take
+            raise
+        if writer is not None:
+            writer.close()
     with open(out, "rb+") as f:
         os.fsync(f.fileno())
     return corrected

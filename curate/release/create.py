@@ -45,7 +45,7 @@ from curate.tables import (
     SAFETY_REVIEW,
     SAFETY_SELECTED,
 )
-from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
+from curate.workspace import USABLE_STATUSES, StageOutput, StageResult, Workspace
 
 STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
@@ -188,38 +188,14 @@ def _stage_models(ws: Workspace) -> dict[str, str]:
     return models
 
 
-def create_release(
-    cfg: Config,
-    *,
-    tags: list[str] | tuple[str, ...] = (),
-    flow_run_ids: list[str] | tuple[str, ...] = (),
-    force: bool = False,
-    notes: str | None = None,
-    draft: bool | None = None,
-) -> CommitResult:
-    """Build the release rows in the workspace and commit them to the store as a new release.
-
-    `draft` (default: `[stages.release] include_pending`) also releases candidates still pending
-    review; such a release is always tagged 'draft' and may not be tagged 'published'.
-    """
-    rcfg = release_config(cfg)
-    include_pending = rcfg.include_pending if draft is None else draft
-    # Resolved here so the mode and the review rule enter the stage's config hash.
-    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
-    rule = decision_rule(cfg)
-    build = ReleaseBuild(release=rcfg, rule=rule)
-    tags = list(tags)
-    if include_pending:
-        bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
-        if bad:
-            raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
-        tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
-    ws = Workspace(cfg.workspace_path)
+def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[str, Any], RoutingConfig | None]:
+    """The `release` stage's inputs in `ws` (and the routing gate's config when the judge routed), or
+    an error naming the table that is missing."""
     inputs: dict[str, Any] = {}
     for name, ref in REQUIRED_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
-        if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
+        if name == "reviews" and rcfg.include_pending and not (manifest and table in manifest.get("outputs", {})):
             continue  # a draft may come before the first review sync
         if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
             raise CurateError(
@@ -247,14 +223,51 @@ def create_release(
     if ws.has_table(ROUTING):
         inputs["routing"] = str(ROUTING)
         gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
+    return inputs, gate
+
+
+def run_release_stage(ws: Workspace, inputs: dict[str, Any], build: ReleaseBuild, gate: RoutingConfig | None, *,
+                      force: bool = False) -> StageResult:
+    """Run (or skip, when unchanged) the `release` stage; the caller holds the workspace lock."""
+    no_reviews = {} if "reviews" in inputs else {"reviews": None}
+    # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
+    version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
+    # Candidates go in as their file: read in batches, their texts joined back in bounded memory.
+    return ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
+                        paths={"candidates"}, scratch=ws.stage_dir(STAGE), **no_reviews)
+
+
+def create_release(
+    cfg: Config,
+    *,
+    tags: list[str] | tuple[str, ...] = (),
+    flow_run_ids: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    notes: str | None = None,
+    draft: bool | None = None,
+) -> CommitResult:
+    """Build the release rows in the workspace and commit them to the store as a new release.
+
+    `draft` (default: `[stages.release] include_pending`) also releases candidates still pending
+    review; such a release is always tagged 'draft' and may not be tagged 'published'.
+    """
+    rcfg = release_config(cfg)
+    include_pending = rcfg.include_pending if draft is None else draft
+    # Resolved here so the mode and the review rule enter the stage's config hash.
+    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
+    rule = decision_rule(cfg)
+    build = ReleaseBuild(release=rcfg, rule=rule)
+    tags = list(tags)
+    if include_pending:
+        bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
+        if bad:
+            raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
+        tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
+    ws = Workspace(cfg.workspace_path)
+    inputs, gate = stage_inputs(cfg, ws, rcfg)
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
-        no_reviews = {} if "reviews" in inputs else {"reviews": None}
-        # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
-        version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
-        # Candidates go in as their file: read in batches, their texts joined back in bounded memory.
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
-                              paths={"candidates"}, scratch=ws.stage_dir(STAGE), **no_reviews)
+        result = run_release_stage(ws, inputs, build, gate, force=force)
         # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
         rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)
         report = result.manifest["report"]

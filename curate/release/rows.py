@@ -59,20 +59,24 @@ FACT_COLUMNS = {*RELEASE_COLUMNS, "candidate_id", "status", "model", "answer_ver
 POSITION = "_pos"  # a candidate's row number in its table: where its texts are joined back from
 
 
-def candidate_facts(batch: pl.DataFrame, reviewed: pl.Series, offset: int = 0) -> pl.DataFrame:
+def candidate_facts(batch: pl.DataFrame, reviewed: pl.Series, offset: int = 0,
+                    judged: pl.DataFrame | None = None) -> pl.DataFrame:
     """The small facts the decision needs of a batch of candidates (rows `offset`.. of their table):
     their non-text columns, their position, whether the prompt is missing and the answer blank, and
-    the answer version of those in `reviewed` (candidate ids with a review; no other needs one)."""
+    the answer version of those in `reviewed` (candidate ids with a review; no other needs one).
+
+    `judged`: those reviewed rows' POSITION, reasoning and answer, when the caller took them out of
+    the batch itself (so that `batch` need not hold every reasoning)."""
     keep = [c for c in batch.columns if c in FACT_COLUMNS]
+    position = pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION)
     facts = batch.select(
-        *keep,
-        pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION),
+        *keep, position,
         _prompt_null=pl.col("prompt").is_null(),
         _answer_blank=pl.col("answer").str.strip_chars().fill_null("") == "",
     )
-    texts = [c for c in ("reasoning", "answer") if c in batch.columns]
-    judged = batch.select(pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION), "candidate_id",
-                          *texts).filter(pl.col("candidate_id").is_in(reviewed.implode()))
+    if judged is None:
+        texts = [c for c in ("reasoning", "answer") if c in batch.columns]
+        judged = batch.select(position, "candidate_id", *texts).filter(pl.col("candidate_id").is_in(reviewed.implode()))
     versions = with_answer_version(judged).select(POSITION, _answer_version="answer_version")
     return facts.join(versions, on=POSITION, how="left", maintain_order="left")
 
