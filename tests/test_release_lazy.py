@@ -135,3 +135,13 @@ def test_bounded_stage_failing_midway_leaves_the_last_rows_and_no_scratch(tmp_pa
                                                            "rows.parquet"]
     store = ReleaseStore(tmp_path / "store")
     assert store.versions() == [first.version] and store.verify(first.version).ok
+
+
+def test_bounded_stage_reads_large_row_groups_page_by_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidates file with row groups past WHOLE_CHUNK_ROWS goes through the buffered reader: same rows."""
+    routing, draft, content_hash, _, rows = PINNED["draft"]
+    monkeypatch.setattr(assemble, "WHOLE_CHUNK_ROWS", 100)
+    monkeypatch.setattr(assemble, "BUCKET_ROWS", 700)
+    config, _ = _workspace(tmp_path, routing)
+    result = create_release(load_config(config), draft=draft)
+    assert (result.manifest["content_hash"], result.manifest["rows"]) == (content_hash, rows)
