@@ -20,15 +20,7 @@ from curate.release.config import ReleaseBuild, ReleaseConfig
 from curate.records import ReleaseRow, polars_schema
 from curate.release.assemble import read_facts, write_rows
 from curate.release.mix import check_unique_row_ids, mixed_in
-from curate.release.rows import (
-    POSITION,
-    TEXT_COLUMNS,
-    _reviews_frame,
-    candidate_facts,
-    decide_rows,
-    require_columns,
-    with_texts,
-)
+from curate.release.rows import _reviews_frame, candidate_facts, decide_rows, require_columns, texts_of, with_texts
 from curate.release.table_mix import with_accepted_reviews
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
@@ -124,9 +116,7 @@ def release_stage(
         rows = Path(scratch or candidates.parent) / f".{RELEASE_ROWS.table}.assembled.parquet"
         corrected = write_rows(curated, extra, candidates, rows)
     else:
-        texts = candidates.select(pl.int_range(0, candidates.height, dtype=pl.Int64).alias(POSITION),
-                                  *[c for c in TEXT_COLUMNS if c in candidates.columns])
-        released = with_texts(curated, texts)
+        released = with_texts(curated, texts_of(candidates))
         corrected = int(released["answer_corrected"].sum())
         # Mixed-in rows are never evaluation prompts.
         rows = pl.concat([released, extra], how="vertical_relaxed").sort("row_id").with_columns(

@@ -106,9 +106,13 @@ def build_release_rows(
     require_columns(candidates, str(CANDIDATES))
     facts = candidate_facts(candidates, reviews["candidate_id"])
     accepted, excluded = decide_rows(reviews, facts, config, **options)
-    texts = candidates.select(pl.int_range(0, candidates.height, dtype=pl.Int64).alias(POSITION),
-                              *[c for c in TEXT_COLUMNS if c in candidates.columns])
-    return with_texts(accepted, texts), excluded
+    return with_texts(accepted, texts_of(candidates)), excluded
+
+
+def texts_of(candidates: pl.DataFrame) -> pl.DataFrame:
+    """The candidates' text columns with their POSITION, for `with_texts`."""
+    return candidates.select(pl.int_range(0, candidates.height, dtype=pl.Int64).alias(POSITION),
+                             *[c for c in TEXT_COLUMNS if c in candidates.columns])
 
 
 def decide_rows(
