@@ -135,7 +135,9 @@ def decide_rows(
     rule = rule or DecisionRule()
     ok_candidates = facts.filter(pl.col("status") == "ok") if "status" in facts.columns else facts
     # Only verdicts on the text being released count; reviews of an earlier answer are stale.
-    current = ok_candidates.select("candidate_id", answer_version="_answer_version")
+    # Only reviewed candidates have a version (candidate_facts); the others cannot make a review stale.
+    current = ok_candidates.filter(pl.col("_answer_version").is_not_null()).select(
+        "candidate_id", answer_version="_answer_version")
     reviews, stale = current_reviews(reviews, current)
     decisions = resolve_reviews(reviews, rule.policy, rule.min_submitted)
     if auto_decisions is not None:
@@ -179,7 +181,10 @@ def decide_rows(
     excluded_columns = ["candidate_id", "exclude_reason", "n_reviews", "accept_votes", "reject_votes", "harmful_votes"]
     excluded = pl.concat([joined.filter(pl.col("exclude_reason").is_not_null()).select(excluded_columns),
                           rereview.select(excluded_columns)])
-    accepted = joined.filter(pl.col("exclude_reason").is_null()).with_columns(
+    accepted = joined.filter(pl.col("exclude_reason").is_null())
+    # What the rows and with_texts need; the decision's own columns stop here (less to join and sort).
+    accepted = accepted.select([c for c in accepted.columns if c in RELEASE_COLUMNS or c in (POSITION, "corrected_answer")])
+    accepted = accepted.with_columns(
         row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String),
         source=pl.lit("curate"),
     )
