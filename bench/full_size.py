@@ -16,6 +16,18 @@ Steps:
 - raw: write_deltalake of the same rows (streamed, zstd), pyarrow's ParquetWriter of the same rows
   (zstd, what create's write alone costs), a full batch read of that table, and polars' streaming
   scan_delta -> sink_parquet.
+
+The `release` workspace stage before the commit (the join of candidates, reviews, questions and
+keywords into release rows), on a synthetic workspace of N candidates (bench/release_workspace.py:
+~4 KB each, 1-3 reviews of every 50th, a draft so that every ok candidate is released):
+- `stage_generate`: writes that workspace (not timed as a step of curate's);
+- `stage`: the stage as `release create --draft` runs it (curate.release.assemble: facts, decide,
+  texts joined back bucket by bucket);
+- `stage_raw`: polars alone doing the same join lazily (votes per candidate, questions, keywords,
+  row ids, sorted by row_id, sunk to zstd Parquet); killed if it passes --raw-cap-gb;
+- `stage_memory` (only with --in-memory): the same stage with the candidates read whole, as before.
+
+    nice -n 10 uv run python bench/full_size.py --rows 200000 --steps stage_generate,stage,stage_raw,stage_memory
 """
 
 from __future__ import annotations
@@ -32,9 +44,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate.records import ReleaseRow, conform
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.release_workspace
 
-STEPS = ("generate", "create", "export", "verify", "raw_write", "raw_parquet", "raw_read", "raw_export")
+from bench.release_workspace import write_workspace  # noqa: E402
+from curate.records import ReleaseRow, conform  # noqa: E402
+
+STEPS = ("generate", "create", "export", "verify", "raw_write", "raw_parquet", "raw_read", "raw_export",
+         "stage_generate", "stage", "stage_raw")
 GEN_BATCH = 50_000
 LANGUAGES = ["en", "zh", "es", "fr", "de", "ja", "ko", "ru", "ar", "vi"]
 
@@ -117,16 +133,79 @@ def run_step(step: str, work: Path, rows: int) -> dict:
         assert n == rows
     elif step == "raw_export":
         pl.scan_delta(str(work / "raw")).sink_parquet(work / "raw_export.parquet", compression="zstd")
+    elif step.startswith("stage"):
+        return stage_step(step, work, rows)
     return {}
 
 
-def measure(step: str, work: Path, rows: int) -> dict:
+def stage_step(step: str, work: Path, rows: int) -> dict:
+    from curate.config import load_config
+    from curate.release.config import ReleaseBuild
+    from curate.release.create import release_config, release_stage, run_release_stage, stage_inputs
+    from curate.review.config import decision_rule
+    from curate.workspace import Workspace
+
+    ws_dir = work / "stage_ws"
+    if step == "stage_generate":
+        write_workspace(ws_dir, rows, review_every=50)
+        return {"candidates_gb": round(Workspace(ws_dir).table_path("answers", "candidates").stat().st_size / 1e9, 2)}
+    config = work / "stage.toml"
+    config.write_text(f'workspace = "{ws_dir}"\n\n[stages.release]\nstore = "{work / "stage_store"}"\n', encoding="utf-8")
+    cfg = load_config(config)
+    rcfg = release_config(cfg).model_copy(update={"include_pending": True})
+    build = ReleaseBuild(release=rcfg, rule=decision_rule(cfg))
+    ws = Workspace(ws_dir)
+    if step == "stage":
+        inputs, gate = stage_inputs(cfg, ws, rcfg)
+        with ws.locked():
+            result = run_release_stage(ws, inputs, build, gate, force=True)
+        return {"released": result.rows["rows"], "excluded": result.rows["excluded"]}
+    if step == "stage_memory":
+        out = release_stage(ws.read("review/reviews"), ws.read("answers/candidates"), build,
+                            questions=ws.read("questions/questions"), keywords=ws.read("keywords/keywords"))
+        return {"released": out.tables["rows"].height}
+    # stage_raw: polars alone, the same join, lazily.
+    from curate.release.rows import row_id_for_candidate
+
+    votes = pl.scan_parquet(ws.table_path("review", "reviews")).filter(pl.col("status") == "submitted").group_by(
+        "candidate_id").agg(n_reviews=pl.len(), accept_votes=pl.col("accept").sum(), reject_votes=(~pl.col("accept")).sum())
+    questions = pl.scan_parquet(ws.table_path("questions", "questions")).select("question_id", "keyword_id", "topic")
+    keywords = pl.scan_parquet(ws.table_path("keywords", "keywords")).select("keyword_id", "seed_ids")
+    (pl.scan_parquet(ws.table_path("answers", "candidates")).filter(pl.col("status") == "ok")
+     .join(votes, on="candidate_id", how="left").filter(~(pl.col("reject_votes").fill_null(0) > pl.col("accept_votes").fill_null(0)))
+     .join(questions, on="question_id", how="left").join(keywords, on="keyword_id", how="left")
+     .with_columns(row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String))
+     .sort("row_id").sink_parquet(work / "stage_raw.parquet", compression="zstd"))
+    return {"released": pl.scan_parquet(work / "stage_raw.parquet").select(pl.len()).collect().item()}
+
+
+def _rss_gb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024**2
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def measure(step: str, work: Path, rows: int, cap_gb: float | None = None) -> dict:
     """Run one step in a child process: the step's wall time (imports excluded, they are the child's
-    start-up), the child's peak RSS (imports included) and rows/s over the step."""
+    start-up), the child's peak RSS (imports included) and rows/s over the step. A child past
+    `cap_gb` of RSS is killed (the machine is shared) and reported as such."""
     child = subprocess.Popen([sys.executable, __file__, "--child", step, "--work", str(work), "--rows", str(rows)],
                              stdout=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)  # usage.ru_maxrss: the child's peak RSS in KiB (Linux)
+    started, killed = time.perf_counter(), False
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # usage.ru_maxrss: peak RSS in KiB (Linux)
+        if pid:
+            break
+        if cap_gb and not killed and _rss_gb(child.pid) > cap_gb:
+            child.kill()
+            killed = True
+        time.sleep(0.05)
     out = child.stdout.read().decode() if child.stdout else ""
+    if killed:
+        return {"step": step, "killed_over_gb": cap_gb, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2),
+                "step_s": round(time.perf_counter() - started, 1)}
     if status != 0:
         raise SystemExit(f"step {step} failed (status {status})")
     extra = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
@@ -140,21 +219,27 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--work")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated steps (stage_memory: not by default)")
+    parser.add_argument("--raw-cap-gb", type=float, default=10.0, help="kill stage_raw / stage_memory past this RSS")
     args = parser.parse_args()
     if args.child:
         start = time.perf_counter()
         extra = run_step(args.child, Path(args.work), args.rows)
         print(json.dumps({"step_s": round(time.perf_counter() - start, 1), **extra}))
         return
-    work = Path(tempfile.mkdtemp(prefix="curate-full-size-"))
+    # --work: reuse a kept folder (e.g. a generated workspace) and keep it.
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="curate-full-size-"))
+    args.keep = args.keep or bool(args.work)
     print(f"rows={args.rows} work={work} load={os.getloadavg()}", flush=True)
     results = []
-    for step in STEPS:
-        results.append(measure(step, work, args.rows))
+    for step in args.steps.split(","):
+        capped = args.raw_cap_gb if step in ("stage_raw", "stage_memory") else None
+        results.append(measure(step, work, args.rows, capped))
         print(json.dumps(results[-1]), flush=True)
     total = sum(r["step_s"] for r in results if r["step"] in ("create", "export", "verify"))
     print(f"create+export+verify: {total:.1f} s; load after: {os.getloadavg()}")
-    print(f"input Parquet: {(work / 'rows.parquet').stat().st_size / 1e9:.2f} GB")
+    if (work / "rows.parquet").exists():
+        print(f"input Parquet: {(work / 'rows.parquet').stat().st_size / 1e9:.2f} GB")
     if not args.keep:
         import shutil
 

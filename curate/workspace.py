@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +49,7 @@ STREAM_ROW_GROUP_ROWS = 8192
 class StageOutput:
     """What a stage returns: its tables, plus optional extra report entries."""
 
-    tables: dict[str, pl.DataFrame]  # or LazyFrames, streamed to disk by Workspace.run_stage
+    tables: dict[str, pl.DataFrame]  # or LazyFrames, streamed to disk by Workspace.run_stage, or written files' Paths
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,9 +107,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, redact(json.dumps(obj, indent=2, sort_keys=True, default=str)) + "\n")
 
 
-def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame) -> None:
-    """Write `df` to `path` atomically; a LazyFrame is streamed (sunk in batches, in order)."""
+def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame | Path) -> None:
+    """Write `df` to `path` atomically; a LazyFrame is streamed (sunk in batches, in order), and a
+    Path (a Parquet file already written and synced, in the same folder) is renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(df, Path):
+        os.replace(df, path)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -196,6 +200,12 @@ class Workspace:
             raise CurateError(f"table '{ref}' does not exist in {self.root}; run stage '{ref.stage}' first")
         return pl.read_parquet(path)
 
+    def _input(self, ref: str, as_path: bool) -> pl.DataFrame | Path:
+        if not as_path:
+            return self.read(ref)
+        table = TableRef.parse(ref)
+        return self.table_path(table.stage, table.table)
+
     def has_table(self, ref: str | TableRef) -> bool:
         """Whether the last run of the table's stage wrote it (complete, or incomplete with failed LLM calls)."""
         ref = TableRef.parse(ref)
@@ -279,13 +289,15 @@ class Workspace:
         version: str = "1",
         files: Mapping[str, str] | None = None,
         force: bool = False,
+        paths: Collection[str] = (),
         **kwargs: Any,
     ) -> StageResult:
         """Run `func` unless its inputs and config are unchanged since the last complete run.
 
         `inputs` maps parameter names to `stage/table` refs (read as frames) or external Paths
         or lists of Paths (passed as they are, hashed by content). `kwargs` go to `func` as they are and do not enter the fingerprint,
-        so they must not change its output (clients, progress callbacks).
+        so they must not change its output (clients, progress callbacks). Inputs named in `paths` are
+        passed as their Parquet file's Path, for a stage that reads them in batches.
         """
         inputs = dict(inputs or {})
         fp = self.fingerprint(stage, version, config, inputs, files)
@@ -309,7 +321,7 @@ class Workspace:
         failure_path = stage_dir / FAILURE
         started = time.perf_counter()
         try:
-            args = {name: (self.read(ref) if isinstance(ref, str) else ref) for name, ref in inputs.items()}
+            args = {name: (self._input(ref, name in paths) if isinstance(ref, str) else ref) for name, ref in inputs.items()}
             if config is not None:
                 args["config"] = config
             result = func(**args, **kwargs)

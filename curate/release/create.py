@@ -17,8 +17,10 @@ from curate.config import Config, config_hash, stage_config
 from curate.errors import CurateError
 from curate.release.auto import auto_decisions
 from curate.release.config import ReleaseBuild, ReleaseConfig
-from curate.release.mix import mix_sources
-from curate.release.rows import _reviews_frame, build_release_rows
+from curate.records import ReleaseRow, polars_schema
+from curate.release.assemble import read_facts, write_rows
+from curate.release.mix import check_unique_row_ids, mixed_in
+from curate.release.rows import _reviews_frame, candidate_facts, decide_rows, require_columns, texts_of, with_texts
 from curate.release.table_mix import with_accepted_reviews
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
@@ -35,7 +37,7 @@ from curate.tables import (
     SAFETY_REVIEW,
     SAFETY_SELECTED,
 )
-from curate.workspace import USABLE_STATUSES, StageOutput, Workspace
+from curate.workspace import USABLE_STATUSES, StageOutput, StageResult, Workspace
 
 STAGE = RELEASE_ROWS.stage
 DRAFT_TAG = "draft"
@@ -55,15 +57,19 @@ def store_uri(cfg: Config, rcfg: ReleaseConfig) -> str:
 
 def release_stage(
     reviews: pl.DataFrame | None,
-    candidates: pl.DataFrame,
+    candidates: pl.DataFrame | Path,
     config: ReleaseBuild,
     questions: pl.DataFrame | None = None,
     keywords: pl.DataFrame | None = None,
     mix_files: list[Path] | None = None,  # only so their content enters the stage fingerprint
     routing: pl.DataFrame | None = None,
     gate: RoutingConfig | None = None,
+    scratch: Path | None = None,
     **mix_tables: pl.DataFrame,  # mix_table__<name>: the workspace table a `table` mix source names
 ) -> StageOutput:
+    """The release rows and why the other candidates are out. `candidates` as the Path of their
+    Parquet file (what `create_release` passes) is read in batches and the rows are written to a
+    file in `scratch` (curate.release.assemble); as a frame, everything happens in memory."""
     if reviews is None:  # a draft made before any review sync: nothing submitted yet
         reviews = pl.DataFrame(
             schema={"candidate_id": pl.String, "campaign": pl.String, "accept": pl.Boolean, "status": pl.String}
@@ -77,8 +83,15 @@ def release_stage(
             gated = gated.filter(pl.col("campaign").is_in(config.campaigns))
         human = resolve_reviews(gated, rule.policy, rule.min_submitted)
         auto, auto_report = auto_decisions(routing, human, gate or RoutingConfig(), draft=config.include_pending)
-    curated, excluded = build_release_rows(reviews, candidates, config, rule=rule, questions=questions,
-                                           keywords=keywords, auto_decisions=auto)
+    require_columns(reviews, str(REVIEWS))
+    if isinstance(candidates, Path):
+        require_columns(pl.DataFrame(schema=pl.read_parquet_schema(candidates)), str(CANDIDATES))
+        facts = read_facts(candidates, reviews["candidate_id"])
+    else:
+        require_columns(candidates, str(CANDIDATES))
+        facts = candidate_facts(candidates, reviews["candidate_id"])
+    curated, excluded = decide_rows(reviews, facts, config, rule=rule, questions=questions, keywords=keywords,
+                                    auto_decisions=auto)
     if curated.is_empty() and config.include_pending:
         raise CurateError("no candidate is accepted or pending review (all rejected or none ok): nothing to release")
     if curated.is_empty():
@@ -95,9 +108,20 @@ def release_stage(
             if name.startswith(MIX_REVIEW):
                 source = name.removeprefix(MIX_REVIEW)
                 tables[source] = with_accepted_reviews(tables[source], review, people)
-    rows, mixes = mix_sources(curated, config.mix, tables)
-    rows = rows.with_columns(pl.col("split").fill_null("train"))  # mixed-in rows are never evaluation prompts
-    accepted = candidates.join(curated.select("candidate_id"), on="candidate_id", how="semi")
+    parts, mixes = mixed_in(curated.height, config.mix, tables)
+    extra = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=polars_schema(ReleaseRow))
+    check_unique_row_ids(pl.concat([curated["row_id"], extra["row_id"]]))
+    rows: pl.DataFrame | Path
+    if isinstance(candidates, Path):
+        rows = Path(scratch or candidates.parent) / f".{RELEASE_ROWS.table}.assembled.parquet"
+        corrected = write_rows(curated, extra, candidates, rows)
+    else:
+        released = with_texts(curated, texts_of(candidates))
+        corrected = int(released["answer_corrected"].sum())
+        # Mixed-in rows are never evaluation prompts.
+        rows = pl.concat([released, extra], how="vertical_relaxed").sort("row_id").with_columns(
+            pl.col("split").fill_null("train"))
+    accepted = facts.join(curated.select("candidate_id"), on="candidate_id", how="semi")
     models = sorted(accepted["model"].drop_nulls().unique().to_list()) if "model" in accepted.columns else []
     campaigns = sorted(reviews.filter(pl.col("status") == "submitted")["campaign"].drop_nulls().unique().to_list())
     if config.campaigns:
@@ -105,7 +129,7 @@ def release_stage(
     report = {
         "answer_models": models,
         "review_campaigns": campaigns,
-        "answers_corrected": int(curated["answer_corrected"].sum()),
+        "answers_corrected": corrected,
         "excluded_by_reason": {str(k): int(v) for k, v in excluded.group_by("exclude_reason").len().iter_rows()},
         "mixes": mixes,
         "draft": config.include_pending,
@@ -154,38 +178,14 @@ def _stage_models(ws: Workspace) -> dict[str, str]:
     return models
 
 
-def create_release(
-    cfg: Config,
-    *,
-    tags: list[str] | tuple[str, ...] = (),
-    flow_run_ids: list[str] | tuple[str, ...] = (),
-    force: bool = False,
-    notes: str | None = None,
-    draft: bool | None = None,
-) -> CommitResult:
-    """Build the release rows in the workspace and commit them to the store as a new release.
-
-    `draft` (default: `[stages.release] include_pending`) also releases candidates still pending
-    review; such a release is always tagged 'draft' and may not be tagged 'published'.
-    """
-    rcfg = release_config(cfg)
-    include_pending = rcfg.include_pending if draft is None else draft
-    # Resolved here so the mode and the review rule enter the stage's config hash.
-    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
-    rule = decision_rule(cfg)
-    build = ReleaseBuild(release=rcfg, rule=rule)
-    tags = list(tags)
-    if include_pending:
-        bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
-        if bad:
-            raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
-        tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
-    ws = Workspace(cfg.workspace_path)
+def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[str, Any], RoutingConfig | None]:
+    """The `release` stage's inputs in `ws` (and the routing gate's config when the judge routed), or
+    an error naming the table that is missing."""
     inputs: dict[str, Any] = {}
     for name, ref in REQUIRED_INPUTS.items():
         stage, table = ref.split("/")
         manifest = ws.manifest(stage)
-        if name == "reviews" and include_pending and not (manifest and table in manifest.get("outputs", {})):
+        if name == "reviews" and rcfg.include_pending and not (manifest and table in manifest.get("outputs", {})):
             continue  # a draft may come before the first review sync
         if not manifest or manifest.get("status") not in USABLE_STATUSES or table not in manifest.get("outputs", {}):
             raise CurateError(
@@ -213,13 +213,51 @@ def create_release(
     if ws.has_table(ROUTING):
         inputs["routing"] = str(ROUTING)
         gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
+    return inputs, gate
+
+
+def run_release_stage(ws: Workspace, inputs: dict[str, Any], build: ReleaseBuild, gate: RoutingConfig | None, *,
+                      force: bool = False) -> StageResult:
+    """Run (or skip, when unchanged) the `release` stage; the caller holds the workspace lock."""
+    no_reviews = {} if "reviews" in inputs else {"reviews": None}
+    # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
+    version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
+    # Candidates go in as their file: read in batches, their texts joined back in bounded memory.
+    return ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
+                        paths={"candidates"}, scratch=ws.stage_dir(STAGE), **no_reviews)
+
+
+def create_release(
+    cfg: Config,
+    *,
+    tags: list[str] | tuple[str, ...] = (),
+    flow_run_ids: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    notes: str | None = None,
+    draft: bool | None = None,
+) -> CommitResult:
+    """Build the release rows in the workspace and commit them to the store as a new release.
+
+    `draft` (default: `[stages.release] include_pending`) also releases candidates still pending
+    review; such a release is always tagged 'draft' and may not be tagged 'published'.
+    """
+    rcfg = release_config(cfg)
+    include_pending = rcfg.include_pending if draft is None else draft
+    # Resolved here so the mode and the review rule enter the stage's config hash.
+    rcfg = rcfg.model_copy(update={"include_pending": include_pending})
+    rule = decision_rule(cfg)
+    build = ReleaseBuild(release=rcfg, rule=rule)
+    tags = list(tags)
+    if include_pending:
+        bad = [t for t in tags if t in FORBIDDEN_DRAFT_TAGS]
+        if bad:
+            raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
+        tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
+    ws = Workspace(cfg.workspace_path)
+    inputs, gate = stage_inputs(cfg, ws, rcfg)
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
-        no_reviews = {} if "reviews" in inputs else {"reviews": None}
-        # The gate's settings decide which auto-accepted rows are released, so they key the stage too.
-        version = f"1+gate-{config_hash(gate)}" if gate is not None else "1"
-        result = ws.run_stage(STAGE, release_stage, inputs=inputs, config=build, force=force, version=version, gate=gate,
-                              **no_reviews)
+        result = run_release_stage(ws, inputs, build, gate, force=force)
         # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
         rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)
         report = result.manifest["report"]

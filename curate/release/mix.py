@@ -125,14 +125,31 @@ def mix_sources(
     """curated rows plus the sampled rows of each source, and one lineage record per source.
 
     `tables` holds the workspace tables that `table` sources name, by source name."""
-    parts = [curated]
+    parts, lineage = mixed_in(curated.height, sources, tables)
+    mixed = pl.concat([curated, *parts], how="vertical_relaxed")
+    check_unique_row_ids(mixed["row_id"])
+    return mixed.sort("row_id"), lineage
+
+
+def check_unique_row_ids(row_ids: pl.Series) -> None:
+    duplicated = row_ids.filter(row_ids.is_duplicated())
+    if not duplicated.is_empty():
+        raise InputError("mix", f"row ids collide across sources: {duplicated.unique().to_list()[:5]}")
+
+
+def mixed_in(
+    curated_rows: int, sources: list[MixSource], tables: dict[str, pl.DataFrame] | None = None
+) -> tuple[list[pl.DataFrame], list[dict[str, Any]]]:
+    """The rows each source adds to `curated_rows` curated ones (ReleaseRows, one frame per source)
+    and one lineage record per source."""
+    parts = []
     lineage = []
     for source in sources:
         if source.table is not None:
             pool, stats = rows_from_table(source, (tables or {})[source.name])
         else:
             pool, stats = load_mix_source(source)
-        requested = source.count if source.count is not None else round(source.ratio * curated.height)
+        requested = source.count if source.count is not None else round(source.ratio * curated_rows)
         taken = sample_rows(pool, requested, source.seed)
         parts.append(taken)
         from_table = {"table": source.table, "answered_by": stats["answered_by"], "filtered_by": stats["filtered_by"],
@@ -154,8 +171,4 @@ def mix_sources(
                 "skipped": stats["skipped"],
             }
         )
-    mixed = pl.concat(parts, how="vertical_relaxed")
-    duplicated = mixed.filter(pl.col("row_id").is_duplicated())
-    if not duplicated.is_empty():
-        raise InputError("mix", f"row ids collide across sources: {duplicated['row_id'].unique().to_list()[:5]}")
-    return mixed.sort("row_id"), lineage
+    return parts, lineage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import polars as pl
 
@@ -51,17 +52,41 @@ def _reviews_frame(reviews: pl.DataFrame) -> pl.DataFrame:
     return reviews.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in fill.items() if c not in reviews.columns])
 
 
+# The long texts of a candidate: read only to be written out (curate.release.assemble), never to decide.
+TEXT_COLUMNS = ("prompt", "reasoning", "answer", "context")
+# What the decision reads of a candidate besides its texts (other candidate columns never reach a release row).
+FACT_COLUMNS = {*RELEASE_COLUMNS, "candidate_id", "status", "model", "answer_version"} - set(TEXT_COLUMNS)
+POSITION = "_pos"  # a candidate's row number in its table: where its texts are joined back from
+
+
+def candidate_facts(batch: pl.DataFrame, reviewed: pl.Series, offset: int = 0,
+                    judged: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The small facts the decision needs of a batch of candidates (rows `offset`.. of their table):
+    their non-text columns, their position, whether the prompt is missing and the answer blank, and
+    the answer version of those in `reviewed` (candidate ids with a review; no other needs one).
+
+    `judged`: those reviewed rows' POSITION, reasoning and answer, when the caller took them out of
+    the batch itself (so that `batch` need not hold every reasoning)."""
+    keep = [c for c in batch.columns if c in FACT_COLUMNS]
+    position = pl.int_range(offset, offset + batch.height, dtype=pl.Int64).alias(POSITION)
+    facts = batch.select(
+        *keep, position,
+        _prompt_null=pl.col("prompt").is_null(),
+        _answer_blank=pl.col("answer").str.strip_chars().fill_null("") == "",
+    )
+    if judged is None:
+        texts = [c for c in ("reasoning", "answer") if c in batch.columns]
+        judged = batch.select(position, "candidate_id", *texts).filter(pl.col("candidate_id").is_in(reviewed.implode()))
+    versions = with_answer_version(judged).select(POSITION, _answer_version="answer_version")
+    return facts.join(versions, on=POSITION, how="left", maintain_order="left")
+
+
 def build_release_rows(
-    reviews: pl.DataFrame,
-    candidates: pl.DataFrame,
-    config: ReleaseConfig,
-    *,
-    rule: DecisionRule | None = None,
-    questions: pl.DataFrame | None = None,
-    keywords: pl.DataFrame | None = None,
-    auto_decisions: pl.DataFrame | None = None,
+    reviews: pl.DataFrame, candidates: pl.DataFrame, config: ReleaseConfig, **options: Any,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows, excluded): one ReleaseRow per accepted candidate, and why every other reviewed candidate is out.
+
+    `options`: decide_rows' keyword arguments (rule, questions, keywords, auto_decisions).
 
     `rule` is the review decision rule (`curate.review.config.decision_rule`), the one pull uses.
     With `config.include_pending` (a draft), candidates still pending review (fewer than
@@ -73,16 +98,46 @@ def build_release_rows(
     releases it as pending). The answer is the reviewers' correction when there is one
     (answer_corrected=True, reasoning_matches_answer=False). Topic comes
     from the question, else the keyword; seed IDs come from the keyword.
+
+    The whole table in memory; the release stage decides the same way from `candidate_facts` and
+    joins the texts back in bounded memory (curate.release.assemble).
     """
     require_columns(reviews, str(REVIEWS))
     require_columns(candidates, str(CANDIDATES))
+    facts = candidate_facts(candidates, reviews["candidate_id"])
+    accepted, excluded = decide_rows(reviews, facts, config, **options)
+    return with_texts(accepted, texts_of(candidates)), excluded
+
+
+def texts_of(candidates: pl.DataFrame) -> pl.DataFrame:
+    """The candidates' text columns with their POSITION, for `with_texts`."""
+    return candidates.select(pl.int_range(0, candidates.height, dtype=pl.Int64).alias(POSITION),
+                             *[c for c in TEXT_COLUMNS if c in candidates.columns])
+
+
+def decide_rows(
+    reviews: pl.DataFrame,
+    facts: pl.DataFrame,
+    config: ReleaseConfig,
+    *,
+    rule: DecisionRule | None = None,
+    questions: pl.DataFrame | None = None,
+    keywords: pl.DataFrame | None = None,
+    auto_decisions: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(accepted, excluded) from the candidates' facts (`candidate_facts`), without their texts:
+    `accepted` holds one row per released candidate, sorted by row_id, with every column of its
+    release row but the texts, and the position and correction `with_texts` needs."""
+    require_columns(reviews, str(REVIEWS))
     reviews = _reviews_frame(reviews)
     if config.campaigns:
         reviews = reviews.filter(pl.col("campaign").is_in(config.campaigns))
     rule = rule or DecisionRule()
-    ok_candidates = candidates.filter(pl.col("status") == "ok") if "status" in candidates.columns else candidates
+    ok_candidates = facts.filter(pl.col("status") == "ok") if "status" in facts.columns else facts
     # Only verdicts on the text being released count; reviews of an earlier answer are stale.
-    current = with_answer_version(ok_candidates).select("candidate_id", "answer_version")
+    # Only reviewed candidates have a version (candidate_facts); the others cannot make a review stale.
+    current = ok_candidates.filter(pl.col("_answer_version").is_not_null()).select(
+        "candidate_id", answer_version="_answer_version")
     reviews, stale = current_reviews(reviews, current)
     decisions = resolve_reviews(reviews, rule.policy, rule.min_submitted)
     if auto_decisions is not None:
@@ -104,39 +159,53 @@ def build_release_rows(
         .group_by("candidate_id")
         .agg(review_campaigns=pl.col("campaign").unique().sort())
     )
-    if "reasoning" not in ok_candidates.columns:
-        ok_candidates = ok_candidates.with_columns(reasoning=pl.lit(None, dtype=pl.String))
     joined = decisions.join(
-        ok_candidates.unique("candidate_id", keep="first"), on="candidate_id", how="left", suffix="_candidate"
+        ok_candidates.drop("_answer_version").unique("candidate_id", keep="first", maintain_order=True),
+        on="candidate_id", how="left", suffix="_candidate",
     )
     joined = joined.join(campaigns, on="candidate_id", how="left")
 
     released_decisions = ["accepted", "pending"] if config.include_pending else ["accepted"]
-    final_answer = pl.coalesce("corrected_answer", "answer")
+    corrected = pl.col("corrected_answer")
+    # The answer released is the correction when there is one: blank when that (or else the answer) is.
+    blank = pl.when(corrected.is_not_null()).then(corrected.str.strip_chars() == "").otherwise(pl.col("_answer_blank"))
     reason = (
-        pl.when(pl.col("prompt").is_null())
+        pl.when(pl.col("_prompt_null").fill_null(True))
         .then(pl.lit("unknown_candidate"))
         .when(~pl.col("decision").is_in(released_decisions))
         .then(pl.col("decision"))
-        .when(final_answer.str.strip_chars().fill_null("") == "")
+        .when(blank)
         .then(pl.lit("no_answer"))
     )
     joined = joined.with_columns(exclude_reason=reason)
     excluded_columns = ["candidate_id", "exclude_reason", "n_reviews", "accept_votes", "reject_votes", "harmful_votes"]
     excluded = pl.concat([joined.filter(pl.col("exclude_reason").is_not_null()).select(excluded_columns),
                           rereview.select(excluded_columns)])
-    accepted = joined.filter(pl.col("exclude_reason").is_null()).with_columns(
-        answer_corrected=pl.col("corrected_answer").is_not_null() & (pl.col("corrected_answer") != pl.col("answer")),
-        answer=final_answer,
+    accepted = joined.filter(pl.col("exclude_reason").is_null())
+    # What the rows and with_texts need; the decision's own columns stop here (less to join and sort).
+    accepted = accepted.select([c for c in accepted.columns if c in RELEASE_COLUMNS or c in (POSITION, "corrected_answer")])
+    accepted = accepted.with_columns(
         row_id=pl.col("candidate_id").map_elements(row_id_for_candidate, return_dtype=pl.String),
         source=pl.lit("curate"),
+    )
+    accepted = with_split(_attach_lineage(accepted, questions, keywords), config.test_fraction, config.split_seed)
+    return accepted.sort("row_id"), excluded.sort("candidate_id")
+
+
+def with_texts(accepted: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
+    """`accepted` (decide_rows' rows, or a slice of them) as ReleaseRows, in their order, with their
+    texts from `texts` (POSITION plus the text columns of the candidates at those positions)."""
+    rows = accepted.join(texts, on=POSITION, how="left", maintain_order="left")
+    if "reasoning" not in rows.columns:
+        rows = rows.with_columns(reasoning=pl.lit(None, dtype=pl.String))
+    rows = rows.with_columns(
+        answer_corrected=pl.col("corrected_answer").is_not_null() & (pl.col("corrected_answer") != pl.col("answer")),
+        answer=pl.coalesce("corrected_answer", "answer"),
     ).with_columns(
         # The model's reasoning led to its own answer, not to a reviewer's replacement.
         reasoning_matches_answer=~pl.col("answer_corrected"),
     )
-    accepted = with_split(_attach_lineage(accepted, questions, keywords), config.test_fraction, config.split_seed)
-    rows = conform(accepted, ReleaseRow).sort("row_id")
-    return rows, excluded.sort("candidate_id")
+    return conform(rows, ReleaseRow)
 
 
 def _with_unreviewed(decisions: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
