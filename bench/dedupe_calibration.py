@@ -1,7 +1,8 @@
 """Calibrate dedupe thresholds per model and per language on public paraphrase data (data/paraphrase_public).
 
-    nice -n 10 uv run python bench/dedupe_calibration.py --model embeddinggemma \
-        --json bench/results/dedupe_calibration.json        # the project's 11 languages
+    nice -n 10 uv run python bench/dedupe_calibration.py --model embeddinggemma --prompt query \
+        --max-duplicate 81 --max-distinct 64 --cross \
+        --json bench/results/dedupe_calibration.json        # the shipped entry: the 11 languages, pooled
     nice -n 10 uv run python bench/dedupe_calibration.py --model minilm-bundled --max-distinct 300
 
 Sets (see data/paraphrase_public/SOURCE.md), all translations of the STS benchmark, so every
@@ -230,8 +231,8 @@ def main() -> None:
     global MAX_DISTINCT, MAX_DUPLICATE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="model spec (repeatable); default embeddinggemma")
-    parser.add_argument("--prompt", default="STS", help="prompt name for multilingual models (EmbeddingGemma: STS, "
-                        "Clustering, PairClassification, query, ...)")
+    parser.add_argument("--prompt", default="query", help="prompt name for multilingual models (EmbeddingGemma: "
+                        "query, the shipped one; STS, Clustering, ...; compare them with bench/dedupe_prompts.py)")
     parser.add_argument("--pawsx-limit", type=int, default=0, help="PAWS-X dev pairs per language (0: skip)")
     parser.add_argument("--cross", action="store_true", help="also report English vs other-language pairs")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -3,14 +3,18 @@ model and threshold applied; empty texts are reported and never merged."""
 
 from __future__ import annotations
 
+import json
 import tomllib
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from curate.config import DEFAULT_LANGUAGES
-from curate.stages.dedupe import DedupeConfig, calibration_for, dedupe_frame, language_settings
+from curate.stages.dedupe import DedupeConfig, calibration_for, dedupe_frame, embeddinggemma_path, language_settings
 from curate.stages.dedupe.calibration import TABLE, LanguageSetting
+from curate.stages.dedupe.device import prompt_name_for
+from curate.stages.dedupe.embed import ResolvedModel
 from curate.stages.dedupe.semantic import partition_setting
 
 
@@ -105,3 +109,16 @@ def test_dtype_follows_the_device_unless_set() -> None:
     assert resolved_dtype(DedupeConfig(), "cuda:0") == "float16"
     assert resolved_dtype(DedupeConfig(dtype="bfloat16"), "cuda:0") == "bfloat16"
     assert resolved_dtype(DedupeConfig(dtype="float32"), "cuda") == "float32"
+
+
+def test_the_calibrated_prompt_applies_unless_configured_and_is_one_the_model_has() -> None:
+    gemma = ResolvedModel(path=Path("unused"), name="google/embeddinggemma-300m", key="k")
+    calibrated = calibration_for(gemma.name).prompt_name
+    assert calibrated and prompt_name_for(DedupeConfig(), gemma) == calibrated
+    assert prompt_name_for(DedupeConfig(prompt_name="STS"), gemma) == "STS"  # config wins
+    # A model without a calibrated prompt embeds raw text.
+    other = ResolvedModel(path=Path("unused"), name="some-org/unknown-model", key="k")
+    assert prompt_name_for(DedupeConfig(), other) is None
+    config = embeddinggemma_path() / "config_sentence_transformers.json"
+    if config.is_file():  # assembled by scripts/setup.sh: the calibrated prompt must be one of its own
+        assert calibrated in json.loads(config.read_text(encoding="utf-8"))["prompts"]

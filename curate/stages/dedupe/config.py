@@ -25,7 +25,7 @@ class DedupeConfig(BaseModel):
     )
     prompt_name: str | None = Field(
         default=None,
-        description="sentence-transformers prompt name; default: the model's calibrated one (EmbeddingGemma: 'STS').",
+        description="sentence-transformers prompt name; default: the model's calibrated one (EmbeddingGemma: 'query').",
     )
     semantic_languages: list[str] | None = Field(
         default=None,
