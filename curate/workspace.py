@@ -112,6 +112,7 @@ def atomic_write_parquet(path: Path, df: pl.DataFrame | pl.LazyFrame | Path) -> 
     Path (a Parquet file already written and synced, in the same folder) is renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(df, Path):
+        os.chmod(df, 0o600)  # the same mode as every table written through mkstemp below
         os.replace(df, path)
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -61,6 +61,9 @@ def test_bounded_stage_gives_the_rows_of_the_in_memory_stage(tmp_path: Path, sce
     # No scratch file (spilled texts, the assembled file) is left beside the stage's tables.
     assert sorted(p.name for p in (tmp_path / "ws" / "stages" / "release").iterdir()) == [
         "excluded.parquet", "manifest.json", "rows.parquet"]
+    # The assembled file gets the stage store's mode, like the tables written through it.
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ws" / "stages" / "release").glob("*.parquet")}
+    assert modes == {"excluded.parquet": 0o600, "rows.parquet": 0o600}
 
 
 def test_bounded_rows_equal_in_memory_rows_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
