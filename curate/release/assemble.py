@@ -151,10 +151,10 @@ def write_rows(accepted: pl.DataFrame, extra: pl.DataFrame, candidates: Path, ou
                     rows.append(joined)
                 if curated.height < part.height:
                     rows.append(_gather(extra, part.filter(pl.col("_extra"))["_i"]))
-                # Mixed-in rows are never evaluation prompts.
                 bucket_rows = pl.concat(rows, how="vertical_relaxed")
                 if len(rows) > 1:
                     bucket_rows = bucket_rows.sort("row_id")
+                # Mixed-in rows are never evaluation prompts.
                 bucket_rows = bucket_rows.with_columns(pl.col("split").fill_null("train"))
                 table = bucket_rows.to_arrow(compat_level=pl.CompatLevel.oldest())
                 if writer is None:
