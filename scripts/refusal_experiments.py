@@ -132,18 +132,181 @@ def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path) -> dict:
         if kind == "prompt":
             bare[test] = probabilities(path, [prepared[int(i)] for i in test])
     result = {"run": name, "fold_seed": fold_seed, "size_mb": round(max(sizes) / 1e6, 2)} | scores(df, probs)
-    return result | ({"without_prompt": scores(df, bare)} if kind == "prompt" else {})
+    return result | ({"without_prompt": scores(df, bare)} if kind == "prompt" else {}), probs
+
+
+# ---- third round: an embedding head on EmbeddingGemma-300M, and request-reply features ----------
+# Only the real SpeechMap replies found in the embedding cache (scripts/refusal_embed_cache.py) are
+# scored; each (language, label) stratum is weighted by its full count over its embedded count, so
+# the figures estimate the whole SpeechMap set. Folds are the same model-grouped folds as above.
+EMBED_RUNS = ("e0_sub", "head", "stack", "pair", "pair_stack")
+
+
+def weighted_isotonic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted pool-adjacent-violators fit of y on x (knots for np.interp), as train.isotonic."""
+    order = np.lexsort((y, x))
+    blocks: list[list[float]] = []  # [sum_wx, sum_wy, sum_w]
+    for xi, yi, wi in zip(x[order], y[order].astype(float), w[order], strict=True):
+        blocks.append([wi * xi, wi * yi, wi])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            sx, sy, sw = blocks.pop()
+            blocks[-1][0] += sx
+            blocks[-1][1] += sy
+            blocks[-1][2] += sw
+    kx = [b[0] / b[2] for b in blocks]
+    ky = [b[1] / b[2] for b in blocks]
+    return np.array([0.0, *kx, 1.0]), np.array([ky[0], *ky, ky[-1]])
+
+
+def embedded_subset(df: pl.DataFrame, cache_dir: Path) -> dict:
+    """Rows of real SpeechMap replies with cached reply and request embeddings, and their weights."""
+    from refusal_embed_cache import PROMPT_NAME, load_tokenizer, window_texts
+    from curate.stages.dedupe.cache import EmbeddingCache
+    from curate.stages.dedupe.embed import text_keys
+
+    tokenizer, key = load_tokenizer()
+    cache = EmbeddingCache(cache_dir, key)
+    rows = np.flatnonzero((df["source"] == "speechmap").to_numpy())
+    texts = window_texts(df["text"].gather(rows).to_list(), tokenizer)
+    found, reply = cache.lookup(text_keys(texts, key, PROMPT_NAME))
+    rows, reply = rows[found], reply
+    asked = df["prompt"].gather(rows).to_list()
+    ok, request = cache.lookup(text_keys(asked, key, PROMPT_NAME))
+    if not ok.all():
+        raise SystemExit(f"{(~ok).sum()} requests are not in the embedding cache {cache_dir}")
+    strata = pl.DataFrame({"language": df["language"], "label": df["label"]})
+    full = strata.gather(np.flatnonzero((df["source"] == "speechmap").to_numpy())).group_by("language", "label").len("n_full")
+    sub = strata.gather(rows).with_row_index("i")
+    counts = sub.group_by("language", "label").len("n_sub").join(full, on=["language", "label"])
+    weight = sub.join(counts, on=["language", "label"]).sort("i").select(pl.col("n_full") / pl.col("n_sub"))
+    return {"rows": rows, "reply": reply, "request": request, "weight": weight.to_series().to_numpy(),
+            "strata": counts.sort("language", "label").to_dicts()}
+
+
+def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float):
+    from sklearn.linear_model import LogisticRegression  # heavy; only the embedding runs need it
+
+    return LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=w / w.mean())
+
+
+HEAD_C = 10.0  # fixed beforehand (unit-norm 768-d inputs): no search on any held-out fold
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray):
+    """The head on these rows, and its inner out-of-fold probabilities (model-grouped 3 folds of
+    these rows only), which train a stacker without leaking the held-out fold."""
+    inner = group_folds(pl.Series(groups), 3, 5)
+    oof = np.zeros((len(y), len(CLASSES)))
+    for k in range(3):
+        tr, te = inner != k, inner == k
+        oof[te] = _probs(_logreg(x[tr], y[tr], w[tr], HEAD_C), x[te])
+    return _logreg(x, y, w, HEAD_C), oof
+
+
+def _probs(model, x: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(x), len(CLASSES)))
+    out[:, model.classes_] = model.predict_proba(x)
+    return out
+
+
+def embed_features(sub: dict, kind: str) -> np.ndarray:
+    reply, request = sub["reply"], sub["request"]
+    if kind == "reply":
+        return reply
+    cos = np.sum(reply * request, axis=1, keepdims=True)
+    return np.hstack([reply, request, reply * request, cos])
+
+
+def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fold_seed: int) -> dict[str, np.ndarray]:
+    """Out-of-fold P(class) for the embedded rows under each run of `names`."""
+    rows, w = sub["rows"], sub["weight"]
+    y = np.array([CLASSES.index(lab) for lab in df["label"].gather(rows)])
+    groups = df["model"].gather(rows).to_numpy()
+    folds = group_folds(df["model"], 5, fold_seed)[rows]
+    out = {name: np.zeros((len(rows), len(CLASSES))) for name in names}
+    if "e0_sub" in out:
+        out["e0_sub"] = e0[rows]
+    for kind, head_run, stack_run in (("reply", "head", "stack"), ("pair", "pair", "pair_stack")):
+        if head_run not in out and stack_run not in out:
+            continue
+        x = embed_features(sub, kind)
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            head, inner_oof = _fit_head(x[tr], y[tr], w[tr], groups[tr])
+            test_probs = _probs(head, x[te])
+            if head_run in out:
+                out[head_run][te] = test_probs
+            if stack_run in out:
+                # Stacker inputs: log-probabilities of fastText e0 (its out-of-fold scores) and of
+                # the head (inner out-of-fold on the training rows); fitted on the training folds only.
+                z_tr = np.log(np.clip(np.hstack([e0[rows][tr], inner_oof]), 1e-6, 1))
+                z_te = np.log(np.clip(np.hstack([e0[rows][te], test_probs]), 1e-6, 1))
+                out[stack_run][te] = _probs(_logreg(z_tr, y[tr], w[tr], 1.0), z_te)
+    return out
+
+
+def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 0, base: np.ndarray | None = None) -> dict:
+    rows, w = sub["rows"], sub["weight"]
+    truth = (df["label"].gather(rows) != "answered").to_numpy()
+    raw = 1 - probs[:, 0]
+    ok = (np.interp(raw, *weighted_isotonic(raw, truth, w)) >= 0.5) == truth
+    lang, label = df["language"].gather(rows).to_numpy(), df["label"].gather(rows).to_numpy()
+
+    def acc(mask: np.ndarray) -> float:
+        return round(float(np.sum(w[mask] * ok[mask]) / np.sum(w[mask])), 4)
+
+    out = {"n": len(rows), "all": acc(np.ones(len(rows), bool))} | {lg: acc(lang == lg) for lg in ("en", "zh", "fi")}
+    out |= {f"right_{c}": acc(label == c) for c in CLASSES if (label == c).any()}
+    out |= {f"evasive_{lg}": acc((label == "official_line") & (lang == lg)) for lg in ("en", "zh", "fi")}
+    if boot and base is not None:
+        # Paired bootstrap over models (whole models resampled): spread of the gain over e0.
+        base_ok = (np.interp(1 - base[:, 0], *weighted_isotonic(1 - base[:, 0], truth, w)) >= 0.5) == truth
+        models = df["model"].gather(rows).to_numpy()
+        names = np.unique(models)
+        member = {m: np.flatnonzero(models == m) for m in names}
+        rng = np.random.default_rng(0)
+        gains = {"all": [], "en": [], "zh": [], "fi": []}
+        for _ in range(boot):
+            idx = np.concatenate([member[m] for m in rng.choice(names, len(names))])
+            for key in gains:
+                sel = idx if key == "all" else idx[lang[idx] == key]
+                gains[key].append(np.sum(w[sel] * (ok[sel].astype(float) - base_ok[sel])) / np.sum(w[sel]))
+        out |= {f"gain_{k}_95": [round(float(np.percentile(v, 2.5)), 4), round(float(np.percentile(v, 97.5)), 4)]
+                for k, v in gains.items()}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", choices=sorted(RUNS))
+    parser.add_argument("runs", nargs="+", choices=sorted(RUNS) + list(EMBED_RUNS))
     parser.add_argument("--fold-seed", type=int, default=1)
+    parser.add_argument("--embed-cache", type=Path, help="embedding cache of scripts/refusal_embed_cache.py (embedding runs)")
+    parser.add_argument("--e0-probs", type=Path, help="e0's out-of-fold probabilities (--save-probs of an e0 run)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--save-probs", type=Path, help="folder for each run's out-of-fold probabilities (<run>-seed<k>.npy)")
     args = parser.parse_args()
     df = training_frame()
+    embedding = [r for r in args.runs if r in EMBED_RUNS]
+    if embedding:
+        sub, e0 = embedded_subset(df, args.embed_cache), np.load(args.e0_probs)
+        print(json.dumps({"strata": sub["strata"]}), flush=True)
+        base = e0[sub["rows"]]
+        every = np.flatnonzero((df["source"] == "speechmap").to_numpy())
+        whole = weighted_scores(df, {"rows": every, "weight": np.ones(len(every))}, e0[every])
+        print(json.dumps({"run": "e0_all_speechmap", "fold_seed": args.fold_seed} | whole), flush=True)
+        for name, probs in embed_runs(embedding, df, sub, e0, args.fold_seed).items():
+            if args.save_probs:
+                args.save_probs.mkdir(parents=True, exist_ok=True)
+                np.save(args.save_probs / f"{name}-seed{args.fold_seed}.npy", probs)
+            result = weighted_scores(df, sub, probs, args.bootstrap if name != "e0_sub" else 0, base)
+            print(json.dumps({"run": name, "fold_seed": args.fold_seed} | result), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.runs:
-            print(json.dumps(run(name, df, args.fold_seed, Path(tmp))), flush=True)
+        for name in [r for r in args.runs if r in RUNS]:
+            result, probs = run(name, df, args.fold_seed, Path(tmp))
+            print(json.dumps(result), flush=True)
+            if args.save_probs:
+                args.save_probs.mkdir(parents=True, exist_ok=True)
+                np.save(args.save_probs / f"{name}-seed{args.fold_seed}.npy", probs)
 
 
 if __name__ == "__main__":
