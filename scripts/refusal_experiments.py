@@ -139,7 +139,8 @@ def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path) -> dict:
 # Only the real SpeechMap replies found in the embedding cache (scripts/refusal_embed_cache.py) are
 # scored; each (language, label) stratum is weighted by its full count over its embedded count, so
 # the figures estimate the whole SpeechMap set. Folds are the same model-grouped folds as above.
-EMBED_RUNS = ("e0_sub", "head", "stack", "pair", "pair_stack")
+EMBED_RUNS = ("e0_sub", "head", "stack", "pair", "pair_stack", "cascade")
+BAND = (0.15, 0.85)  # the detector cascade's uncertain band ([stages.refusal] uncertain_low / _high)
 
 
 def weighted_isotonic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -223,11 +224,11 @@ def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fo
     y = np.array([CLASSES.index(lab) for lab in df["label"].gather(rows)])
     groups = df["model"].gather(rows).to_numpy()
     folds = group_folds(df["model"], 5, fold_seed)[rows]
-    out = {name: np.zeros((len(rows), len(CLASSES))) for name in names}
+    out = {name: np.zeros((len(rows), len(CLASSES))) for name in (*names, *(["stack"] if "cascade" in names else []))}
     if "e0_sub" in out:
         out["e0_sub"] = e0[rows]
     for kind, head_run, stack_run in (("reply", "head", "stack"), ("pair", "pair", "pair_stack")):
-        if head_run not in out and stack_run not in out:
+        if head_run not in out and stack_run not in out and not (kind == "reply" and "cascade" in out):
             continue
         x = embed_features(sub, kind)
         for k in range(5):
@@ -236,12 +237,21 @@ def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fo
             test_probs = _probs(head, x[te])
             if head_run in out:
                 out[head_run][te] = test_probs
-            if stack_run in out:
+            if stack_run in out or (kind == "reply" and "cascade" in out):
                 # Stacker inputs: log-probabilities of fastText e0 (its out-of-fold scores) and of
                 # the head (inner out-of-fold on the training rows); fitted on the training folds only.
                 z_tr = np.log(np.clip(np.hstack([e0[rows][tr], inner_oof]), 1e-6, 1))
                 z_te = np.log(np.clip(np.hstack([e0[rows][te], test_probs]), 1e-6, 1))
                 out[stack_run][te] = _probs(_logreg(z_tr, y[tr], w[tr], 1.0), z_te)
+    if "cascade" in out:
+        # model+embed: e0's calibrated score, replaced by the stack's where e0 is in the uncertain band.
+        truth = (df["label"].gather(rows) != "answered").to_numpy()
+        first = np.interp(1 - e0[rows][:, 0], *weighted_isotonic(1 - e0[rows][:, 0], truth, w))
+        second = np.interp(1 - out["stack"][:, 0], *weighted_isotonic(1 - out["stack"][:, 0], truth, w))
+        band = (first >= BAND[0]) & (first <= BAND[1])
+        score = np.where(band, second, first)
+        out["cascade"] = np.column_stack([1 - score, score, np.zeros((len(rows), 2))])
+        sub["band_share"] = round(float(np.sum(w[band]) / np.sum(w)), 4)
     return out
 
 
@@ -299,6 +309,7 @@ def main() -> None:
                 args.save_probs.mkdir(parents=True, exist_ok=True)
                 np.save(args.save_probs / f"{name}-seed{args.fold_seed}.npy", probs)
             result = weighted_scores(df, sub, probs, args.bootstrap if name != "e0_sub" else 0, base)
+            result |= {"band_share": sub["band_share"]} if name == "cascade" else {}
             print(json.dumps({"run": name, "fold_seed": args.fold_seed} | result), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in [r for r in args.runs if r in RUNS]:
