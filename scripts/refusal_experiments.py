@@ -1,7 +1,13 @@
-"""Reproduce docs/refusal.md "Tried and not shipped (second round)": by-model cross-validation of
-refusal-detector variants (fastText settings, rule hits / position / prompt tokens, window).
+"""Reproduce docs/refusal.md "Tried and not shipped" (second and third rounds): by-model cross-validation
+of refusal-detector variants (fastText settings, rule hits / position / prompt tokens, window; an
+EmbeddingGemma head, stacked with fastText, request-reply features, the model+embed cascade).
 
     nice -n 10 uv run python scripts/refusal_experiments.py e0 sub36 wng3 rules prompt [--fold-seed 11]
+    nice -n 10 uv run python scripts/refusal_experiments.py e0 --save-probs P
+    nice -n 10 uv run python scripts/refusal_experiments.py e0_sub head stack pair pair_stack cascade \
+        --embed-cache DIR --e0-probs P/e0-seed1.npy    # DIR filled by scripts/refusal_embed_cache.py
+
+The embedding runs are described where they are defined (third round, below).
 
 Each run: the shipped training data cut to the final answer, 5 folds grouped by model, one fresh
 fastText process per fold (the worker of curate/refusal/train.py, so training is deterministic),
