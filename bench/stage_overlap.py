@@ -40,6 +40,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -141,63 +143,69 @@ class SlotSampler:
                 "after_last_call_s": round(end - last, 2)}
 
 
+@contextmanager
+def stand_in(latency: float) -> Iterator[str]:
+    """The fault injector (no faults, a fixed latency) with REPLIES, in its own process."""
+    proc, base_url = start_server(latency)
+    try:
+        body = json.dumps(REPLIES).encode()
+        urllib.request.urlopen(urllib.request.Request(base_url + "/config", data=body, method="POST"), timeout=10).close()
+        yield base_url
+    finally:
+        proc.terminate()
+
+
 def requests_sent(base_url: str) -> int:
     return server_call(base_url, "/stats")["requests"]
 
 
 def measure(n: int, concurrency: int, latency: float, shard_size: int, slots: int) -> dict:
-    proc, base_url = start_server(latency)
-    try:
-        body = json.dumps(REPLIES).encode()
-        urllib.request.urlopen(urllib.request.Request(base_url + "/config", data=body, method="POST"), timeout=10).close()
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = load_config(write_config(Path(tmp), base_url, concurrency, shard_size, slots))
-            orch = orchestration_config(cfg)
-            ws = Workspace(Path(tmp) / "ws")
-            ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(n)}))
-            stages, done, windows = [], set(), []
-            with Services(ws, cfg) as services, utilization_meter() as flow_use, SlotSampler(cfg.llm) as sampler:
-                started = time.perf_counter()
-                for stage in ANSWERS_TO_JUDGE:
-                    call, missing = prepare(stage, cfg, ws, services, have=lambda ref: ref.stage in done | {"translate"})
-                    assert not missing, missing
-                    before, t0 = requests_sent(base_url), time.perf_counter()
-                    with utilization_meter() as stage_use:
-                        result = execute_stage(ws, call, orch)
-                    wall = time.perf_counter() - t0
-                    sent = requests_sent(base_url) - before
-                    (use,) = stage_use().values() or [{"utilization": 0.0}]
-                    ideal = sent * latency / concurrency
-                    stages.append({"stage": stage.name, "rows": result.rows, "requests": sent, "wall_s": round(wall, 2),
-                                   "ideal_s": round(ideal, 2), "idle_s": round(wall - ideal, 2),
-                                   **sampler.split(t0, t0 + wall, concurrency),
-                                   "utilization": use["utilization"], "shards": (result.manifest["report"] or {}).get("shards")})
-                    windows.append((t0, t0 + wall))
-                    print(stages[-1], flush=True)
-                    done.add(stage.name)
-                wall = time.perf_counter() - started
-                (use,) = flow_use().values()
-            answers_end = windows[0][1]
-            busy = [t for t, n in sampler.samples if n > 0]
-            last_answers = max((t for t in busy if t <= answers_end), default=answers_end)
-            first_judge = min((t for t in busy if t > answers_end), default=answers_end)
-            judging = stages[1:]
-            total = sum(s["requests"] for s in stages)
-            ideal = total * latency / concurrency
-            flow = {"stage": "answers + judge", "requests": total, "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
-                    "idle_s": round(wall - ideal, 2), "utilization": use["utilization"],
-                    "between_stages_s": round(wall - sum(s["wall_s"] for s in stages), 2),
-                    "seam_s": round(first_judge - last_answers, 2)}
-            judge_total = {"stage": "judge total (" + " + ".join(s["stage"] for s in judging) + ")",
-                           "requests": sum(s["requests"] for s in judging),
-                           "wall_s": round(sum(s["wall_s"] for s in judging), 2)}
-            judge_total["ideal_s"] = round(judge_total["requests"] * latency / concurrency, 2)
-            judge_total["idle_s"] = round(judge_total["wall_s"] - judge_total["ideal_s"], 2)
-            judge_total["utilization"] = judge_total["ideal_s"] / judge_total["wall_s"] if judge_total["wall_s"] else 0.0
-            errors = ws.read("judge/judgments").filter(pl.col("status") != "ok").height
-            return {"stages": [*stages, judge_total, flow], "judge_error_rows": errors, "server": server_call(base_url, "/stats")}
-    finally:
-        proc.terminate()
+    with stand_in(latency) as base_url, tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(write_config(Path(tmp), base_url, concurrency, shard_size, slots))
+        orch = orchestration_config(cfg)
+        ws = Workspace(Path(tmp) / "ws")
+        ws.run_stage("translate", lambda: StageOutput(tables={"translations": translations(n)}))
+        stages, done, windows = [], set(), []
+        with Services(ws, cfg) as services, utilization_meter() as flow_use, SlotSampler(cfg.llm) as sampler:
+            started = time.perf_counter()
+            for stage in ANSWERS_TO_JUDGE:
+                call, missing = prepare(stage, cfg, ws, services, have=lambda ref: ref.stage in done | {"translate"})
+                assert not missing, missing
+                before, t0 = requests_sent(base_url), time.perf_counter()
+                with utilization_meter() as stage_use:
+                    result = execute_stage(ws, call, orch)
+                wall = time.perf_counter() - t0
+                sent = requests_sent(base_url) - before
+                (use,) = stage_use().values() or [{"utilization": 0.0}]
+                ideal = sent * latency / concurrency
+                stages.append({"stage": stage.name, "rows": result.rows, "requests": sent, "wall_s": round(wall, 2),
+                               "ideal_s": round(ideal, 2), "idle_s": round(wall - ideal, 2),
+                               **sampler.split(t0, t0 + wall, concurrency),
+                               "utilization": use["utilization"], "shards": (result.manifest["report"] or {}).get("shards")})
+                windows.append((t0, t0 + wall))
+                print(stages[-1], flush=True)
+                done.add(stage.name)
+            wall = time.perf_counter() - started
+            (use,) = flow_use().values()
+        answers_end = windows[0][1]
+        busy = [t for t, n in sampler.samples if n > 0]
+        last_answers = max((t for t in busy if t <= answers_end), default=answers_end)
+        first_judge = min((t for t in busy if t > answers_end), default=answers_end)
+        judging = stages[1:]
+        total = sum(s["requests"] for s in stages)
+        ideal = total * latency / concurrency
+        flow = {"stage": "answers + judge", "requests": total, "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
+                "idle_s": round(wall - ideal, 2), "utilization": use["utilization"],
+                "between_stages_s": round(wall - sum(s["wall_s"] for s in stages), 2),
+                "seam_s": round(first_judge - last_answers, 2)}
+        judge_total = {"stage": "judge total (" + " + ".join(s["stage"] for s in judging) + ")",
+                       "requests": sum(s["requests"] for s in judging),
+                       "wall_s": round(sum(s["wall_s"] for s in judging), 2)}
+        judge_total["ideal_s"] = round(judge_total["requests"] * latency / concurrency, 2)
+        judge_total["idle_s"] = round(judge_total["wall_s"] - judge_total["ideal_s"], 2)
+        judge_total["utilization"] = judge_total["ideal_s"] / judge_total["wall_s"] if judge_total["wall_s"] else 0.0
+        errors = ws.read("judge/judgments").filter(pl.col("status") != "ok").height
+        return {"stages": [*stages, judge_total, flow], "judge_error_rows": errors, "server": server_call(base_url, "/stats")}
 
 
 # The stages from answers through judge, as the pipeline table orders them.
@@ -264,25 +272,19 @@ def child(mode: str, config: Path) -> dict:
 
 
 def measure_rss(n: int, concurrency: int, latency: float, shard_size: int, slots: int) -> dict:
-    proc, base_url = start_server(latency)
-    try:
-        body = json.dumps(REPLIES).encode()
-        urllib.request.urlopen(urllib.request.Request(base_url + "/config", data=body, method="POST"), timeout=10).close()
-        with tempfile.TemporaryDirectory() as tmp:
-            config = write_config(Path(tmp), base_url, concurrency, shard_size, slots)
-            text_mb = write_inputs(Workspace(Path(tmp) / "ws"), n)
-            out = {"candidates": n, "text_mb": round(text_mb, 1), "latency_s": latency, "concurrency": concurrency}
-            for mode in ("raw", "judge"):
-                run = subprocess.run([sys.executable, __file__, "--child", mode, str(config)], capture_output=True,
-                                     text=True, check=False)
-                if run.returncode:
-                    raise RuntimeError(f"child {mode} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-                out[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-                print(mode, out[mode], flush=True)
-            out["requests"] = server_call(base_url, "/stats")["requests"]
-            return out
-    finally:
-        proc.terminate()
+    with stand_in(latency) as base_url, tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), base_url, concurrency, shard_size, slots)
+        text_mb = write_inputs(Workspace(Path(tmp) / "ws"), n)
+        out = {"candidates": n, "text_mb": round(text_mb, 1), "latency_s": latency, "concurrency": concurrency}
+        for mode in ("raw", "judge"):
+            run = subprocess.run([sys.executable, __file__, "--child", mode, str(config)], capture_output=True,
+                                 text=True, check=False)
+            if run.returncode:
+                raise RuntimeError(f"child {mode} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+            out[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+            print(mode, out[mode], flush=True)
+        out["requests"] = server_call(base_url, "/stats")["requests"]
+        return out
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -140,17 +142,18 @@ class ScriptedJudgeFaultInjector(BaseHTTPRequestHandler):
     model "steady" replies with a fixed, valid verdict (to show the other judge's failure is what
     nulls the score). A real model will not fail on demand."""
 
+    def verdict(self, model: str, text: str) -> str:
+        if model == "garbage":
+            return "I think it is fine, probably."
+        if "classifier for red-teaming" in text:
+            return '{"verdict": "no"}'
+        if "grading how well" in text:
+            return '{"reason": "on point", "score": 3}'
+        return '{"verdict": "answer", "confidence": 0.9}'
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = " ".join(str(m.get("content", "")) for m in body["messages"])
-        if body["model"] == "garbage":
-            content = "I think it is fine, probably."
-        elif "classifier for red-teaming" in text:
-            content = '{"verdict": "no"}'
-        elif "grading how well" in text:
-            content = '{"reason": "on point", "score": 3}'
-        else:
-            content = '{"verdict": "answer", "confidence": 0.9}'
+        content = self.verdict(body["model"], " ".join(str(m.get("content", "")) for m in body["messages"]))
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}}
@@ -165,13 +168,27 @@ class ScriptedJudgeFaultInjector(BaseHTTPRequestHandler):
         pass
 
 
+class _InjectorServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 drops connections when a client opens several at once
+    daemon_threads = True
+
+
+@contextmanager
+def injector(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """The base URL of `handler` served on a free port, for the duration."""
+    server = _InjectorServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def fault_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudgeFaultInjector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with injector(ScriptedJudgeFaultInjector) as url:
+        yield url
 
 
 def candidates(n: int = 2) -> pl.DataFrame:

@@ -18,8 +18,7 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -31,6 +30,7 @@ from curate.shards import DONE, SHARDS_DIR
 from curate.stages.judge import JudgeConfig, NamedJudge, judge_candidates
 from curate.workspace import Workspace
 from tests.fault_server import FaultConfig, FaultServer
+from tests.test_judge import ScriptedJudgeFaultInjector, injector
 from tests.polling import wait_for
 
 # sha256 of each table's CSV, from the single-stage judge (main 68174ef) on candidates()/rejects()/QUESTIONS.
@@ -44,52 +44,27 @@ PINNED = {
 SCORES_SORTED = "dc388a30477ce77657e0a7d674b10ccb897c17ed5c4d0081b7d8c2fa76dafc96"
 
 
-class ScriptedVerdicts(BaseHTTPRequestHandler):
+class ScriptedVerdicts(ScriptedJudgeFaultInjector):
     """FAULT INJECTOR: the satisfaction score is the answer's `[s=N]` tag (judge "b" scores `[split]`
     answers 2 lower: the judges disagree), harm is "yes" for `[harm]`, and judge "b" answers a
     `[fail]` answer with prose that is no verdict. A real model gives none of these on demand."""
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = " ".join(str(m.get("content", "")) for m in body["messages"])
-        score = re.search(r"\[s=(\d)\]", text)
-        if "[fail]" in text and body["model"] == "b":
-            content = "no verdict here"
-        elif "classifier for red-teaming" in text:
-            content = '{"verdict": "%s"}' % ("yes" if "[harm]" in text else "no")
-        elif "grading how well" in text:
-            s = int(score.group(1)) if score else 2
-            if body["model"] == "b" and "[split]" in text:
-                s = max(0, s - 2)
-            content = '{"reason": "scripted", "score": %d}' % s
-        else:
-            content = '{"verdict": "answer", "confidence": 0.9}'
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # the default 5 drops connections when a client opens several at once
-    daemon_threads = True
+    def verdict(self, model: str, text: str) -> str:
+        if "[fail]" in text and model == "b":
+            return "no verdict here"
+        if "classifier for red-teaming" in text:
+            return '{"verdict": "%s"}' % ("yes" if "[harm]" in text else "no")
+        if "grading how well" in text:
+            tagged = re.search(r"\[s=(\d)\]", text)
+            score = int(tagged.group(1)) if tagged else 2
+            return '{"reason": "scripted", "score": %d}' % (max(0, score - 2) if model == "b" and "[split]" in text else score)
+        return '{"verdict": "answer", "confidence": 0.9}'
 
 
 @pytest.fixture
 def scripted_url():
-    server = _Server(("127.0.0.1", 0), ScriptedVerdicts)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with injector(ScriptedVerdicts) as url:
+        yield url
 
 
 TEMPLATES = [
@@ -208,6 +183,17 @@ def curate_judge_score(root: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def kill_once(proc: subprocess.Popen, ready: Callable[[], bool], what: str) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds; fail if it ends on its own before."""
+    def still_running() -> None:
+        assert proc.poll() is None, f"ended before it was killed:\n{proc.stdout.read()}"  # type: ignore[union-attr]
+
+    wait_for(ready, what, timeout=180, alive=still_running)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    proc.stdout.close()  # type: ignore[union-attr]
+
+
 def finished_shards(ws: Workspace) -> list[Path]:
     return sorted(p.parent for p in (ws.stage_dir("judge_score") / SHARDS_DIR).glob(f"*/*/{DONE}"))
 
@@ -220,16 +206,7 @@ def test_judge_score_killed_with_sigkill_resumes_with_the_shards_it_has(tmp_path
     config.latency_s = 0.5
     with FaultServer(config) as server:
         write_config(tmp_path, server.base_url, shard_size=shard_size, concurrency=2 * shard_size * 2)
-        proc = curate_judge_score(tmp_path)
-
-        def running() -> None:
-            if proc.poll() is not None:
-                raise AssertionError(f"curate judge_score ended before it was killed:\n{proc.stdout.read()}")
-
-        wait_for(lambda: len(finished_shards(ws)) >= 2, "two shard checkpoints", timeout=180, alive=running)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        proc.stdout.close()
+        kill_once(curate_judge_score(tmp_path), lambda: len(finished_shards(ws)) >= 2, "two shard checkpoints")
         done = finished_shards(ws)
         assert 2 <= len(done) < n // shard_size
         assert ws.manifest("judge_score") is None  # killed: no manifest, no tables

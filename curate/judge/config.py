@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, EndpointConfig, LangIdConfig
 from curate.judge.bestof import BestOfConfig, PreferenceConfig
@@ -43,12 +43,13 @@ class ScoringConfig(BaseModel):
     language_aliases: dict[str, list[str]] = Field(default_factory=lambda: {"zh": ["wuu", "yue"]})
     repetition_ngram: int = Field(default=5, ge=2)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> ScoringConfig:
-        names = [j.name for j in self.judges]
-        if len(names) != len(set(names)):
-            raise ValueError(f"judge names must be unique, got {names}")
-        return self
+    @field_validator("judges")
+    @classmethod
+    def _unique_names(cls, judges: list[NamedJudge]) -> list[NamedJudge]:
+        # The name keys a judge's rows in judge/scores and its Argilla suggestions.
+        if len({j.name for j in judges}) < len(judges):
+            raise ValueError(f"judge names must be unique, got {[j.name for j in judges]}")
+        return judges
 
     def agents(self) -> dict[str, str]:
         """judge name -> `model@rubric` agent label (what Argilla shows beside a suggestion)."""
