@@ -261,3 +261,40 @@ def test_failed_judge_calls_are_error_rows_and_a_rerun_sends_only_them(tmp_path,
     judgments = ws.read("judge/judgments")
     assert (judgments["status"] == "ok").all() and judgments["candidate_id"].to_list() == cands["candidate_id"].to_list()
     assert ws.manifest("judge")["status"] == "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_runs_judge_score_in_the_same_shards_as_the_cli(tmp_path, scripted_url, monkeypatch):
+    """The flow's path (a stage task per stage, shards as task runs on its threads runner, LLM
+    slots held on the Prefect server) writes what the CLI test above writes."""
+    from prefect import flow
+
+    from curate.config import load_config
+    from curate.orchestrate import ensure_llm_limit, flow_runner, orchestration_config, run_stage_task
+    from curate.pipeline import stage
+    from curate.runner import Services, prepare
+
+    monkeypatch.chdir(tmp_path)
+    ws = workspace(tmp_path)
+    write_config(tmp_path, scripted_url, shard_size=5)
+
+    @flow
+    def judge_flow() -> list[dict]:
+        cfg = load_config(tmp_path / "curate.toml")
+        orch = orchestration_config(cfg)
+        ensure_llm_limit(orch)
+        summaries = []
+        with flow_runner(orch) as runner, Services(ws, cfg) as services:
+            for name in ("judge_score", "judge"):
+                call, missing = prepare(stage(name), cfg, ws, services, have=ws.has_table)
+                assert not missing
+                summaries.append(run_stage_task(ws, call, orch, runner=runner))
+        return summaries
+
+    summaries = judge_flow()
+    assert [s["stage"] for s in summaries] == ["judge_score", "judge"]
+    assert summaries[0]["shards"] == {"total": 10, "resumed": 0, "shard_size": 5}
+    assert digest(ws.read("judge/judgments")) == PINNED["judgments"]
+    assert digest(ws.read("judge/preferences")) == PINNED["preferences"]
+    assert digest(ws.read("judge/scores").sort("candidate_id", "judge", "metric")) == SCORES_SORTED
