@@ -298,3 +298,28 @@ def test_a_flow_runs_judge_score_in_the_same_shards_as_the_cli(tmp_path, scripte
     assert digest(ws.read("judge/judgments")) == PINNED["judgments"]
     assert digest(ws.read("judge/preferences")) == PINNED["preferences"]
     assert digest(ws.read("judge/scores").sort("candidate_id", "judge", "metric")) == SCORES_SORTED
+
+
+def test_the_pipeline_scores_after_answers_and_chooses_after_scoring_with_one_config_section(tmp_path):
+    from curate.config import load_config
+    from curate.errors import ConfigError
+    from curate.pipeline import STAGES, STEPS
+    from curate.runner import stage_settings
+    from curate.validate import check_config
+
+    assert STEPS.index("answers") + 1 == STEPS.index("judge_score") == STEPS.index("judge") - 1
+    scoring, choosing = STAGES["judge_score"], STAGES["judge"]
+    assert scoring.shard_by == "candidates" and scoring.calls_llm(None) and not choosing.calls_llm(None)
+    assert choosing.shard_by is None and set(choosing.as_paths) >= {"scored", "candidates"}
+    # Both read [stages.judge]; a [stages.judge_score] section is a mistake, named as one.
+    path = tmp_path / "curate.toml"
+    path.write_text("[stages.judge_score]\nharm = false\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[stages.judge_score\]: unknown section"):
+        check_config(load_config(path))
+    path.write_text("[stages.judge]\nharm = false\nbest_of = { harm_weight = 1.0 }\n", encoding="utf-8")
+    reweighted = check_config(load_config(path))
+    path.write_text("[stages.judge]\nharm = false\n", encoding="utf-8")
+    plain = load_config(path)
+    # Best-of weights are the choosing's: the scoring's settings (its fingerprint, its shards) stay the same.
+    assert stage_settings(scoring, reweighted) == stage_settings(scoring, plain)
+    assert stage_settings(choosing, reweighted) != stage_settings(choosing, plain)
