@@ -20,7 +20,8 @@ The seam is the endpoint's idle time from answers' last call to the judge's firs
 
 `--rss-candidates N` measures the judge's memory instead: N synthetic candidates of about 4 KB of
 text (K = 4 per translation) are written as answers/candidates, and a child process runs the
-judge stage(s) on them against the stand-in (no latency by default): its wall time and peak RSS,
+judge stage(s) on them against the stand-in (no latency by default): its wall time, peak RSS and
+the time before its first LLM call,
 beside a child that only reads answers/candidates with polars (the floor a stage holding the
 whole table in memory starts from).
 
@@ -257,7 +258,7 @@ def child(mode: str, config: Path) -> dict:
         return {"rows": frame.height, "frame_mb": round(frame.estimated_size() / 2**20, 1),
                 "wall_s": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
     orch, stages, done = orchestration_config(cfg), [], {"answers", "questions"}
-    with Services(ws, cfg) as services:
+    with Services(ws, cfg) as services, SlotSampler(cfg.llm) as sampler:
         for stage in ANSWERS_TO_JUDGE[1:]:
             call, missing = prepare(stage, cfg, ws, services, have=lambda ref: ref.stage in done)
             assert not missing, missing
@@ -267,8 +268,9 @@ def child(mode: str, config: Path) -> dict:
                            "rss_after_mb": round(peak_rss_mb(), 1), "rows": result.rows})
             done.add(stage.name)
     errors = ws.read("judge/judgments").filter(pl.col("status") != "ok").height
+    first_call = min((t for t, n in sampler.samples if n > 0), default=started)
     return {"stages": stages, "wall_s": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "judge_error_rows": errors}
+            "before_first_call_s": round(first_call - started, 2), "judge_error_rows": errors}
 
 
 def measure_rss(n: int, concurrency: int, latency: float, shard_size: int, slots: int) -> dict:

@@ -137,6 +137,9 @@ def score_candidates(
     if "reasoning" not in ok.columns:
         ok = ok.with_columns(reasoning=pl.lit(None, pl.String))
 
+    # The rubric calls first: a shard's first request goes out after its prompts are rendered, and
+    # its signals and refusal rules (CPU only) run while other shards' calls keep the endpoint busy.
+    scores, raw = score_with_judges(ok, config, cache=cache, refresh=refresh, progress=progress, prices=prices)
     signals = answer_signals(
         ok, ngram=config.repetition_ngram, langid_model=config.langid.model_path,
         min_language_confidence=config.langid.min_confidence, language_check_min_chars=config.language_check_min_chars,
@@ -148,7 +151,6 @@ def score_candidates(
         response_col="answer", prompt_col="prompt", language_col="language",
     ).select("candidate_id", "refused", "refusal_kind", "refusal_score", pl.col("detector").alias("refusal_detector"),
              pl.col("judge_error").alias("refusal_error"))
-    scores, raw = score_with_judges(ok, config, cache=cache, refresh=refresh, progress=progress, prices=prices)
     aggregated = aggregate_scores(scores, len(config.judges))
 
     judged = pl.concat([ok, signals], how="horizontal").join(evasion, on="candidate_id", how="left", maintain_order="left")
