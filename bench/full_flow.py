@@ -49,6 +49,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,34 +134,29 @@ def replies() -> dict[str, Any]:
 
 
 def write_config(work: Path, base_url: str, concurrency: int, shard_size: int, slots: int, candidates: int) -> Path:
+    """The run's curate.toml: the flow's defaults but for the stand-in endpoint, K, the shards and the store."""
+    sections: dict[str, dict[str, Any]] = {
+        "llm": {"base_url": base_url, "model": "bench", "max_concurrency": concurrency, "max_retries": 1,
+                "timeout_s": 120, "max_tokens": 1500},
+        "stages.orchestrate": {"task_runner": "threads", "shard_size": shard_size, "llm_slots": slots},
+        # The LLM layer offsets `seed` per candidate, so the K requests of a translation differ (the
+        # injector tags each reply by its request body; identical answers would collapse the judge's
+        # K requests into one). `check_config` rejects `seed` here although the LLM layer takes it,
+        # hence load_config, not check_config, in the steps.
+        "stages.answers": {"candidates_per_prompt": candidates, "overrides": {"seed": 1}},
+        "stages.release": {"store": str(work / "store")},
+    }
+
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    lines = [f"workspace = {json.dumps(str(work / 'ws'))}", 'languages = ["en"]']
+    for name, values in sections.items():
+        lines += ["", f"[{name}]", *(f"{k} = {value(v)}" for k, v in values.items())]
     path = work / "curate.toml"
-    path.write_text(f"""
-workspace = "{work / 'ws'}"
-languages = ["en"]
-
-[llm]
-base_url = "{base_url}"
-model = "bench"
-max_concurrency = {concurrency}
-max_retries = 1
-timeout_s = 120
-max_tokens = 1500
-
-[stages.orchestrate]
-task_runner = "threads"
-shard_size = {shard_size}
-llm_slots = {slots}
-
-[stages.answers]
-candidates_per_prompt = {candidates}
-# Offset per candidate by the LLM layer, so the K requests of a translation differ (the injector
-# tags each reply by its request body; identical answers would collapse the judge's K requests
-# into one). `check_config` rejects `seed` here although the LLM layer takes it, hence load_config.
-overrides = {{ seed = 1 }}
-
-[stages.release]
-store = "{work / 'store'}"
-""", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
@@ -276,42 +273,39 @@ def run_child(step: str, work: Path, n: int) -> dict[str, Any]:
 
 # -- the parent: stand-in server, in-flight sampler, steps ----------------------------------------
 
-class InFlightSampler:
-    """(time.monotonic(), requests in flight at the server) every `every_s`, on a thread."""
+@contextmanager
+def sampled(read: Callable[[], int], every_s: float = 0.02) -> Iterator[list[tuple[float, int]]]:
+    """(time.monotonic(), read()) every `every_s` on a thread while the block runs."""
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
 
-    def __init__(self, server: FaultServer, every_s: float = 0.02):
-        self.server, self.every_s = server, every_s
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="in-flight-sampler", daemon=True)
+    def sample() -> None:
+        while not stop.wait(every_s):
+            samples.append((time.monotonic(), read()))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self.server.in_flight))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> InFlightSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def busy(self, start: float, end: float) -> tuple[float, int]:
-        """In-flight requests integrated over [start, end] (request-seconds), and the most seen at once."""
-        window = [(t, n) for t, n in self.samples if start <= t <= end]
-        area = sum(n * (t2 - t1) for (t1, n), (t2, _) in zip(window, window[1:]))
-        return area, max((n for _, n in window), default=0)
+    thread = threading.Thread(target=sample, name="in-flight-sampler", daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
 
 
-def endpoint_use(server: FaultServer, sampler: InFlightSampler, start: float, end: float, latency: float,
+def busy(samples: list[tuple[float, int]], start: float, end: float) -> tuple[float, int]:
+    """In-flight requests integrated over [start, end] (request-seconds), and the most seen at once."""
+    window = [(t, n) for t, n in samples if start <= t <= end]
+    area = sum(n * (t2 - t1) for (t1, n), (t2, _) in zip(window, window[1:]))
+    return area, max((n for _, n in window), default=0)
+
+
+def endpoint_use(server: FaultServer, samples: list[tuple[float, int]], start: float, end: float, latency: float,
                  concurrency: int) -> dict[str, Any]:
     wall = max(end - start, 1e-9)
     requests = sum(1 for t, _ in list(server.arrivals) if start <= t <= end)
-    area, most = sampler.busy(start, end)
+    area, most = busy(samples, start, end)
     tenths = [start + wall * k / 10 for k in range(11)]  # where in the stage the endpoint was not full
-    profile = [round(sampler.busy(a, b)[0] / max(b - a, 1e-9), 1) for a, b in zip(tenths, tenths[1:])]
+    profile = [round(busy(samples, a, b)[0] / max(b - a, 1e-9), 1) for a, b in zip(tenths, tenths[1:])]
     return {"requests": requests, "request_rate": round(requests / wall, 1),
             "utilization": round(requests * latency / (concurrency * wall), 4),
             "in_flight_utilization": round(area / (concurrency * wall), 4), "max_in_flight": most,
@@ -324,7 +318,7 @@ def run_bench(n: int, work: Path, *, concurrency: int, latency: float, shard_siz
     results: list[dict[str, Any]] = []
     try:
         write_config(work, server.base_url, concurrency, shard_size, slots, candidates)
-        with InFlightSampler(server) as sampler:
+        with sampled(lambda: server.in_flight) as samples:
             for step in steps:
                 started = time.monotonic()
                 result = measure(step, work, n, script=__file__)
@@ -333,7 +327,7 @@ def run_bench(n: int, work: Path, *, concurrency: int, latency: float, shard_siz
                     result["startup_s"] = round(result["t_start"] - started, 2)
                     result["step_s"] = round(result["t_end"] - result["t_start"], 2)
                 if result.get("uses_llm"):
-                    result["endpoint"] = endpoint_use(server, sampler, result["t_start"], result["t_end"], latency, concurrency)
+                    result["endpoint"] = endpoint_use(server, samples, result["t_start"], result["t_end"], latency, concurrency)
                 rows = result.get("rows")
                 if isinstance(rows, dict):  # rows/s over the step's main table (answers: every candidate)
                     rows = rows.get("candidates", 0) + rows["rejects"] if "rejects" in rows else next(iter(rows.values()), 0)
@@ -346,7 +340,7 @@ def run_bench(n: int, work: Path, *, concurrency: int, latency: float, shard_siz
                 span = results[results.index(llm[0]):results.index(llm[-1]) + 1]
                 wall = sum(r["step_s"] for r in span)
                 requests = sum(r["endpoint"]["requests"] for r in llm)
-                area = sum(sampler.busy(r["t_start"], r["t_end"])[0] for r in span if "t_start" in r)
+                area = sum(busy(samples, r["t_start"], r["t_end"])[0] for r in span if "t_start" in r)
                 flow = {"stages": [r["step"] for r in span], "wall_s": round(wall, 1), "requests": requests,
                         "ideal_s": round(requests * latency / concurrency, 1),
                         "utilization": round(requests * latency / (concurrency * wall), 4),
