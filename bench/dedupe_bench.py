@@ -4,6 +4,8 @@
     uv run python bench/dedupe_bench.py encode            # real texts, curate vs raw model.encode
     uv run python bench/dedupe_bench.py quality           # precision/recall on data/paraphrase_eval
     uv run python bench/dedupe_bench.py all --json bench/results/dedupe.json
+    uv run python bench/dedupe_bench.py verify --model embeddinggemma --llm-base-url http://127.0.0.1:8081/v1 \
+        --llm-model qwen1.5b --verify-pairs 40 --mqp <clone>/mqp.csv   # judge accuracy and cost on band pairs
 
 `search` runs each size in a child process so peak RSS (ru_maxrss) is per size. The data are
 synthetic L2-normalized 384-d vectors with topic structure (points scattered around topic
@@ -285,11 +287,14 @@ def band_sample(model_spec: str, cache_dir: Path, max_pairs: int, mqp: Path | No
     different pairs, spread evenly over the sources (Medical Question Pairs test when `mqp` is
     given, STS-B test of the 11 languages), each scored against its language's band.
     Returns (source, text a, text b, is duplicate, cosine) rows and the band counts per source."""
+    import bench.dedupe_calibration as calibration
     from bench.dedupe_calibration import DEFAULT_LANGUAGES, Scorer, mqp_pairs, stsb_pairs
     from curate.stages.dedupe import calibration_for, resolve_model
 
     cal = calibration_for(resolve_model(model_spec).name)
     scorer = Scorer(model_spec, cal.prompt_name, cache_dir, 32)
+    # The STS-B test pairs of the shipped calibration command (docs/dedupe.md), so a calibrated cache serves them.
+    calibration.MAX_DUPLICATE, calibration.MAX_DISTINCT = 81, 64
     sources = ([("mqp-en", mqp_pairs(mqp, "test"))] if mqp else []) + [
         (f"stsb-{lang}", stsb_pairs(lang, "test")) for lang in DEFAULT_LANGUAGES]
     pools: dict[bool, list[tuple]] = {True: [], False: []}
