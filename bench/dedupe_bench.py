@@ -4,6 +4,8 @@
     uv run python bench/dedupe_bench.py encode            # real texts, curate vs raw model.encode
     uv run python bench/dedupe_bench.py quality           # precision/recall on data/paraphrase_eval
     uv run python bench/dedupe_bench.py all --json bench/results/dedupe.json
+    uv run python bench/dedupe_bench.py verify --model embeddinggemma --llm-base-url http://127.0.0.1:8081/v1 \
+        --llm-model qwen1.5b --verify-pairs 40 --mqp <clone>/mqp.csv   # judge accuracy and cost on band pairs
 
 `search` runs each size in a child process so peak RSS (ru_maxrss) is per size. The data are
 synthetic L2-normalized 384-d vectors with topic structure (points scattered around topic
@@ -280,44 +282,78 @@ def run_quality(model_spec: str, prompt_name: str | None, thresholds: list[float
     return out
 
 
-def run_verify(model_spec: str, base_url: str, llm_model: str, max_pairs: int) -> dict:
-    """The verification band with the local LLM: how often the judge agrees with STS-B labels on
-    band pairs, what a call costs, and how many band pairs real prompts produce per 100k rows."""
+def band_sample(model_spec: str, cache_dir: Path, max_pairs: int, mqp: Path | None) -> tuple[list[tuple], dict]:
+    """Up to `max_pairs` band pairs of the public TEST splits, half paraphrases and half same-topic
+    different pairs, spread evenly over the sources (Medical Question Pairs test when `mqp` is
+    given, STS-B test of the 11 languages), each scored against its language's band.
+    Returns (source, text a, text b, is duplicate, cosine) rows and the band counts per source."""
+    import bench.dedupe_calibration as calibration
+    from bench.dedupe_calibration import DEFAULT_LANGUAGES, Scorer, mqp_pairs, stsb_pairs
+    from curate.stages.dedupe import calibration_for, resolve_model
+
+    cal = calibration_for(resolve_model(model_spec).name)
+    scorer = Scorer(model_spec, cal.prompt_name, cache_dir, 32)
+    # The STS-B test pairs of the shipped calibration command (docs/dedupe.md), so a calibrated cache serves them.
+    calibration.MAX_DUPLICATE, calibration.MAX_DISTINCT = 81, 64
+    sources = ([("mqp-en", mqp_pairs(mqp, "test"))] if mqp else []) + [
+        (f"stsb-{lang}", stsb_pairs(lang, "test")) for lang in DEFAULT_LANGUAGES]
+    pools: dict[bool, list[tuple]] = {True: [], False: []}
+    counts = {}
+    for name, pairs in sources:
+        lang = name.split("-")[1]
+        low, high = cal.verify_above_for(lang), cal.threshold_for(lang)
+        sims = scorer.cosines([p[0] for p in pairs], [p[1] for p in pairs])
+        band = [(name, a, b, dup, float(s)) for (a, b, dup), s in zip(pairs, sims, strict=True) if low <= s < high]
+        counts[name] = {"pairs": len(pairs), "in_band": len(band)}
+        for row in band:
+            pools[row[3]].append(row)
+    sample = []
+    for dup, pool in pools.items():  # every k-th, so each source contributes in proportion to its band
+        want = max_pairs // 2
+        step = max(1, len(pool) // want) if want else 1
+        sample += pool[::step][:want]
+    return sample, counts
+
+
+def run_verify(model_spec: str, base_url: str, llm_model: str, max_pairs: int, mqp: Path | None = None,
+               cache_dir: Path = REPO / ".cache" / "calibration-embeddings") -> dict:
+    """The verification band with a real local LLM judge: accuracy on band pairs of the public
+    test splits (half paraphrases, half same-topic different pairs), seconds per pair through the
+    stage's verify path, and how many band pairs real prompts produce per 100k rows."""
     import polars as pl
 
-    from bench.dedupe_calibration import stsb_pairs
     from curate.config import EndpointConfig
-    from curate.stages.dedupe import (DedupeConfig, EmbeddingCache, PairVerifier, calibration_for, dedupe_frame,
-                                      embed_texts, load_model, resolve_model, verify_pairs)
+    from curate.stages.dedupe import DedupeConfig, PairVerifier, calibration_for, dedupe_frame, resolve_model, verify_pairs
 
     resolved = resolve_model(model_spec)
     cal = calibration_for(resolved.name)
-    model = load_model(str(resolved.path))
-    cache = EmbeddingCache(REPO / ".cache" / "calibration-embeddings", resolved.key)
-    pairs = stsb_pairs("en", "test")
-    ea, _ = embed_texts([p[0] for p in pairs], model, model_key=resolved.key, cache=cache, prompt_name=cal.prompt_name)
-    eb, _ = embed_texts([p[1] for p in pairs], model, model_key=resolved.key, cache=cache, prompt_name=cal.prompt_name)
-    sims = np.einsum("ij,ij->i", ea, eb)
-    band = [i for i, s in enumerate(sims) if cal.verify_above <= s < cal.threshold][:max_pairs]
-    frame = pl.DataFrame({"a": band, "b": band, "similarity": sims[band].astype(np.float32),
-                          "a_text": [pairs[i][0] for i in band], "b_text": [pairs[i][1] for i in band]})
+    sample, counts = band_sample(model_spec, cache_dir, max_pairs, mqp)
+    frame = pl.DataFrame({"a": list(range(len(sample))), "b": list(range(len(sample))),
+                          "similarity": np.array([r[4] for r in sample], dtype=np.float32),
+                          "a_text": [r[1] for r in sample], "b_text": [r[2] for r in sample]})
     endpoint = EndpointConfig(base_url=base_url, model=llm_model, max_tokens=32, timeout_s=300, max_concurrency=2)
     t0 = time.perf_counter()
     verdicts = verify_pairs(frame, PairVerifier(endpoint))
     seconds = time.perf_counter() - t0
-    labels = np.array([pairs[i][2] for i in band])
+    labels = np.array([r[3] for r in sample])
     ok = verdicts["status"].to_numpy() == "ok"
     said = verdicts["same_question"].fill_null(False).to_numpy()
+    by_source: dict[str, list[int]] = {}
+    for r, s in zip(sample, said, strict=True):
+        by_source.setdefault(r[0], [0, 0])[0 if s == r[3] else 1] += 1
     out = {"embedding_model": resolved.name, "judge": llm_model, "band": [cal.verify_above, cal.threshold],
-           "band_pairs": len(band), "band_duplicates": int(labels.sum()), "ok": int(ok.sum()),
+           "band_counts": counts, "band_pairs": len(sample), "band_duplicates": int(labels.sum()), "ok": int(ok.sum()),
            "judge_said_same_on_duplicates": round(float(said[labels].mean()), 3) if labels.any() else None,
            "judge_said_same_on_distinct": round(float(said[~labels].mean()), 3) if (~labels).any() else None,
-           "seconds_per_pair": round(seconds / max(1, len(band)), 2)}
+           "accuracy": round(float((said == labels).mean()), 3) if len(sample) else None,
+           "right_wrong_by_source": by_source,
+           "seconds_per_pair": round(seconds / max(1, len(sample)), 2)}
+    print(json.dumps(out), flush=True)
     # Band pairs per row on real prompts (the repo's public prompt sets), to price 100k rows.
     texts = real_texts()
     df = pl.DataFrame({"text": texts})
     dd = dedupe_frame(df, DedupeConfig(model=model_spec, verify=True), group_col=None, language_col=None,
-                      cache_dir=REPO / ".cache" / "calibration-embeddings",
+                      cache_dir=cache_dir,
                       verifier=PairVerifier(endpoint.model_copy(update={"base_url": "http://127.0.0.1:9/v1",
                                                                          "max_retries": 0, "timeout_s": 2})))
     per_row = dd.tables["verifications"].height / len(texts)
@@ -345,6 +381,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--limit", type=int, help="encode: only the first N unique texts")
+    parser.add_argument("--mqp", type=Path, help="verify: also draw band pairs from Medical Question Pairs test "
+                        "(mqp.csv of a clone of curai/medical-question-pair-dataset)")
+    parser.add_argument("--cache", type=Path, help="verify: embedding cache folder (default .cache/calibration-embeddings)")
     parser.add_argument("--json", type=Path, help="also write all results here")
     args = parser.parse_args()
     results: dict = {
@@ -359,7 +398,8 @@ def main() -> None:
     if args.what in ("real", "all"):
         results["real"] = run_real_dedupe(args.model)
     if args.what == "verify":
-        results["verify"] = run_verify(args.model, args.llm_base_url, args.llm_model, args.verify_pairs)
+        results["verify"] = run_verify(args.model, args.llm_base_url, args.llm_model, args.verify_pairs, args.mqp,
+                                       args.cache or REPO / ".cache" / "calibration-embeddings")
     if args.what in ("quality", "all"):
         thresholds = [0.8, 0.84, 0.86, 0.88, 0.9, 0.92]
         results["quality"] = [run_quality("minilm-bundled", None, thresholds)]

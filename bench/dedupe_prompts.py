@@ -41,23 +41,10 @@ def normalise(text: str) -> str:
     return TRAILING.sub("", " ".join(unicodedata.normalize("NFKC", text).split()))
 
 
-def auc(sims: np.ndarray, labels: np.ndarray) -> float:
-    pos, neg = sims[labels], sims[~labels]
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1.0
-    return float((ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
-
-
-def best_recall(sims: np.ndarray, labels: np.ndarray) -> float:
-    neg = np.sort(sims[~labels])[::-1]
-    allowed = int(np.floor(cal.MAX_WRONG_MERGES * neg.size))
-    threshold = neg[allowed] + 1e-6  # strictly above the (allowed+1)-th highest different pair
-    return float((sims[labels] >= threshold).mean())
-
-
 def score(sims_dev, lab_dev, sims_test, lab_test) -> dict:
     threshold, verify_above = cal.pick(sims_dev, lab_dev, np.ones(sims_dev.size))
     merge, recall = cal.rates(sims_test, lab_test, threshold), cal.rates(sims_test, lab_test, verify_above)
-    return {"auc_test": round(auc(sims_test, lab_test), 3), "best_recall_test": round(best_recall(sims_test, lab_test), 3),
+    return {"auc_test": round(cal.auc(sims_test, lab_test), 3), "best_recall_test": round(cal.best_recall(sims_test, lab_test), 3),
             "threshold": threshold, "verify_above": verify_above,
             "merge": [merge["duplicates_merged"], merge["distinct_merged"]],
             "recall": [recall["duplicates_merged"], recall["distinct_merged"]],
@@ -115,13 +102,13 @@ def bootstrap(test_sims: dict, a: str, b: str, languages: list[str], rounds: int
     draws = np.zeros((rounds, 2))
     for lang in languages:
         (sa, labels), (sb, _) = test_sims[a, lang], test_sims[b, lang]
-        observed["auc"].append(auc(sa, labels) - auc(sb, labels))
-        observed["best_recall"].append(best_recall(sa, labels) - best_recall(sb, labels))
+        observed["auc"].append(cal.auc(sa, labels) - cal.auc(sb, labels))
+        observed["best_recall"].append(cal.best_recall(sa, labels) - cal.best_recall(sb, labels))
         pos, neg = np.nonzero(labels)[0], np.nonzero(~labels)[0]
         for r in range(rounds):
             idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-            draws[r] += [auc(sa[idx], labels[idx]) - auc(sb[idx], labels[idx]),
-                         best_recall(sa[idx], labels[idx]) - best_recall(sb[idx], labels[idx])]
+            draws[r] += [cal.auc(sa[idx], labels[idx]) - cal.auc(sb[idx], labels[idx]),
+                         cal.best_recall(sa[idx], labels[idx]) - cal.best_recall(sb[idx], labels[idx])]
     draws /= len(languages)
     out = {"languages": len(languages)}
     for j, key in enumerate(("auc", "best_recall")):

@@ -187,11 +187,11 @@ def _rss_gb(pid: int) -> float:
         return 0.0
 
 
-def measure(step: str, work: Path, rows: int, cap_gb: float | None = None) -> dict:
-    """Run one step in a child process: the step's wall time (imports excluded, they are the child's
-    start-up), the child's peak RSS (imports included) and rows/s over the step. A child past
-    `cap_gb` of RSS is killed (the machine is shared) and reported as such."""
-    child = subprocess.Popen([sys.executable, __file__, "--child", step, "--work", str(work), "--rows", str(rows)],
+def measure(step: str, work: Path, rows: int, cap_gb: float | None = None, script: str = __file__) -> dict:
+    """Run one step in a child process (`script --child STEP`): the step's wall time (imports
+    excluded, they are the child's start-up), the child's peak RSS (imports included) and rows/s
+    over the step. A child past `cap_gb` of RSS is killed (the machine is shared) and reported as such."""
+    child = subprocess.Popen([sys.executable, script, "--child", step, "--work", str(work), "--rows", str(rows)],
                              stdout=subprocess.PIPE)
     started, killed = time.perf_counter(), False
     while True:
@@ -204,12 +204,12 @@ def measure(step: str, work: Path, rows: int, cap_gb: float | None = None) -> di
         time.sleep(0.05)
     out = child.stdout.read().decode() if child.stdout else ""
     if killed:
-        return {"step": step, "killed_over_gb": cap_gb, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2),
+        return {"step": step, "killed_over_gb": cap_gb, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
                 "step_s": round(time.perf_counter() - started, 1)}
     if status != 0:
         raise SystemExit(f"step {step} failed (status {status})")
     extra = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    return {"step": step, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2),
+    return {"step": step, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
             "rows_per_s": round(rows / max(extra["step_s"], 1e-3)), **extra}
 
 

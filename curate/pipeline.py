@@ -12,6 +12,7 @@ from curate.stages import (
     dedupe,
     ingest,
     judge,
+    judge_score,
     keywords,
     questions,
     safety_answers,
@@ -50,6 +51,7 @@ CURATION: tuple[Stage, ...] = (
     translate.STAGE,
     dedupe.STAGE,
     answers.STAGE,
+    judge_score.STAGE,
     judge.STAGE,
 )
 # After the stages, a curation flow sends new candidates to review; `until` and `skip` name it too.

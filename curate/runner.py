@@ -39,8 +39,9 @@ def stage_settings(stage: Stage, cfg: Config, overrides: Mapping[str, Any] | Non
         raw = getattr(cfg, stage.section).model_dump()
         where = stage.section
     else:
-        raw = dict(cfg.stages.get(stage.name, {}))
-        where = f"stages.{stage.name}"
+        name = stage.shares_section or stage.name
+        raw = dict(cfg.stages.get(name, {}))
+        where = f"stages.{name}"
     raw = stage.fill(cfg, raw) | {k: v for k, v in (overrides or {}).items() if v is not None}
     section = validate_section(stage.config, raw, where, cfg.source)
     return stage.settings(cfg, section)
@@ -183,7 +184,7 @@ def run_call(ws: Workspace, call: StageCall, *, force: bool = False, progress: b
     func, shown = with_progress(call, progress)
     return ws.run_stage(
         call.name, func, inputs=call.inputs, config=call.settings, version=call.version, files=call.files,
-        force=force, **call.kwargs, **shown, **extra,
+        force=force, paths=call.stage.as_paths, **call.kwargs, **shown, **extra,
     )
 
 

@@ -42,7 +42,7 @@ SECTIONS: dict[str, Callable[[Config], Any]] = {
     # First: blocked and answers inherit [stages.refusal], so a bad key there is named where it is.
     "refusal": lambda cfg: validate_section(RefusalConfig, cfg.stages.get("refusal", {}), "stages.refusal", cfg.source),
     **{stage.name: (lambda cfg, stage=stage: stage_settings(stage, cfg)) for stage in (*CURATION, *SAFETY)
-       if stage.section is None},
+       if stage.section is None and stage.shares_section is None},
     "orchestrate": orchestration_config,
     "refusal_judge": _refusal_judge,
     "review": review_config,

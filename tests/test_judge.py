@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from curate.errors import CurateError
 from curate.judge.bestof import BestOfConfig, PreferenceConfig, pick_best, preference_pairs
 from curate.judge.rubrics import rubric_version
 from curate.release.preference import export_preference, preference_rows
-from curate.stages.judge import JudgeConfig, NamedJudge, judge_stage
+from curate.stages.judge import JudgeConfig, NamedJudge, judge_candidates
+from curate.stages.judge_score import judge_score_stage
 
 
 def judged(rows: list[dict]) -> pl.DataFrame:
@@ -139,17 +142,18 @@ class ScriptedJudgeFaultInjector(BaseHTTPRequestHandler):
     model "steady" replies with a fixed, valid verdict (to show the other judge's failure is what
     nulls the score). A real model will not fail on demand."""
 
+    def verdict(self, model: str, text: str) -> str:
+        if model == "garbage":
+            return "I think it is fine, probably."
+        if "classifier for red-teaming" in text:
+            return '{"verdict": "no"}'
+        if "grading how well" in text:
+            return '{"reason": "on point", "score": 3}'
+        return '{"verdict": "answer", "confidence": 0.9}'
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = " ".join(str(m.get("content", "")) for m in body["messages"])
-        if body["model"] == "garbage":
-            content = "I think it is fine, probably."
-        elif "classifier for red-teaming" in text:
-            content = '{"verdict": "no"}'
-        elif "grading how well" in text:
-            content = '{"reason": "on point", "score": 3}'
-        else:
-            content = '{"verdict": "answer", "confidence": 0.9}'
+        content = self.verdict(body["model"], " ".join(str(m.get("content", "")) for m in body["messages"]))
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}}
@@ -164,13 +168,27 @@ class ScriptedJudgeFaultInjector(BaseHTTPRequestHandler):
         pass
 
 
+class _InjectorServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 drops connections when a client opens several at once
+    daemon_threads = True
+
+
+@contextmanager
+def injector(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """The base URL of `handler` served on a free port, for the duration."""
+    server = _InjectorServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def fault_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudgeFaultInjector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with injector(ScriptedJudgeFaultInjector) as url:
+        yield url
 
 
 def candidates(n: int = 2) -> pl.DataFrame:
@@ -189,7 +207,7 @@ def _judge(url: str, name: str, model: str) -> NamedJudge:
 
 def test_a_garbage_judge_leaves_scores_null_with_the_error_and_the_row_in_error(fault_url: str):
     config = JudgeConfig(judges=[_judge(fault_url, "steady", "steady"), _judge(fault_url, "bad", "garbage")])
-    out = judge_stage(candidates(), config)
+    out = judge_candidates(candidates(), config)
     judgments, scores = out.tables["judgments"], out.tables["scores"]
     assert judgments.height == 2 and (judgments["status"] == "error").all()
     assert judgments["satisfaction"].is_null().all() and judgments["harmful"].is_null().all()
@@ -204,7 +222,7 @@ def test_a_garbage_judge_leaves_scores_null_with_the_error_and_the_row_in_error(
 
 
 def test_a_single_good_judge_scores_every_column(fault_url: str):
-    out = judge_stage(candidates(), JudgeConfig(judges=[_judge(fault_url, "steady", "steady")]))
+    out = judge_candidates(candidates(), JudgeConfig(judges=[_judge(fault_url, "steady", "steady")]))
     row = out.tables["judgments"].row(0, named=True)
     assert (row["status"], row["satisfaction"], row["harmful"], row["refused"]) == ("ok", 3.0, False, False)
     assert row["language_match"] is True and row["detected_language"] == "en" and row["answer_units"] > 50
@@ -216,9 +234,13 @@ def test_a_single_good_judge_scores_every_column(fault_url: str):
 def test_no_usable_candidates_give_empty_tables_without_a_call():
     failed = candidates(2).with_columns(status=pl.Series(["error", "ok"]), answer=pl.Series([None, None], dtype=pl.String))
     # No endpoint answers on port 9: a call would be an error row, so an empty report proves none was made.
-    out = judge_stage(failed, JudgeConfig(judges=[_judge("http://127.0.0.1:9/v1", "none", "none")]))
+    config = JudgeConfig(judges=[_judge("http://127.0.0.1:9/v1", "none", "none")])
+    scored = judge_score_stage(failed, config.scoring())
+    assert {name: df.height for name, df in scored.tables.items()} == {"scored": 0, "scores": 0}
+    assert scored.report == {"judged": 0, "errors": 0, "llm": {}}
+    out = judge_candidates(failed, config)
     assert {name: df.height for name, df in out.tables.items()} == {"judgments": 0, "scores": 0, "preferences": 0}
-    assert out.report["judged"] == 0 and out.report["llm"] == {}
+    assert out.report["judged"] == 0
 
 
 def test_contextual_behaviors_get_harmbenchs_context_prompt():

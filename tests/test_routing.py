@@ -46,8 +46,12 @@ def test_every_row_gets_one_route_and_null_scores_always_go_to_people():
     # Disagreeing judges, the detector's uncertain band and the grey zone (satisfaction 2) go to people.
     reasons = dict(routed.group_by("route_reason").len().iter_rows())
     assert reasons["uncertain:judges_disagree"] > 0 and reasons["uncertain:detector"] > 0 and reasons["no_rule"] > 0
-    grey = routed.join(frame.filter((pl.col("satisfaction") == 2) & (pl.col("status") == "ok")), on="candidate_id", how="semi")
-    assert (grey["route"] == "human").all()
+    # (A harmful answer is rejected by the policy whatever its satisfaction.)
+    grey = routed.join(frame.filter((pl.col("satisfaction") == 2) & (pl.col("status") == "ok") & ~pl.col("harmful")),
+                       on="candidate_id", how="semi")
+    assert grey.height > 300 and (grey["route"] == "human").all()
+    # The policy decides the confident rest: with one row per language x topic as quota, most of it.
+    assert reasons["policy"] > 2000 and reasons.get("quota", 0) == 0
 
 
 def test_the_audit_slice_is_five_percent_per_language_and_deterministic():
@@ -77,6 +81,28 @@ def test_quotas_give_every_language_and_topic_human_rows():
     assert human.height == 6 and (human["len"] == 10).all()
     assert (routed.filter(pl.col("route") == "human")["route_reason"] == "quota").all()
     assert routed.filter(pl.col("route") == "auto_accept").height == 600 - 60
+
+
+def test_a_group_with_more_human_rows_than_its_quota_keeps_its_auto_decisions():
+    # Confident accepts, with a 5% audit: each language x topic already has more audited (human)
+    # rows than the quota of 1, so nothing is added for the quota and the rest stays auto-accepted.
+    frame = judged_frame(2400).with_columns(satisfaction=pl.lit(4.0), satisfaction_spread=pl.lit(0), status=pl.lit("ok"),
+                                            harmful=pl.lit(False), refused=pl.lit(False), refusal_score=pl.lit(0.01))
+    routed = route_candidates(frame, RoutingConfig(quota_per_language_topic=1, audit_share=0.05))
+    reasons = dict(routed.group_by("route_reason").len().iter_rows())
+    assert reasons == {"audit": 120, "policy": 2280}
+    assert routed.filter(pl.col("route") == "auto_accept").height == 2280
+    audited = dict(routed.filter(pl.col("route_reason") == "audit").group_by("language", "topic").len()
+                   .select(pl.concat_str("language", "topic"), "len").iter_rows())
+    assert len(audited) == 6 and min(audited.values()) > 1
+    # A quota above what the audit gives: each group is topped up to exactly the quota.
+    routed = route_candidates(frame, RoutingConfig(quota_per_language_topic=30, audit_share=0.05))
+    human = dict(routed.filter(pl.col("route") == "human").group_by("language", "topic").len()
+                 .select(pl.concat_str("language", "topic"), "len").iter_rows())
+    assert human == {group: 30 for group in audited}
+    quota = dict(routed.filter(pl.col("route_reason") == "quota").group_by("language", "topic").len()
+                 .select(pl.concat_str("language", "topic"), "len").iter_rows())
+    assert quota == {group: 30 - n for group, n in audited.items()}
 
 
 def test_only_best_of_k_choices_are_routed_by_default():

@@ -125,8 +125,14 @@ def dedupe(
     print_dedupe_summary(result.manifest.get("report", {}), near, show_pairs)
 
 
+def judge(config: ConfigOpt = None, force: ForceOpt = False, no_cache: NoCacheOpt = False, quiet: QuietOpt = False) -> None:
+    # `curate judge` scores and chooses, as it did before the scoring became a sharded stage of its own.
+    run_stage_command(stage("judge_score"), config, force=force, no_cache=no_cache, quiet=quiet)
+    run_stage_command(stage("judge"), config, force=force, quiet=quiet)
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
-    "ingest": ingest, "keywords": keywords, "translate": translate, "answers": answers, "dedupe": dedupe,
+    "ingest": ingest, "keywords": keywords, "translate": translate, "answers": answers, "dedupe": dedupe, "judge": judge,
 }
 
 
@@ -135,6 +141,8 @@ def register(app: typer.Typer) -> None:
         command = COMMANDS.get(declared.name)
         if command is None:
             command = stage_command(declared)
+        elif declared.name == "judge":
+            command.__doc__ = f"Run judge_score, then: {declared.summary[0].lower()}{declared.summary[1:]}"
         else:
             command.__doc__ = declared.summary
         app.command(declared.name)(command)

@@ -77,40 +77,39 @@ PAIR_SCHEMA = {
     "rejected_candidate_id": pl.String, "rejected_reasoning": pl.String, "rejected": pl.String,
     "rejected_score": pl.Float64, "rejected_source": pl.String,
 }
+PAIR_KEYS = ["pair_id", *GROUP, "translation_id", "topic", "chosen_candidate_id", "chosen_score",
+             "rejected_candidate_id", "rejected_score", "rejected_source"]
 
 
-def preference_pairs(ranked: pl.DataFrame, rejects: pl.DataFrame | None, config: PreferenceConfig) -> pl.DataFrame:
-    """Chosen/rejected pairs: the chosen candidate of each group against its clearly worse siblings
-    and against the group's filtered refusals (answers/rejects with a reason in rejected_reasons)."""
+def pair_keys(ranked: pl.DataFrame, rejects: pl.DataFrame | None, config: PreferenceConfig) -> pl.DataFrame:
+    """The preference pairs by candidate id, without their texts (PAIR_KEYS columns, in the pairs'
+    order): the chosen candidate of each group against its clearly worse siblings and against the
+    group's filtered refusals. `ranked` holds each judged candidate's facts (GROUP, translation_id,
+    topic, candidate_id, best, best_score, satisfaction, harmful) and `answer_hash`, a hash of its
+    answer; `rejects` holds GROUP, candidate_id, reject_reason, `answer_hash` and `has_answer`
+    (a non-blank answer). A pair whose two answers hash the same is dropped (the same text)."""
     chosen = ranked.filter(
         pl.col("best") & (pl.col("satisfaction") >= config.chosen_min_satisfaction) & ~pl.col("harmful").fill_null(False)
     ).select(
-        *GROUP, "translation_id", "topic", "prompt", pl.col("candidate_id").alias("chosen_candidate_id"),
-        pl.col("reasoning").alias("chosen_reasoning"), pl.col("answer").alias("chosen"),
-        pl.col("best_score").alias("chosen_score"),
+        *GROUP, "translation_id", "topic", pl.col("candidate_id").alias("chosen_candidate_id"),
+        pl.col("best_score").alias("chosen_score"), pl.col("answer_hash").alias("_chosen_hash"),
     )
     judged = ranked.filter(~pl.col("best") & pl.col("best_score").is_not_null()).select(
-        *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"), pl.col("reasoning").alias("rejected_reasoning"),
-        pl.col("answer").alias("rejected"), pl.col("best_score").alias("rejected_score"),
-        pl.lit("judged").alias("rejected_source"),
+        *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"), pl.col("best_score").alias("rejected_score"),
+        pl.lit("judged").alias("rejected_source"), pl.col("answer_hash").alias("_rejected_hash"),
     )
     sides = [judged]
     if rejects is not None and rejects.height and "reject_reason" in rejects.columns:
-        filtered = rejects.filter(
-            pl.col("reject_reason").is_in(config.rejected_reasons)
-            & (pl.col("answer").fill_null("").str.strip_chars() != "")
-        )
+        filtered = rejects.filter(pl.col("reject_reason").is_in(config.rejected_reasons) & pl.col("has_answer"))
         sides.append(filtered.select(
-            *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"),
-            (pl.col("reasoning") if "reasoning" in filtered.columns else pl.lit(None, pl.String)).alias("rejected_reasoning"),
-            pl.col("answer").alias("rejected"), pl.lit(None, pl.Float64).alias("rejected_score"),
-            pl.format("filtered:{}", "reject_reason").alias("rejected_source"),
+            *GROUP, pl.col("candidate_id").alias("rejected_candidate_id"), pl.lit(None, pl.Float64).alias("rejected_score"),
+            pl.format("filtered:{}", "reject_reason").alias("rejected_source"), pl.col("answer_hash").alias("_rejected_hash"),
         ))
     rejected = pl.concat(sides, how="vertical_relaxed")
     pairs = chosen.join(rejected, on=list(GROUP), how="inner").filter(
         pl.col("rejected_score").is_null() | (pl.col("chosen_score") - pl.col("rejected_score") >= config.min_margin)
     )
-    pairs = pairs.filter(pl.col("rejected") != pl.col("chosen"))
+    pairs = pairs.filter(pl.col("_rejected_hash") != pl.col("_chosen_hash"))
     # Filtered refusals first (null score), then the lowest-scoring judged answers; ids break ties.
     pairs = pairs.sort([*GROUP, "rejected_score", "rejected_candidate_id"], nulls_last=False).with_columns(
         _n=pl.int_range(pl.len()).over(list(GROUP))
@@ -119,4 +118,47 @@ def preference_pairs(ranked: pl.DataFrame, rejects: pl.DataFrame | None, config:
         pair_id=pl.struct("chosen_candidate_id", "rejected_candidate_id").map_elements(
             lambda r: content_id("pair", r["chosen_candidate_id"], r["rejected_candidate_id"]), return_dtype=pl.String)
     )
-    return pairs.select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()])
+    return pairs.select(PAIR_KEYS)
+
+
+def answer_hash(answer: pl.Expr) -> pl.Expr:
+    """A 64-bit hash of the answer text, to tell two identical answers apart from their texts."""
+    return answer.hash(seed=0).alias("answer_hash")
+
+
+def reject_facts(rejects: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+    """What pair_keys needs of answers/rejects (no texts)."""
+    return rejects.select(
+        *GROUP, "candidate_id", "reject_reason", answer_hash(pl.col("answer")),
+        (pl.col("answer").fill_null("").str.strip_chars() != "").alias("has_answer"),
+    )
+
+
+def with_pair_texts(keys: pl.DataFrame, chosen: pl.DataFrame, judged: pl.DataFrame, filtered: pl.DataFrame) -> pl.DataFrame:
+    """The pairs with their texts (PAIR_SCHEMA), in the keys' order. `chosen` holds candidate_id,
+    prompt, reasoning, answer of the chosen candidates; `judged` and `filtered` candidate_id,
+    reasoning, answer of the rejected answers from answers/candidates and answers/rejects."""
+    def side(frame: pl.DataFrame, prefix: str, source: pl.Expr) -> pl.DataFrame:
+        return frame.select(pl.col("candidate_id").alias(f"{prefix}_candidate_id"), source.alias("_source"),
+                            pl.col("reasoning").alias(f"{prefix}_reasoning"), pl.col("answer").alias(prefix))
+
+    rejected = pl.concat([side(judged, "rejected", pl.lit(True)), side(filtered, "rejected", pl.lit(False))],
+                         how="vertical_relaxed")
+    out = keys.with_columns(_source=pl.col("rejected_source") == "judged").join(
+        chosen.select(pl.col("candidate_id").alias("chosen_candidate_id"), "prompt",
+                      pl.col("reasoning").alias("chosen_reasoning"), pl.col("answer").alias("chosen")),
+        on="chosen_candidate_id", how="left", maintain_order="left",
+    ).join(rejected, on=["rejected_candidate_id", "_source"], how="left", maintain_order="left")
+    return out.select([pl.col(c).cast(t) for c, t in PAIR_SCHEMA.items()])
+
+
+def preference_pairs(ranked: pl.DataFrame, rejects: pl.DataFrame | None, config: PreferenceConfig) -> pl.DataFrame:
+    """Chosen/rejected pairs with their texts, from frames that hold the texts (see pair_keys)."""
+    facts = ranked.with_columns(answer_hash(pl.col("answer")))
+    usable = rejects is not None and rejects.height and "reject_reason" in rejects.columns
+    keys = pair_keys(facts, reject_facts(rejects) if usable else None, config)  # type: ignore[arg-type]
+    if not usable:
+        rejects = pl.DataFrame(schema={"candidate_id": pl.String, "reasoning": pl.String, "answer": pl.String})
+    elif "reasoning" not in rejects.columns:  # type: ignore[union-attr]
+        rejects = rejects.with_columns(reasoning=pl.lit(None, pl.String))  # type: ignore[union-attr]
+    return with_pair_texts(keys, ranked, ranked, rejects.select("candidate_id", "reasoning", "answer"))  # type: ignore[union-attr]

@@ -137,7 +137,9 @@ def _apply_quota(df: pl.DataFrame, config: RoutingConfig) -> pl.DataFrame:
         return df
     group = [pl.col("language"), pl.col("topic").fill_null("(none)")]
     human = pl.col("route_reason").is_in(["not_chosen", "policy"]).not_()
-    have = human.sum().over(group)
+    # Counted as Int64: a boolean sum is unsigned, and quota - have would wrap around to ~4e9
+    # (every policy row routed to people) as soon as a group has more human rows than the quota.
+    have = human.cast(pl.Int64).sum().over(group)
     policy = pl.col("route_reason") == "policy"
     rank = pl.col("audit_key").rank("ordinal").over([*group, policy]).cast(pl.Int64)
     short = (config.quota_per_language_topic - have).clip(0)

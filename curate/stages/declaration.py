@@ -73,11 +73,13 @@ class Stage:
     writes: tuple[TableRef, ...] = ()
     external: tuple[str, ...] = ()  # inputs the caller passes as paths (ingest's seed files)
     section: str | None = None  # a top-level section instead of [stages.<name>]
+    shares_section: str | None = None  # another stage's [stages.<name>] section, read instead of its own
     fill: Callable[[Config, dict[str, Any]], dict[str, Any]] = _unchanged
     settings: Callable[[Config, Any], BaseModel] = _same
     depends_on: Callable[[Any], Iterable[Path | str | None]] = _no_files
     uses_llm: Callable[[Any], bool] | bool = False
     shard_by: str | None = None  # the input whose rows are independent: fan out over it (flows and the CLI)
+    as_paths: tuple[str, ...] = ()  # inputs passed as their Parquet file's Path, for a stage that reads them lazily
     version: str = "1"
     version_of: Callable[[Any], str] | None = None  # a version that depends on the settings
     progress_total: Callable[[Mapping[str, pl.DataFrame], Any], int | None] | None = None
@@ -89,6 +91,8 @@ class Stage:
                 raise ValueError(f"stage {self.name} declares a table of stage {table.stage}: {table}")
         if self.shard_by is not None and self.shard_by not in self.reads:
             raise ValueError(f"stage {self.name}: shard_by '{self.shard_by}' is not one of its inputs")
+        if self.shard_by is not None and self.shard_by in self.as_paths:
+            raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is cut from a frame, not read as a path")
 
     def calls_llm(self, settings: Any) -> bool:
         return self.uses_llm(settings) if callable(self.uses_llm) else self.uses_llm
