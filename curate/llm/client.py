@@ -23,7 +23,7 @@ import polars as pl
 
 from curate.config import EndpointConfig
 from curate.llm import connections
-from curate.llm.budget import EndpointLimits, endpoint_budget, process_share
+from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share
 from curate.llm.cache import LLMCache
 from curate.llm.limits import LoopSafeSemaphore, RateLimiter, RetryPolicy, parse_retry_after
 from curate.llm.reasoning import split_reasoning
@@ -70,17 +70,43 @@ class MalformedResponse(Exception):
     """The server answered 200 with something that is not a chat completion."""
 
 
-# What each endpoint accepted, remembered for the life of the process so later runs skip the
-# formats it already refused.
-_ACCEPTED_FORMAT: dict[tuple[str, str], str | None] = {}
+# The schema format each endpoint takes, by endpoint identity (curate.llm.budget.endpoint_identity),
+# for the life of the process: set as soon as a format is refused (the next one) or accepted, so
+# later calls, later runs and runs on other threads skip what the endpoint already refused.
+_ACCEPTED_FORMAT: dict[tuple[str, str, str], str | None] = {}
 
 
 @dataclass
 class RunState:
-    """What one complete_frame run learns as it goes (shared by its concurrent calls)."""
+    """What one complete_frame run learns as it goes (shared by its concurrent calls).
+
+    While the schema format is not known for the endpoint (`known` False: nothing remembered yet),
+    one call at a time sends it (the probe) and the others wait for its answer, so a server that
+    refuses json_schema sees one refused request, not one per call in flight."""
 
     schema_format: str | None
+    memo: tuple[str, str, str] | None = None  # where to remember the format; None: not remembered ("off", demanded)
+    known: bool = True
     stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "retries": 0})
+    _probe: asyncio.Event | None = None
+
+    async def format_to_send(self) -> tuple[str | None, bool]:
+        """(format to send, whether this call is the probe that must call `probed`)."""
+        while not self.known:
+            if self._probe is None:
+                self._probe = asyncio.Event()
+                return self.schema_format, True
+            await self._probe.wait()
+        return self.schema_format, False
+
+    def probed(self, answered: bool) -> None:
+        """The probe's request ended: `answered` when the server took the format (any 200)."""
+        if answered:
+            self.known = True
+            self._remember()
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.set()
 
     def downgrade_schema_format(self, rejected: str | None) -> bool:
         """The server refused `rejected`; move to the next format. False when there is none."""
@@ -88,8 +114,14 @@ class RunState:
             return False
         if self.schema_format == rejected:
             self.schema_format = SCHEMA_FORMATS[SCHEMA_FORMATS.index(rejected) + 1]
+            self.known = self.known or self.schema_format is None  # no response_format: nothing left to refuse
+            self._remember()
             log.warning("endpoint rejected response_format %s; using %s", rejected, self.schema_format or "parse-and-retry")
         return True
+
+    def _remember(self) -> None:
+        if self.memo is not None:
+            _ACCEPTED_FORMAT[self.memo] = self.schema_format
 
 
 def _price(prices: dict[str, dict[str, float]] | None, model: str) -> dict[str, float] | None:
@@ -157,7 +189,7 @@ async def _run_call(
     estimate = prompt_chars // 3 + int(call.params.get("max_tokens") or 0)
     while True:
         params = dict(call.params)
-        sent_format = state.schema_format if response_schema else None
+        sent_format, probing = await state.format_to_send() if response_schema else (None, False)
         if sent_format:
             params["response_format"] = response_format(sent_format, response_schema)
         sdk = {k: v for k, v in params.items() if k in SDK_PARAMS}
@@ -165,6 +197,7 @@ async def _run_call(
         delay: float | None = None
         error: str | None = None
         attempts += 1
+        answered = False
         async with slots:
             reserved = await limiter.acquire(estimate)
             started = time.perf_counter()
@@ -174,6 +207,7 @@ async def _run_call(
                 response = await client.chat.completions.create(
                     model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
                 )
+                answered = True  # the server took the request as sent, response_format included
                 got = _extract(response)
                 latency = time.perf_counter() - started
                 used = (got["prompt_tokens"] or 0) + (got["completion_tokens"] or 0) or None
@@ -206,6 +240,8 @@ async def _run_call(
                 error = _error_text("malformed_response", exc, secret)
             finally:
                 limiter.settle(reserved, used)
+                if probing:  # after a refusal's downgrade above, so the waiting calls send the next format
+                    state.probed(answered)
 
         if error is None:
             billed_prompt += got["prompt_tokens"] or 0
@@ -322,10 +358,11 @@ async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[s
     cache, progress, response_schema, validate = opts.cache, opts.progress, opts.response_schema, opts.validate
     retry = opts.retry or RetryPolicy()
     secret = endpoint.api_key()
-    memo = (endpoint.base_url, endpoint.model)
-    first_format = {"off": None, "json_schema": "json_schema"}.get(
-        endpoint.structured_output, _ACCEPTED_FORMAT.get(memo, "json_schema"))
-    state = RunState(schema_format=first_format)
+    if endpoint.structured_output == "auto" and response_schema:
+        memo = endpoint_identity(endpoint)
+        state = RunState(schema_format=_ACCEPTED_FORMAT.get(memo, "json_schema"), memo=memo, known=memo in _ACCEPTED_FORMAT)
+    else:
+        state = RunState(schema_format={"off": None}.get(endpoint.structured_output, "json_schema"))
     # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
     budget = endpoint_budget(endpoint)
     async with _client(endpoint, secret) as client:
@@ -349,8 +386,6 @@ async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[s
 
         with budget.use(EndpointLimits.of(endpoint, process_share())):
             await asyncio.gather(*(one(c) for c in plan.pending.values()))
-    if response_schema and endpoint.structured_output == "auto":
-        _ACCEPTED_FORMAT[memo] = state.schema_format
     return results
 
 

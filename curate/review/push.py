@@ -323,27 +323,38 @@ def push_workspace(
     routing: RoutingConfig | None = None,
 ) -> PushReport:
     started = time.perf_counter()
-    candidates = _optional_table(ws, source)
-    if candidates is None:
-        raise CurateError(f"table '{source}' does not exist in {ws.root}; run stage '{source.split('/')[0]}' first")
+    ref = TableRef.parse(source)
+    path = ws.table_path(ref.stage, ref.table)
+    if not path.exists():
+        raise CurateError(f"table '{source}' does not exist in {ws.root}; run stage '{ref.stage}' first")
     link = source_link(ws, source)
+    candidates = pl.scan_parquet(path)
+    source_columns = candidates.collect_schema().names()
+    routed = judgments = routes = None
+    if routing is not None and routing.enabled and ws.has_table(JUDGMENTS):
+        # Route first (over the judgments, no answer text), then read only the candidates routed to
+        # people: the texts of auto-decided and not-chosen rows (most of a campaign) are never loaded.
+        result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
+        routed = result.manifest["report"]["by_route"]
+        routes = ws.read(str(ROUTING)).filter(pl.col("route") == "human")
+        human = routes["candidate_id"].unique().implode()
+        candidates = candidates.filter(pl.col("candidate_id").is_in(human))
+        judged = pl.scan_parquet(ws.table_path(JUDGMENTS.stage, JUDGMENTS.table))
+        judgments = judged.filter(pl.col("candidate_id").is_in(human)).collect()
     frame = review_frame(
-        candidates, _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
+        candidates.collect(), _optional_table(ws, QUESTIONS), _optional_table(ws, KEYWORDS),
         run=run or link["curate_source_run_id"] or link["curate_source_fingerprint"],
     )
     frame = with_source_question(frame, _optional_table(ws, QUESTIONS))
-    routed = None
-    if routing is not None and routing.enabled and ws.has_table(JUDGMENTS):
+    if routes is not None and judgments is not None:
         # Judged candidates: only those routed to people are sent, with the judge's suggestions.
-        result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
-        frame = with_judgments(frame, ws.read(str(JUDGMENTS)), ws.read(str(ROUTING)))
-        routed = result.manifest["report"]["by_route"]
+        frame = with_judgments(frame, judgments, routes)
     check_record_columns(frame, settings)
     ds = ensure_dataset(client, campaign, workspace, settings, min_submitted=min_submitted, link=link)
     # A source that carries its own judgments (safety_filter/review: `judge_notes` and the
     # verdict columns) gets suggestions like a routed one.
     question_ids = None
-    if routed is not None or "judge_notes" in candidates.columns:
+    if routed is not None or "judge_notes" in source_columns:
         question_ids = {q["name"]: q["id"] for q in client.questions(ds["id"])}
     counts = push_records(client, ds["id"], payload_stream(frame, settings, question_ids),
                           PushLedger.for_workspace(ws), batch_size=batch_size, progress=progress)

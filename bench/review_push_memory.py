@@ -1,0 +1,97 @@
+"""Peak RSS of the review push alone (`push_workspace`) over a synthetic judged workspace.
+
+The workspace is bench/release_workspace.py's (K = 4 candidates of ~4 KB per translation) plus a
+synthetic judge/judgments table: the best of K is candidate 0; its satisfaction is 4 (the policy
+accepts it, an audit share goes to people), 2 for every 10th translation (near the threshold: people)
+and missing for every 50th (a failed judgment: people). The push runs in a child process sending to
+bench/full_flow.py's `DiscardingArgilla` (a stand-in client that drops the records), so what is
+measured is the push's own reading, routing, payloads and ledger.
+
+    nice -n 10 uv run python bench/review_push_memory.py --rows 100000 400000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.full_flow import DiscardingArgilla  # noqa: E402
+from bench.full_size import measure  # noqa: E402
+from bench.release_workspace import write_workspace  # noqa: E402
+from curate.review.push import push_workspace  # noqa: E402
+from curate.review.routing import RoutingConfig  # noqa: E402
+from curate.review.settings import load_review_settings  # noqa: E402
+from curate.workspace import Workspace  # noqa: E402
+
+SETTINGS = Path(__file__).resolve().parent.parent / "annotations" / "review.toml"
+
+
+def judgments_for(ws: Workspace) -> pl.DataFrame:
+    df = pl.scan_parquet(ws.table_path("answers", "candidates")).select(
+        "candidate_id", "language", "candidate_index", translation=pl.col("translation_id").str.slice(3).cast(pl.Int64)
+    ).collect()
+    best = pl.col("candidate_index") == 0
+    score = (pl.when(pl.col("translation") % 50 == 0).then(None).when(pl.col("translation") % 10 == 0).then(2.0)
+             .otherwise(4.0))
+    return df.select(
+        "candidate_id", "language", topic=pl.lit("tibet"),
+        status=pl.when(score.is_null()).then(pl.lit("error")).otherwise(pl.lit("ok")),
+        satisfaction=score, satisfaction_min=score.cast(pl.Int64), satisfaction_max=score.cast(pl.Int64),
+        satisfaction_spread=pl.when(score.is_not_null()).then(pl.lit(0)),
+        harm_disagree=pl.when(score.is_not_null()).then(pl.lit(False)),
+        harmful=pl.when(score.is_not_null()).then(pl.lit(False)), harm_votes=pl.when(score.is_not_null()).then(pl.lit(0)),
+        refused=pl.lit(False), refusal_kind=pl.lit(None, pl.String), refusal_score=pl.lit(0.0),
+        language_match=pl.lit(True), detected_language="language",
+        judge_error=pl.when(score.is_null()).then(pl.lit("local: judge_satisfaction: timeout")),
+        judges=pl.lit("local=smollm2"), rubrics=pl.lit("judge_satisfaction.j2@abc"),
+        best=best, best_score=pl.when(best).then(score).otherwise(score - 1),
+    ).unique("candidate_id", keep="first", maintain_order=True)
+
+
+def child(work: Path) -> dict:
+    settings = load_review_settings(SETTINGS)
+    client = DiscardingArgilla(settings)
+    started = time.perf_counter()
+    report = push_workspace(Workspace(work / "ws"), client, settings, campaign="bench", workspace="bench",  # type: ignore[arg-type]
+                            min_submitted=1, routing=RoutingConfig())
+    return {"step_s": round(time.perf_counter() - started, 2), "pushed": report.pushed, "routed": report.routed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 400_000])
+    parser.add_argument("--child")
+    parser.add_argument("--work")
+    parser.add_argument("--generate", type=int)
+    args = parser.parse_args()
+    if args.generate:
+        ws = write_workspace(Path(args.work) / "ws", args.generate)
+        ws.run_stage("judge", lambda: {"judgments": judgments_for(ws)}, force=True)
+        return
+    if args.child:
+        print(json.dumps(child(Path(args.work))))
+        return
+    for rows in args.rows:
+        work = Path(tempfile.mkdtemp(prefix="push-memory-"))
+        try:
+            # Generated in a process of its own: a child started from a large parent would count the
+            # parent's pages in its ru_maxrss (Linux keeps the pre-exec high-water mark).
+            subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
+            result = measure("review_push", work, rows, cap_gb=8, script=__file__)
+            print(json.dumps({"candidates": rows, **result}), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
