@@ -159,3 +159,25 @@ def test_dask_workers_read_their_shards_from_the_file(tmp_path):
     assert out["i"].to_list() == list(range(400))
     assert out["language"].to_list() == detect_languages(df["text"].to_list())[0]
     assert out["worker"].n_unique() == 2
+
+
+def test_sharded_stages_count_their_progress_from_a_scan_of_the_shard_input(tmp_path):
+    from types import SimpleNamespace
+
+    from curate.pipeline import CURATION, SAFETY
+    from curate.stages.answers import STAGE as ANSWERS
+
+    translations = pl.DataFrame({"translation_id": [f"t{i}" for i in range(7)],
+                                 "status": ["ok", "ok", "error", "ok", "ok", "rejected", "ok"]})
+    path = write_table(tmp_path / "translations.parquet", translations)
+    settings = SimpleNamespace(candidates_per_prompt=4)
+    assert ANSWERS.progress_total({"translations": pl.scan_parquet(path)}, settings) == 5 * 4
+    assert ANSWERS.progress_total({"translations": translations}, settings) == 5 * 4
+    # Every sharded stage's total works on a scan (the runner passes one), not only on a frame.
+    settings = SimpleNamespace(candidates_per_prompt=2, judges=["a"], harm=True, target_languages=["zh", "ru"],
+                               samples_per_seed=3)
+    sharded = [s for s in (*CURATION, *SAFETY) if s.shard_by and s.progress_total]
+    assert {s.name for s in sharded} >= {"blocked", "translate", "answers", "judge_score", "safety_answers"}
+    for stage in sharded:
+        scan = {stage.shard_by: pl.scan_parquet(path)}
+        assert stage.progress_total(scan, settings) == stage.progress_total({stage.shard_by: translations}, settings)

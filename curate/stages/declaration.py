@@ -100,7 +100,7 @@ class Stage:
         if self.shard_by is not None and self.shard_by not in self.reads:
             raise ValueError(f"stage {self.name}: shard_by '{self.shard_by}' is not one of its inputs")
         if self.shard_by is not None and self.shard_by in self.as_paths:
-            raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is cut from a frame, not read as a path")
+            raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is read shard by shard by the runner, not listed in as_paths")
 
     def calls_llm(self, settings: Any) -> bool:
         return self.uses_llm(settings) if callable(self.uses_llm) else self.uses_llm
