@@ -6,7 +6,8 @@ Stages stay plain functions (see curate.workspace); this module only decides *wh
 - `run_stage_task` runs one declared stage (see curate.runner) (skip-if-unchanged, atomic
   Parquet + manifest) as a Prefect task with retries.
 - A stage that declares `shard_by` is fanned out (curate.shards): its main input is cut into
-  contiguous shards of `shard_size` rows, one Prefect task run per shard (so 100k questions are
+  contiguous shards of `shard_size` rows (each read from the table's Parquet file by the task
+  that runs it, so the whole input is never in memory), one Prefect task run per shard (so 100k questions are
   ~50 task runs, not 100k), on the configured task runner (threads, processes or Dask); from the
   CLI (no runner) on `llm_slots` threads of the process. Each finished shard is checkpointed under
   the stage folder, so a run killed mid-stage (even by SIGKILL) resumes with the shards it
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.config import Config, stage_config
@@ -187,14 +189,18 @@ def execute_stage(
     row_total = call.stage.progress_total if runner is None and progress and takes_progress else None
 
     def fanned_out(**args: Any) -> Any:
-        frame = args.pop(shard_by)
-        rows_bar = progress_bar(call.name, row_total(args | {shard_by: frame}, call.settings)) if row_total else nullcontext()
+        # The shard input comes as its Parquet file: each shard reads its own rows where it runs.
+        table = args.pop(shard_by)
+        rows_bar = (progress_bar(call.name, row_total(args | {shard_by: pl.scan_parquet(table)}, call.settings))
+                    if row_total else nullcontext())
         with utilization_meter() as endpoint_use, rows_bar as advance:
             output = map_shards(
-                call.stage.run, frame, shard_input=shard_by, kwargs=args | ({"progress": advance} if advance else {}),
+                call.stage.run, table, shard_input=shard_by, kwargs=args | ({"progress": advance} if advance else {}),
                 shard_size=cfg.shard_size, runner=runner, checkpoints=checkpoints, max_in_flight=in_flight,
                 retries=cfg.retries, retry_delay_s=cfg.retry_delay_s, stage=call.name,
                 progress=progress and not row_total, llm_share=llm_share, stream_merge=True,
+                # A remote Dask cluster may not see the workspace folder: its shards are read here.
+                read_in_worker=not (cfg.task_runner == "dask" and cfg.dask_address),
             )
         if call.uses_llm and (use := endpoint_use()):
             # How busy the stage kept each endpoint, shard tails included (threads runner: shards
@@ -204,7 +210,7 @@ def execute_stage(
 
     with llm_slot(llm_limit, in_flight or 1, cfg.llm_lease_s):
         result = ws.run_stage(call.name, fanned_out, inputs=call.inputs, config=call.settings, version=call.version,
-                              files=call.files, force=force, **call.kwargs)
+                              files=call.files, force=force, paths={shard_by, *call.stage.as_paths}, **call.kwargs)
     checkpoints.clear()
     return result
 

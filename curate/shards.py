@@ -1,7 +1,11 @@
 """A stage's rows fanned out by shard: contiguous slices of `shard_size` rows, each run as one
 task (or here, without a task runner: one after another, or on a rolling window of threads),
 checkpointed as it lands so a killed run resumes with the shards it already has, and concatenated
-back in input order (streamed from the checkpoint files, so the merge holds one batch at a time)."""
+back in input order (streamed from the checkpoint files, so the merge holds one batch at a time).
+
+The rows come from a frame in memory, or from a Parquet file: then a shard is only its place in
+the file (`ParquetSlice`), read where and when the shard runs, so the stage's input is never
+held whole and peak memory grows with the shards in flight, not the rows."""
 
 from __future__ import annotations
 
@@ -29,13 +33,46 @@ from curate.workspace import StageOutput, atomic_write_json, atomic_write_parque
 SHARDS_DIR = ".shards"
 DONE = "done.json"
 
-def shard_frame(df: pl.DataFrame, shard_size: int) -> list[pl.DataFrame]:
-    """Contiguous slices of `shard_size` rows; the same frame always gives the same shards."""
+def _offsets(rows: int, shard_size: int) -> range:
+    """Where each shard starts; an empty input is one empty shard (the stage still writes its tables)."""
     if shard_size < 1:
         raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
-    if df.height == 0:
-        return [df]
-    return [df.slice(offset, shard_size) for offset in range(0, df.height, shard_size)]
+    return range(0, max(rows, 1), shard_size)
+
+
+def shard_frame(df: pl.DataFrame, shard_size: int) -> list[pl.DataFrame]:
+    """Contiguous slices of `shard_size` rows; the same frame always gives the same shards."""
+    return [df.slice(offset, shard_size) for offset in _offsets(df.height, shard_size)]
+
+
+@dataclass(frozen=True)
+class ParquetSlice:
+    """Rows `offset` to `offset + rows` of a Parquet file: a shard that is read where it runs (a
+    thread, a process-pool or Dask worker), so only its place, not its rows, travels to the task."""
+
+    path: Path
+    offset: int
+    rows: int
+
+    def read(self) -> pl.DataFrame:
+        # The slice is pushed into the reader: only the row groups that hold these rows are decoded.
+        return pl.scan_parquet(self.path).slice(self.offset, self.rows).collect()
+
+
+def parquet_rows(path: Path) -> int:
+    """A Parquet file's row count, from its footer (no rows are read)."""
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def shard_file(path: Path, shard_size: int) -> list[ParquetSlice]:
+    """The shards `shard_frame` cuts from the file's table (same bounds, same order), unread."""
+    path = Path(path).resolve()  # a worker may run in another folder
+    rows = parquet_rows(path)
+    return [ParquetSlice(path, offset, min(shard_size, rows - offset)) for offset in _offsets(rows, shard_size)]
+
+
+def _shard_rows(shard: pl.DataFrame | ParquetSlice) -> pl.DataFrame:
+    return shard.read() if isinstance(shard, ParquetSlice) else shard
 
 
 def _as_output(result: StageOutput | Mapping[str, pl.DataFrame]) -> StageOutput:
@@ -137,13 +174,13 @@ class _BudgetShare:
             set_process_share(self.share)
 
 
-def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame, kwargs: dict[str, Any],
+def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame | ParquetSlice, kwargs: dict[str, Any],
                llm_share: _BudgetShare | None = None) -> StageOutput:
     if llm_share is not None:
         llm_share.apply()
     opened = {k: LLMCache(v.path) for k, v in kwargs.items() if isinstance(v, _CacheAt)}
     try:
-        return _as_output(func(**{shard_input: shard}, **{**kwargs, **opened}))
+        return _as_output(func(**{shard_input: _shard_rows(shard)}, **{**kwargs, **opened}))
     finally:
         for cache in opened.values():
             cache.close()
@@ -165,7 +202,7 @@ def _rolling_window(todo: list[int], limit: int, submit: Callable[[int], Any], f
 
 def map_shards(
     func: Callable[..., StageOutput | dict[str, pl.DataFrame]],
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | Path,
     *,
     shard_input: str,
     kwargs: Mapping[str, Any] | None = None,
@@ -179,6 +216,7 @@ def map_shards(
     progress: bool = False,
     llm_share: float | None = None,
     stream_merge: bool = False,
+    read_in_worker: bool = True,
 ) -> StageOutput:
     """Apply a row-independent stage to `frame` shard by shard and concatenate, in input order.
 
@@ -190,11 +228,16 @@ def map_shards(
     `stream_merge` (needs `checkpoints`): a shard's frames are dropped once checkpointed, and the
     merged tables are lazy scans of the shard files in input order (a LazyFrame per table), for
     the caller to stream to disk; peak memory then grows with the shards in flight, not the rows.
+    `frame` may be a Parquet file's Path: the same shards (and checkpoints) as its table in memory,
+    each read just before it runs, in its worker. `read_in_worker=False` (workers that cannot see
+    the file, e.g. a remote Dask cluster): each shard is read here as it is submitted instead.
     """
     if stream_merge and checkpoints is None:
         raise ValueError("stream_merge needs checkpoints: the merge is read back from the shard files")
     kwargs = dict(kwargs or {})
-    shards = shard_frame(frame, shard_size)
+    shards: list[pl.DataFrame] | list[ParquetSlice] = (
+        shard_frame(frame, shard_size) if isinstance(frame, pl.DataFrame) else shard_file(frame, shard_size)
+    )
     reports: dict[int, dict[str, Any]] = {}
     outputs: dict[int, StageOutput] = {}
     tables_seen: dict[str, None] = {}
@@ -251,8 +294,9 @@ def map_shards(
             def submit(i: int):
                 return runner.submit(
                     shard_task.with_options(task_run_name=f"{stage}[{i}/{len(shards)}]"),
-                    parameters={"func": func, "shard_input": shard_input, "shard": shards[i], "kwargs": kwargs,
-                                "llm_share": share},
+                    parameters={"func": func, "shard_input": shard_input,
+                                "shard": shards[i] if read_in_worker else _shard_rows(shards[i]),
+                                "kwargs": kwargs, "llm_share": share},
                 )
 
             # At most `max_in_flight` shards are submitted at a time: that bounds LLM traffic to the

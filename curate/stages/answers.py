@@ -30,7 +30,7 @@ from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
 from curate.records import Candidate, conform
 from curate.refusal import RefusalConfig, classify_refusals, describe_detector, length_units, refusal_files, with_refusal_defaults
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Stage, reads, row_count
 from curate.tables import ANSWER_REJECTS, CANDIDATES, DEDUPED_TRANSLATIONS, TRANSLATIONS
 from curate.text.langid import detect_languages, model_file
 from curate.workspace import StageOutput
@@ -241,6 +241,6 @@ STAGE = Stage(
     fill=_with_defaults, uses_llm=True, shard_by="translations",
     depends_on=lambda settings: [*refusal_files(settings.refusal), model_file(settings.langid.model_path)],
     progress_total=lambda inputs, settings: (
-        inputs["translations"].filter(pl.col("status") == "ok").height * settings.candidates_per_prompt
+        row_count(inputs["translations"], pl.col("status") == "ok") * settings.candidates_per_prompt
     ),
 )

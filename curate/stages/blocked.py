@@ -16,7 +16,7 @@ from curate.llm import complete_frame
 from curate.progress import Advance
 from curate.records import BlockedProbe, Seed, conform
 from curate.refusal import RefusalConfig, classify_refusals, describe_detector, refusal_files, with_refusal_defaults
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Stage, reads, row_count
 from curate.tables import BLOCKED_PROBES, BLOCKED_SEEDS, SEEDS
 from curate.workspace import StageOutput
 
@@ -127,5 +127,5 @@ STAGE = Stage(
     reads={"seeds": reads(SEEDS)}, writes=(BLOCKED_PROBES, BLOCKED_SEEDS),
     fill=lambda cfg, raw: with_refusal_defaults(cfg.stages, with_endpoint_defaults(cfg.llm, raw, "target", optional=("judge",))),
     depends_on=lambda settings: refusal_files(settings.refusal), uses_llm=True, shard_by="seeds",
-    progress_total=lambda inputs, settings: inputs["seeds"].height * settings.samples_per_seed,
+    progress_total=lambda inputs, settings: row_count(inputs["seeds"]) * settings.samples_per_seed,
 )

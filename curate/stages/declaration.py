@@ -42,6 +42,13 @@ def reads(*refs: TableRef, when: Callable[[Any], bool] | None = None) -> Input:
     return Input(tuple(refs), when)
 
 
+def row_count(table: pl.DataFrame | pl.LazyFrame, where: pl.Expr | None = None) -> int:
+    """Rows of a table (those matching `where`), a frame or a lazy scan of its file: a sharded
+    stage's `progress_total` gets its shard input as a scan, so only the columns counted are read."""
+    lazy = table.lazy() if where is None else table.lazy().filter(where)
+    return lazy.select(pl.len()).collect().item()
+
+
 def _no_files(settings: Any) -> Iterable[Path | str | None]:
     return ()
 
@@ -82,7 +89,8 @@ class Stage:
     as_paths: tuple[str, ...] = ()  # inputs passed as their Parquet file's Path, for a stage that reads them lazily
     version: str = "1"
     version_of: Callable[[Any], str] | None = None  # a version that depends on the settings
-    progress_total: Callable[[Mapping[str, pl.DataFrame], Any], int | None] | None = None
+    # Rows the progress bar counts, from the inputs (the shard input as a LazyFrame: use row_count).
+    progress_total: Callable[[Mapping[str, pl.DataFrame | pl.LazyFrame], Any], int | None] | None = None
     report_keys: tuple[str, ...] = ()  # report entries `curate <stage>` prints
 
     def __post_init__(self) -> None:
@@ -92,7 +100,7 @@ class Stage:
         if self.shard_by is not None and self.shard_by not in self.reads:
             raise ValueError(f"stage {self.name}: shard_by '{self.shard_by}' is not one of its inputs")
         if self.shard_by is not None and self.shard_by in self.as_paths:
-            raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is cut from a frame, not read as a path")
+            raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is read shard by shard by the runner, not listed in as_paths")
 
     def calls_llm(self, settings: Any) -> bool:
         return self.uses_llm(settings) if callable(self.uses_llm) else self.uses_llm

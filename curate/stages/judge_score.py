@@ -26,7 +26,7 @@ from curate.llm import usage_summary
 from curate.progress import Advance
 from curate.prompts import template_path
 from curate.refusal import refusal_files
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Stage, reads, row_count
 from curate.tables import CANDIDATES, JUDGE_SCORE_SCORES, JUDGE_SCORED, QUESTIONS
 from curate.text.langid import model_file
 from curate.workspace import StageOutput
@@ -65,6 +65,6 @@ STAGE = Stage(
     fill=with_judge_defaults, uses_llm=True, shard_by="candidates",
     depends_on=lambda settings: [template_path(settings.satisfaction_template), template_path(settings.harm_template),
                                  *refusal_files(settings.refusal), model_file(settings.langid.model_path)],
-    progress_total=lambda inputs, settings: inputs["candidates"].height * len(settings.judges) * (2 if settings.harm else 1),
+    progress_total=lambda inputs, settings: row_count(inputs["candidates"]) * len(settings.judges) * (2 if settings.harm else 1),
     report_keys=("judged", "errors"),
 )

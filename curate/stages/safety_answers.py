@@ -19,7 +19,7 @@ from curate.ids import content_id
 from curate.llm import usage_summary
 from curate.llm.sampling import sample_candidates
 from curate.progress import Advance
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Stage, reads, row_count
 from curate.tables import SAFETY_CANDIDATES, SAFETY_PROMPTS, SAFETY_TRANSLATED
 from curate.workspace import StageOutput
 
@@ -73,5 +73,5 @@ STAGE = Stage(
     summary="Sample K answers with reasoning per safety prompt (safety_answers/candidates; failed calls kept as error rows).",
     reads={"prompts": reads(SAFETY_TRANSLATED, SAFETY_PROMPTS)}, writes=(SAFETY_CANDIDATES,),
     fill=lambda cfg, raw: with_endpoint_defaults(cfg.llm, raw, "generator"), uses_llm=True, shard_by="prompts",
-    progress_total=lambda inputs, settings: inputs["prompts"].height * settings.candidates_per_prompt,
+    progress_total=lambda inputs, settings: row_count(inputs["prompts"]) * settings.candidates_per_prompt,
 )

@@ -26,7 +26,7 @@ from curate.llm import complete_frame, usage_summary
 from curate.progress import Advance, noop
 from curate.prompts import render_prompt, template_path
 from curate.records import Translation, conform
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Stage, reads, row_count
 from curate.tables import QUESTIONS, TRANSLATIONS
 from curate.text.embeddings import embeddinggemma_path, is_model_folder, load_configured_model, resolve_model
 from curate.text.langid import detect_languages, model_file
@@ -378,6 +378,6 @@ STAGE = Stage(
     reads={"questions": reads(QUESTIONS)}, writes=(TRANSLATIONS,),
     settings=lambda cfg, section: TranslateStageConfig(translate=section, languages=cfg.languages, llm=cfg.llm),
     depends_on=_translate_files, uses_llm=True, shard_by="questions",
-    progress_total=lambda inputs, settings: inputs["questions"].height * len(settings.target_languages),
+    progress_total=lambda inputs, settings: row_count(inputs["questions"]) * len(settings.target_languages),
     report_keys=("by_language_status",),
 )
