@@ -79,3 +79,15 @@ def test_demanded_json_schema_is_still_an_error_row(tmp_path):
         assert out["status"].to_list() == ["error"] * 3
         assert all(e.startswith("schema_unsupported") for e in out["error"].to_list())
         assert server.stats()["requests"] == 3  # demanded: each call asks, none falls back
+
+
+def test_a_probe_that_times_out_does_not_serialize_the_run(tmp_path):
+    # Every request's first attempt stalls past the client's timeout. The probe's timeout says
+    # nothing about the format, so the run's other calls must then go out together, not one
+    # probe (one timeout) at a time.
+    with FaultServer(FaultConfig(plan=["slow"], slow_s=1.0, reply='{"score": 3}')) as server:
+        endpoint = fresh(EndpointConfig(base_url=server.base_url, model="m", timeout_s=0.5, max_retries=2,
+                                        max_concurrency=8))
+        out = complete_frame(requests(8, "t"), endpoint, response_schema=SCHEMA)
+        assert out["status"].to_list() == ["ok"] * 8, out["error"].to_list()
+        assert server.stats()["max_in_flight"] >= 4

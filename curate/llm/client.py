@@ -99,11 +99,16 @@ class RunState:
             await self._probe.wait()
         return self.schema_format, False
 
-    def probed(self, answered: bool) -> None:
+    def probed(self, answered: bool, sent: str | None) -> None:
         """The probe's request ended: `answered` when the server took the format (any 200)."""
         if answered:
             self.known = True
             self._remember()
+        elif self.schema_format == sent:
+            # It failed for another reason (timeout, 5xx, dropped): stop probing one call at a time,
+            # or a stalled endpoint would get this run's calls serially, one timeout each. Nothing
+            # is remembered; a refusal on a later call still moves the run to the next format.
+            self.known = True
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.set()
@@ -241,7 +246,7 @@ async def _run_call(
             finally:
                 limiter.settle(reserved, used)
                 if probing:  # after a refusal's downgrade above, so the waiting calls send the next format
-                    state.probed(answered)
+                    state.probed(answered, sent_format)
 
         if error is None:
             billed_prompt += got["prompt_tokens"] or 0
