@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from curate.config import RENAMED, Config, EndpointConfig, did_you_mean, validate_section, with_endpoint_defaults
 from curate.errors import ConfigError
 from curate.eval.run import EvalConfig
@@ -22,6 +20,7 @@ from curate.refusal import RefusalConfig
 from curate.release.create import release_config
 from curate.review.sync import review_config
 from curate.runner import stage_settings
+from curate.sampling_overrides import check_sampling_overrides
 
 
 def _refusal_judge(cfg: Config) -> Any:
@@ -51,30 +50,16 @@ SECTIONS: dict[str, Callable[[Config], Any]] = {
     "release": release_config,
     "eval": _eval,
 }
-# Sampling settings a section passes to its endpoint as they are: checked as endpoint fields.
-_ENDPOINT_OVERRIDES = ("overrides", "judge_overrides", "generation")
-
-
-class RequestSampling(BaseModel):
-    """Sampling keys an override may set that go into each request rather than the endpoint's
-    settings (curate.llm.requests.prepare_calls; with a seed, candidate k is sent seed + k)."""
-
-    model_config = ConfigDict(strict=True)  # a seed of "7", 7.5 or true is an error, not coerced
-
-    seed: int | None = None
+# A section's sampling overrides, sent in each request's body (curate.sampling_overrides).
+_SAMPLING_OVERRIDES = ("overrides", "judge_overrides", "satisfaction_overrides", "generation")
 
 
 def _check_overrides(cfg: Config, name: str, raw: dict[str, Any]) -> None:
-    for key in _ENDPOINT_OVERRIDES:
-        value = raw.get(key)
-        if isinstance(value, dict):
-            per_request = {k: v for k, v in value.items() if k in RequestSampling.model_fields}
-            validate_section(RequestSampling, per_request, f"stages.{name}.{key}", cfg.source)
-            endpoint = {k: v for k, v in value.items() if k not in per_request}
-            validate_section(EndpointConfig, cfg.llm.model_dump() | endpoint, f"stages.{name}.{key}", cfg.source)
-    for nested, value in raw.items():
-        if isinstance(value, dict) and nested not in _ENDPOINT_OVERRIDES:
-            _check_overrides(cfg, f"{name}.{nested}", value)
+    for key, value in raw.items():
+        if key in _SAMPLING_OVERRIDES and isinstance(value, dict):
+            check_sampling_overrides(value, f"stages.{name}.{key}", cfg.source)
+        elif isinstance(value, dict):
+            _check_overrides(cfg, f"{name}.{key}", value)
 
 
 def check_config(cfg: Config) -> Config:
