@@ -84,11 +84,29 @@ def length_units(col: pl.Expr) -> pl.Expr:
     return col.str.len_chars() + (DENSE_SCRIPT_WEIGHT - 1) * col.str.count_matches(_DENSE_SCRIPT)
 
 
-def _any_of(col: pl.Expr, patterns: tuple[str, ...]) -> pl.Expr:
+def _alternation(patterns: tuple[str, ...]) -> str:
+    """One regex that matches where any of `patterns` does (each keeps its own inline flags)."""
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+@functools.lru_cache(maxsize=64)
+def _combinable(patterns: tuple[str, ...]) -> bool:
+    """Whether the patterns compile as one alternation (a rules file may repeat a group name, or
+    outgrow the regex size limit; then they are matched one by one)."""
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(_alternation(patterns))
+    except pl.exceptions.ComputeError:
+        return False
+    return True
+
+
+def _any_of(col: pl.Expr, patterns: tuple[str, ...], combined: bool) -> pl.Expr:
     if not patterns:
         return pl.lit(False)
-    # One expression per pattern: a single case-insensitive Unicode alternation of all of them is
-    # about 10x slower in the regex engine (measured in bench/refusal_rules.py).
+    if combined and _combinable(patterns):
+        return col.str.contains(_alternation(patterns))
+    # One expression per pattern for large frames: a case-insensitive Unicode alternation of all of
+    # them is about 10x slower per row in the regex engine (measured in bench/refusal_rules.py).
     return pl.any_horizontal([col.str.contains(p) for p in patterns])
 
 
@@ -96,6 +114,38 @@ def _distinct_hits(col: pl.Expr, patterns: tuple[str, ...]) -> pl.Expr:
     if not patterns:
         return pl.lit(0, dtype=pl.Int32)
     return pl.sum_horizontal([col.str.contains(p).cast(pl.Int32) for p in patterns])
+
+
+# Below this many characters in a call, a group's patterns are matched as one alternation. Polars
+# keeps only the 32 regexes it compiled last (per thread), so the ~250 single patterns are compiled
+# again on every call (~0.15 s), while the few alternations stay compiled across calls: a small call
+# costs milliseconds. The alternations match about 3 us per character against the single patterns'
+# fraction of that, so larger calls take the single patterns (bench/refusal_rules.py measures both).
+# Both give the same flags (tests/test_refusal_rules_fast.py).
+COMBINED_BELOW_CHARS = 40_000
+_HIT_COUNTS = ("stance", "official_line", "balance")
+
+
+def _hit_flags(text: pl.Series, config: RefusalConfig, rules: dict[str, tuple[str, ...]], combined: bool) -> pl.DataFrame:
+    """Per row: which groups a phrase matches near the start (`lead_*`) or anywhere (`any_*`), the
+    length units and the distinct stance, official-line and balance phrases matched. The counts only
+    matter where a stance phrase matches (no stance, no official line), so they are computed for
+    those rows alone and are 0 elsewhere."""
+    col, head = pl.col("text"), pl.col("text").str.slice(0, config.lead_chars)
+    flags = text.to_frame("text").select(
+        length_units(col).alias("units"), (col.str.len_chars() == 0).alias("empty"),
+        _any_of(head, rules["hard"], combined).alias("lead_hard"), _any_of(col, rules["hard"], combined).alias("any_hard"),
+        _any_of(head, rules["deflection"], combined).alias("lead_deflection"),
+        _any_of(col, rules["deflection"], combined).alias("any_deflection"),
+        _any_of(col, rules["pivot"], combined).alias("pivot"),
+        _any_of(head, rules["stance"], combined).alias("lead_stance"), _any_of(col, rules["stance"], combined).alias("any_stance"),
+    )
+    rows = flags.select(pl.arg_where(pl.col("any_stance"))).to_series()
+    zeros = pl.zeros(flags.height, dtype=pl.Int32, eager=True)
+    if rows.is_empty():  # polars compiles a pattern even for no rows
+        return flags.with_columns(zeros.alias(g) for g in _HIT_COUNTS)
+    counts = text.gather(rows).to_frame("text").select([_distinct_hits(col, rules[g]).alias(g) for g in _HIT_COUNTS])
+    return flags.with_columns(zeros.scatter(rows, counts[g]).alias(g) for g in _HIT_COUNTS)
 
 
 def _position_score(lead: pl.Expr, anywhere: pl.Expr, short: pl.Expr, long: pl.Expr, pivot: pl.Expr, s: dict[str, float]) -> pl.Expr:
@@ -122,35 +172,32 @@ _DEFLECT = {"lead_short": 0.85, "lead_medium": 0.45, "lead_medium_pivot": 0.3, "
 def rule_scores(df: pl.DataFrame, config: RefusalConfig, response_col: str = "response") -> pl.DataFrame:
     """Per-kind scores (score_hard, score_deflection, score_official_line) plus the combined score."""
     rules = load_rules(config.rules_path)
-    text = pl.col(response_col).fill_null("").str.strip_chars()
-    head = text.str.slice(0, config.lead_chars)
-    units = length_units(text)
-    short = units <= config.short_units
-    long = units > config.long_units
-    pivot = _any_of(text, rules["pivot"])
+    text = df.select(pl.col(response_col).fill_null("").str.strip_chars()).to_series()
+    hits = _hit_flags(text, config, rules, combined=(text.str.len_chars().sum() or 0) < COMBINED_BELOW_CHARS)
+    short = pl.col("units") <= config.short_units
+    long = pl.col("units") > config.long_units
+    pivot = pl.col("pivot")
 
-    hard = _position_score(_any_of(head, rules["hard"]), _any_of(text, rules["hard"]), short, long, pivot, _HARD)
-    deflection = _position_score(_any_of(head, rules["deflection"]), _any_of(text, rules["deflection"]), short, long, pivot, _DEFLECT)
+    hard = _position_score(pl.col("lead_hard"), pl.col("any_hard"), short, long, pivot, _HARD)
+    deflection = _position_score(pl.col("lead_deflection"), pl.col("any_deflection"), short, long, pivot, _DEFLECT)
 
-    vocabulary = _distinct_hits(text, rules["official_line"])
-    stance = _distinct_hits(text, rules["stance"])
-    balance_hits = _distinct_hits(text, rules["balance"]).clip(0, 3)
-    stance_lead = _any_of(head, rules["stance"])
+    vocabulary, stance = pl.col("official_line"), pl.col("stance")
+    balance_hits = pl.col("balance").clip(0, 3)
     line_hits = vocabulary + stance
     # No stance phrase, no official line: the vocabulary is shared with neutral factual answers.
     official = (
         pl.when(stance == 0).then(0.0)
         .when(line_hits >= 3).then(0.85)
         .when(line_hits == 2).then(0.65)
-        .when(stance_lead & short).then(0.55)
+        .when(pl.col("lead_stance") & short).then(0.55)
         .otherwise(0.15)
     )
     # Reporting a position (critics, "Beijing claims") is the opposite of adopting it.
     official = ((official - 0.2 * balance_hits) * pl.when(long).then(0.8).otherwise(1.0)).clip(0.0, 1.0)
 
-    scores = df.select(
+    scores = hits.select(
         hard.alias("score_hard"), deflection.alias("score_deflection"), official.alias("score_official_line"),
-        (text.str.len_chars() == 0).alias("_empty"),
+        pl.col("empty").alias("_empty"),
     )
     # Noisy-or: two weak signals of different kinds add up, one strong signal dominates.
     combined = 1.0 - (1.0 - pl.col("score_hard")) * (1.0 - pl.col("score_deflection")) * (1.0 - pl.col("score_official_line"))
