@@ -91,18 +91,21 @@ class PushLedger:
         return found
 
     def candidates_with_records(self, dataset_id: str, candidate_ids: list[str]) -> set[str]:
-        """Those of `candidate_ids` with any acknowledged record: the bare key or `<id>@<any version>`."""
-        found = set()
+        """Those of `candidate_ids` with any acknowledged record: the bare key or `<id>@<any version>`.
+
+        One query for all of them: each id's keys sort from the id itself up to `<id>A` ('A' follows
+        '@'), so the primary key serves one range per id. The ids go in as one JSON parameter (no
+        limit on their number) and are read first (CROSS JOIN keeps that order); a key in the range
+        that is another candidate's (`<id>-2`) is dropped here."""
+        if not candidate_ids:
+            return set()
         with closing(self._connect()) as con:
-            for candidate in candidate_ids:
-                # Keys `<id>@...` sort between `<id>@` and `<id>A` ('A' follows '@'), so the primary key serves it.
-                keys = con.execute(
-                    "select record_id from pushed where dataset_id = ? and (record_id = ? or (record_id >= ? and record_id < ?))",
-                    (dataset_id, candidate, candidate + SEPARATOR, candidate + chr(ord(SEPARATOR) + 1)),
-                ).fetchall()
-                if any(split_record_key(key)[0] == candidate for (key,) in keys):
-                    found.add(candidate)
-        return found
+            rows = con.execute(
+                "select wanted.value, pushed.record_id from json_each(?) as wanted cross join pushed "
+                "where pushed.dataset_id = ? and pushed.record_id >= wanted.value and pushed.record_id < wanted.value || ?",
+                (json.dumps(candidate_ids), dataset_id, chr(ord(SEPARATOR) + 1)),
+            ).fetchall()
+        return {candidate for candidate, key in rows if split_record_key(key)[0] == candidate}
 
     def acknowledge(self, dataset_id: str, rows: list[tuple[str, str]]) -> None:
         now = time.time()
