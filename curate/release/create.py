@@ -22,7 +22,7 @@ from curate.release.assemble import read_facts, write_rows
 from curate.release.mix import check_unique_row_ids, mixed_in
 from curate.release.rows import _reviews_frame, candidate_facts, decide_rows, require_columns, texts_of, with_texts
 from curate.release.table_mix import with_accepted_reviews
-from curate.release.store import FORBIDDEN_DRAFT_TAGS, CommitResult, ReleaseStore
+from curate.release.store import FORBIDDEN_DRAFT_TAGS, ROWS_FILE_KEY, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
 from curate.review.policy import resolve_reviews
 from curate.review.routing import RoutingConfig
@@ -285,6 +285,7 @@ def create_release(
             "pending_rows": report.get("pending_rows", 0),
             "unreviewed_rows": report.get("unreviewed_rows", 0),
             "review_split": report.get("review_split"),
+            ROWS_FILE_KEY: result.manifest["outputs"][RELEASE_ROWS.table]["sha256"],
             **_judges(ws),
         }
         return store.commit(rows, metadata, tags=tags)

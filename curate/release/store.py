@@ -64,6 +64,9 @@ _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 # A draft holds unreviewed rows, so it must never carry the tag consumers train from.
 FORBIDDEN_DRAFT_TAGS = ("published",)
+# Manifest key: the sha256 of the rows file a release was built from (`release create` passes the
+# workspace's). The same file again means the same content hash, so it is not even read.
+ROWS_FILE_KEY = "rows_file_sha256"
 
 
 class ReleaseNotFound(CurateError):
@@ -98,6 +101,10 @@ class VerifyReport:
 
 def _manifest_name(version: int) -> str:
     return f"{MANIFESTS}/{version:06d}.json"
+
+
+def _same_config(latest: dict[str, Any], metadata: dict[str, Any]) -> bool:
+    return latest.get("config_hash") == metadata.get("config_hash")
 
 
 def _now() -> str:
@@ -213,6 +220,12 @@ class ReleaseStore:
             yield
 
     def _commit(self, rows: RowSource, metadata: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
+        self._finish_orphans()
+        parent, source = self._latest(), metadata.get(ROWS_FILE_KEY)
+        if parent and source and parent.get(ROWS_FILE_KEY) == source and _same_config(parent, metadata):
+            # Built from the same rows file as the latest release: its content hash is this one's,
+            # so nothing is read or written.
+            return self._unchanged(parent, tags)
         # One pass (curate.release.parts): rows are hashed, counted and written as they are read;
         # the files stay invisible until the Delta commit below adds them.
         hasher, tally = ContentHasher(), Tally()
@@ -229,6 +242,15 @@ class ReleaseStore:
             if not written.committed and not self._head_holds(written):
                 remove_parts(self.loc, TABLE, written.paths)
             raise
+
+    def _latest(self) -> dict[str, Any] | None:
+        versions = self.versions()
+        return json.loads(self.loc.read_bytes(_manifest_name(versions[-1]))) if versions else None
+
+    def _unchanged(self, latest: dict[str, Any], tags: list[str] | tuple[str, ...]) -> CommitResult:
+        for tag in tags:
+            self.tag(tag, latest["version"])
+        return CommitResult(latest, created=False)
 
     def _head_holds(self, written: WrittenFiles) -> bool:
         """Whether the newest Delta version lists these files (a commit that raised after it took effect)."""
@@ -248,13 +270,10 @@ class ReleaseStore:
         hasher.columns = hasher.columns or sorted(written.schema.names)
         digest = hasher.hexdigest()
         self._finish_orphans()
-        versions = self.versions()
-        parent = json.loads(self.loc.read_bytes(_manifest_name(versions[-1]))) if versions else None
-        if parent and parent["content_hash"] == digest and parent.get("config_hash") == metadata.get("config_hash"):
+        parent = self._latest()
+        if parent and parent["content_hash"] == digest and _same_config(parent, metadata):
             remove_parts(self.loc, TABLE, written.paths)  # the same rows as the latest release: no new one
-            for tag in tags:
-                self.tag(tag, parent["version"])
-            return CommitResult(parent, created=False)
+            return self._unchanged(parent, tags)
 
         head = self._delta_head()
         delta_version = 0 if head is None else head + 1
