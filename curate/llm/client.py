@@ -175,7 +175,7 @@ def _schema_unsupported(exc: openai.APIStatusError) -> bool:
 
 async def _run_call(
     call: Call,
-    client: openai.AsyncOpenAI,
+    clients: connections.ClientGroup,
     endpoint: EndpointConfig,
     *,
     limiter: RateLimiter,
@@ -209,9 +209,10 @@ async def _run_call(
             used: int | None = None
             try:
                 state.stats["calls"] += 1
-                response = await client.chat.completions.create(
-                    model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
-                )
+                async with clients.lease() as client:
+                    response = await client.chat.completions.create(
+                        model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
+                    )
                 answered = True  # the server took the request as sent, response_format included
                 got = _extract(response)
                 latency = time.perf_counter() - started
@@ -347,14 +348,14 @@ def _plan(requests: pl.DataFrame, endpoint: EndpointConfig, opts: _Options) -> _
 
 
 @asynccontextmanager
-async def _client(endpoint: EndpointConfig, secret: str | None) -> AsyncIterator[openai.AsyncOpenAI]:
-    """The process's shared client of the endpoint on its LLM loop; on any other loop, one for this run."""
+async def _clients(endpoint: EndpointConfig, secret: str | None) -> AsyncIterator[connections.ClientGroup]:
+    """The process's shared clients of the endpoint on its LLM loop; on any other loop, ones for this run."""
     shared = connections.shared_client(endpoint, secret)
     if shared is not None:
         yield shared
         return
-    async with connections.new_client(endpoint, secret) as client:
-        yield client
+    async with connections.ClientGroup(endpoint, secret) as clients:
+        yield clients
 
 
 async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[str, dict[str, Any]]:
@@ -370,11 +371,11 @@ async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[s
         state = RunState(schema_format={"off": None}.get(endpoint.structured_output, "json_schema"))
     # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
     budget = endpoint_budget(endpoint)
-    async with _client(endpoint, secret) as client:
+    async with _clients(endpoint, secret) as clients:
 
         async def one(call: Call) -> None:
             try:
-                row = await _run_call(call, client, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
+                row = await _run_call(call, clients, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
                                       response_schema=response_schema, validate=validate, secret=secret)
             except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
                 log.exception("%s: unexpected error", call.request_id)
