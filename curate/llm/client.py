@@ -1,7 +1,8 @@
 """complete_frame: run a frame of chat requests against an OpenAI-compatible endpoint.
 
-Async inside (the official `openai` SDK), sync outside: `complete_frame` sends its calls on the
-process's one LLM loop, where every caller shares one client (connection pool) per endpoint.
+Async inside (the official `openai` SDK's client; the request and reply on the wire: curate.llm.wire),
+sync outside: `complete_frame` sends its calls on the process's one LLM loop, where every caller
+shares one group of clients (pools of at most 32 connections, curate.llm.connections) per endpoint.
 Concurrency and rate limits come from the endpoint's process-wide budget (curate.llm.budget), so
 calls running at once on other threads share them.
 Every request ends as exactly one result row, in request order; failures are rows with
@@ -27,8 +28,9 @@ from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity
 from curate.llm.cache import LLMCache
 from curate.llm.limits import LoopSafeSemaphore, RateLimiter, RetryPolicy, parse_retry_after
 from curate.llm.reasoning import split_reasoning
-from curate.llm.requests import SCHEMA_FORMATS, SDK_PARAMS, Call, prepare_calls, response_format
+from curate.llm.requests import SCHEMA_FORMATS, Call, prepare_calls, response_format
 from curate.llm.structured import InvalidOutput, parse_structured
+from curate.llm.wire import MalformedResponse, chat_body, post_chat, read_reply
 from curate.progress import Advance
 from curate.secrets import redact
 
@@ -64,10 +66,6 @@ RESULT_SCHEMA = pl.Schema(
         "cost_usd": pl.Float64(),
     }
 )
-
-
-class MalformedResponse(Exception):
-    """The server answered 200 with something that is not a chat completion."""
 
 
 # The schema format each endpoint takes, by endpoint identity (curate.llm.budget.endpoint_identity),
@@ -141,26 +139,6 @@ def cost_of(prices: dict[str, dict[str, float]] | None, model: str, prompt_token
             + (completion_tokens or 0) * price.get("usd_per_1m_completion_tokens", 0.0)) / 1e6
 
 
-def _extract(response: object) -> dict[str, Any]:
-    if not isinstance(response, _openai().types.chat.ChatCompletion):
-        raise MalformedResponse(f"not a chat completion: {str(response)[:200]!r}")
-    try:
-        choice = response.choices[0]
-        message = choice.message
-        extra = message.model_extra or {}
-        reasoning_field = extra.get("reasoning_content") or extra.get("reasoning")
-        usage = response.usage
-        return {
-            "content": message.content,
-            "reasoning_field": reasoning_field if isinstance(reasoning_field, str) else None,
-            "finish_reason": choice.finish_reason,
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-        }
-    except (AttributeError, IndexError, TypeError) as exc:
-        raise MalformedResponse(f"chat completion without a usable choice: {exc}") from exc
-
-
 def _error_text(kind: str, exc: BaseException, secret: str | None) -> str:
     text = f"{kind}: {type(exc).__name__}: {exc}"
     if secret:
@@ -197,8 +175,6 @@ async def _run_call(
         sent_format, probing = await state.format_to_send() if response_schema else (None, False)
         if sent_format:
             params["response_format"] = response_format(sent_format, response_schema)
-        sdk = {k: v for k, v in params.items() if k in SDK_PARAMS}
-        extra = {k: v for k, v in params.items() if k not in SDK_PARAMS}
         delay: float | None = None
         error: str | None = None
         attempts += 1
@@ -210,11 +186,9 @@ async def _run_call(
             try:
                 state.stats["calls"] += 1
                 async with clients.lease() as client:
-                    response = await client.chat.completions.create(
-                        model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
-                    )
+                    reply = await post_chat(client, chat_body(endpoint.model, call.messages, params))
                 answered = True  # the server took the request as sent, response_format included
-                got = _extract(response)
+                got = read_reply(reply)
                 latency = time.perf_counter() - started
                 used = (got["prompt_tokens"] or 0) + (got["completion_tokens"] or 0) or None
             except openai.APIStatusError as exc:
