@@ -15,8 +15,8 @@ after a CLI run or a test. A forked child starts with no loop of its own (the pa
 not copied by fork).
 
 Pools of at most `POOL_CONNECTIONS`: httpcore walks every connection of a pool on each request's
-start and finish (and probes each idle one's socket), so one pool of 256 connections costs about
-as much client CPU per request as the rest of the request together. An endpoint's "client" is
+start and finish (and probes each idle one's socket): with one pool of 256 connections that walk
+took about a third of the client's CPU per request. An endpoint's "client" is
 therefore a `ClientGroup`: ceil(C / 32) `AsyncOpenAI` clients whose pools add up to C, and each
 request leases the one with the most free connections (docs/benchmarks.md, "Client CPU per
 request").
