@@ -1,7 +1,8 @@
 """complete_frame: run a frame of chat requests against an OpenAI-compatible endpoint.
 
-Async inside (the official `openai` SDK), sync outside: `complete_frame` sends its calls on the
-process's one LLM loop, where every caller shares one client (connection pool) per endpoint.
+Async inside (the official `openai` SDK's client; the request and reply on the wire: curate.llm.wire),
+sync outside: `complete_frame` sends its calls on the process's one LLM loop, where every caller
+shares one group of clients (pools of at most 32 connections, curate.llm.connections) per endpoint.
 Concurrency and rate limits come from the endpoint's process-wide budget (curate.llm.budget), so
 calls running at once on other threads share them.
 Every request ends as exactly one result row, in request order; failures are rows with
@@ -16,19 +17,21 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from curate.config import EndpointConfig
 from curate.llm import connections
-from curate.llm.budget import EndpointLimits, endpoint_budget, endpoint_identity, process_share
+from curate.llm.budget import EndpointLimits, endpoint_budget, process_share
 from curate.llm.cache import LLMCache
 from curate.llm.limits import LoopSafeSemaphore, RateLimiter, RetryPolicy, parse_retry_after
 from curate.llm.reasoning import split_reasoning
-from curate.llm.requests import SCHEMA_FORMATS, SDK_PARAMS, Call, prepare_calls, response_format
+from curate.llm.requests import Call, prepare_calls, response_format
+from curate.llm.schema_format import RunState
 from curate.llm.structured import InvalidOutput, parse_structured
+from curate.llm.wire import MalformedResponse, chat_body, post_chat, read_reply
 from curate.progress import Advance
 from curate.secrets import redact
 
@@ -66,69 +69,6 @@ RESULT_SCHEMA = pl.Schema(
 )
 
 
-class MalformedResponse(Exception):
-    """The server answered 200 with something that is not a chat completion."""
-
-
-# The schema format each endpoint takes, by endpoint identity (curate.llm.budget.endpoint_identity),
-# for the life of the process: set as soon as a format is refused (the next one) or accepted, so
-# later calls, later runs and runs on other threads skip what the endpoint already refused.
-_ACCEPTED_FORMAT: dict[tuple[str, str, str], str | None] = {}
-
-
-@dataclass
-class RunState:
-    """What one complete_frame run learns as it goes (shared by its concurrent calls).
-
-    While the schema format is not known for the endpoint (`known` False: nothing remembered yet),
-    one call at a time sends it (the probe) and the others wait for its answer, so a server that
-    refuses json_schema sees one refused request, not one per call in flight."""
-
-    schema_format: str | None
-    memo: tuple[str, str, str] | None = None  # where to remember the format; None: not remembered ("off", demanded)
-    known: bool = True
-    stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "retries": 0})
-    _probe: asyncio.Event | None = None
-
-    async def format_to_send(self) -> tuple[str | None, bool]:
-        """(format to send, whether this call is the probe that must call `probed`)."""
-        while not self.known:
-            if self._probe is None:
-                self._probe = asyncio.Event()
-                return self.schema_format, True
-            await self._probe.wait()
-        return self.schema_format, False
-
-    def probed(self, answered: bool, sent: str | None) -> None:
-        """The probe's request ended: `answered` when the server took the format (any 200)."""
-        if answered:
-            self.known = True
-            self._remember()
-        elif self.schema_format == sent:
-            # It failed for another reason (timeout, 5xx, dropped): stop probing one call at a time,
-            # or a stalled endpoint would get this run's calls serially, one timeout each. Nothing
-            # is remembered; a refusal on a later call still moves the run to the next format.
-            self.known = True
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.set()
-
-    def downgrade_schema_format(self, rejected: str | None) -> bool:
-        """The server refused `rejected`; move to the next format. False when there is none."""
-        if rejected is None:
-            return False
-        if self.schema_format == rejected:
-            self.schema_format = SCHEMA_FORMATS[SCHEMA_FORMATS.index(rejected) + 1]
-            self.known = self.known or self.schema_format is None  # no response_format: nothing left to refuse
-            self._remember()
-            log.warning("endpoint rejected response_format %s; using %s", rejected, self.schema_format or "parse-and-retry")
-        return True
-
-    def _remember(self) -> None:
-        if self.memo is not None:
-            _ACCEPTED_FORMAT[self.memo] = self.schema_format
-
-
 def _price(prices: dict[str, dict[str, float]] | None, model: str) -> dict[str, float] | None:
     return (prices or {}).get(model)
 
@@ -139,26 +79,6 @@ def cost_of(prices: dict[str, dict[str, float]] | None, model: str, prompt_token
         return None
     return ((prompt_tokens or 0) * price.get("usd_per_1m_prompt_tokens", 0.0)
             + (completion_tokens or 0) * price.get("usd_per_1m_completion_tokens", 0.0)) / 1e6
-
-
-def _extract(response: object) -> dict[str, Any]:
-    if not isinstance(response, _openai().types.chat.ChatCompletion):
-        raise MalformedResponse(f"not a chat completion: {str(response)[:200]!r}")
-    try:
-        choice = response.choices[0]
-        message = choice.message
-        extra = message.model_extra or {}
-        reasoning_field = extra.get("reasoning_content") or extra.get("reasoning")
-        usage = response.usage
-        return {
-            "content": message.content,
-            "reasoning_field": reasoning_field if isinstance(reasoning_field, str) else None,
-            "finish_reason": choice.finish_reason,
-            "prompt_tokens": getattr(usage, "prompt_tokens", None),
-            "completion_tokens": getattr(usage, "completion_tokens", None),
-        }
-    except (AttributeError, IndexError, TypeError) as exc:
-        raise MalformedResponse(f"chat completion without a usable choice: {exc}") from exc
 
 
 def _error_text(kind: str, exc: BaseException, secret: str | None) -> str:
@@ -175,7 +95,7 @@ def _schema_unsupported(exc: openai.APIStatusError) -> bool:
 
 async def _run_call(
     call: Call,
-    client: openai.AsyncOpenAI,
+    clients: connections.ClientGroup,
     endpoint: EndpointConfig,
     *,
     limiter: RateLimiter,
@@ -197,8 +117,6 @@ async def _run_call(
         sent_format, probing = await state.format_to_send() if response_schema else (None, False)
         if sent_format:
             params["response_format"] = response_format(sent_format, response_schema)
-        sdk = {k: v for k, v in params.items() if k in SDK_PARAMS}
-        extra = {k: v for k, v in params.items() if k not in SDK_PARAMS}
         delay: float | None = None
         error: str | None = None
         attempts += 1
@@ -209,11 +127,10 @@ async def _run_call(
             used: int | None = None
             try:
                 state.stats["calls"] += 1
-                response = await client.chat.completions.create(
-                    model=endpoint.model, messages=call.messages, extra_body=extra or None, **sdk
-                )
+                async with clients.lease() as client:
+                    reply = await post_chat(client, chat_body(endpoint.model, call.messages, params))
                 answered = True  # the server took the request as sent, response_format included
-                got = _extract(response)
+                got = read_reply(reply)
                 latency = time.perf_counter() - started
                 used = (got["prompt_tokens"] or 0) + (got["completion_tokens"] or 0) or None
             except openai.APIStatusError as exc:
@@ -347,14 +264,14 @@ def _plan(requests: pl.DataFrame, endpoint: EndpointConfig, opts: _Options) -> _
 
 
 @asynccontextmanager
-async def _client(endpoint: EndpointConfig, secret: str | None) -> AsyncIterator[openai.AsyncOpenAI]:
-    """The process's shared client of the endpoint on its LLM loop; on any other loop, one for this run."""
+async def _clients(endpoint: EndpointConfig, secret: str | None) -> AsyncIterator[connections.ClientGroup]:
+    """The process's shared clients of the endpoint on its LLM loop; on any other loop, ones for this run."""
     shared = connections.shared_client(endpoint, secret)
     if shared is not None:
         yield shared
         return
-    async with connections.new_client(endpoint, secret) as client:
-        yield client
+    async with connections.ClientGroup(endpoint, secret) as clients:
+        yield clients
 
 
 async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[str, dict[str, Any]]:
@@ -363,18 +280,14 @@ async def _send(plan: _Plan, endpoint: EndpointConfig, opts: _Options) -> dict[s
     cache, progress, response_schema, validate = opts.cache, opts.progress, opts.response_schema, opts.validate
     retry = opts.retry or RetryPolicy()
     secret = endpoint.api_key()
-    if endpoint.structured_output == "auto" and response_schema:
-        memo = endpoint_identity(endpoint)
-        state = RunState(schema_format=_ACCEPTED_FORMAT.get(memo, "json_schema"), memo=memo, known=memo in _ACCEPTED_FORMAT)
-    else:
-        state = RunState(schema_format={"off": None}.get(endpoint.structured_output, "json_schema"))
+    state = RunState.start(endpoint, response_schema)
     # Concurrency and rate limits are the endpoint's, shared with every other run in the process.
     budget = endpoint_budget(endpoint)
-    async with _client(endpoint, secret) as client:
+    async with _clients(endpoint, secret) as clients:
 
         async def one(call: Call) -> None:
             try:
-                row = await _run_call(call, client, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
+                row = await _run_call(call, clients, endpoint, limiter=budget.rates, slots=budget.slots, retry=retry, state=state,
                                       response_schema=response_schema, validate=validate, secret=secret)
             except Exception as exc:  # a bug or an unforeseen SDK error must not lose the other rows
                 log.exception("%s: unexpected error", call.request_id)

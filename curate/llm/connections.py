@@ -13,6 +13,13 @@ each `complete_frame` call, and `map_shards` around a whole stage, so the pool o
 When the last holder lets go, the clients are closed and the thread is joined, so nothing lingers
 after a CLI run or a test. A forked child starts with no loop of its own (the parent's thread is
 not copied by fork).
+
+Pools of at most `POOL_CONNECTIONS`: httpcore walks every connection of a pool on each request's
+start and finish (and probes each idle one's socket): with one pool of 256 connections that walk
+took about a third of the client's CPU per request. An endpoint's "client" is
+therefore a `ClientGroup`: ceil(C / 32) `AsyncOpenAI` clients whose pools add up to C, and each
+request leases the one with the most free connections (docs/benchmarks.md, "Client CPU per
+request").
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from curate.config import EndpointConfig
@@ -34,6 +41,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 THREAD_NAME = "curate-llm-loop"
 _NO_KEY = "sk-no-key-required"  # local servers ignore it; the SDK insists on some value
+# Connections per pool: small enough that httpcore's walk over a pool on every request's start
+# and finish stays cheap, large enough that a small concurrency keeps one pool (and one client).
+POOL_CONNECTIONS = 32
 
 
 def openai_sdk():
@@ -43,13 +53,14 @@ def openai_sdk():
     return openai
 
 
-def new_client(endpoint: EndpointConfig, secret: str | None) -> openai.AsyncOpenAI:
-    """An `AsyncOpenAI` for `endpoint`, bound to the running loop (its pool lives there)."""
+def new_client(endpoint: EndpointConfig, secret: str | None, connections: int | None = None) -> openai.AsyncOpenAI:
+    """An `AsyncOpenAI` for `endpoint` with a pool of `connections` (default: its
+    max_concurrency), bound to the running loop (its pool lives there)."""
     openai = openai_sdk()
+    size = connections or endpoint.max_concurrency
     # The SDK's default pool keeps only 100 idle connections; at higher concurrency that means a
     # new TCP connection per request. Size the pool to the concurrency bound instead.
-    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=endpoint.max_concurrency,
-                                                    max_keepalive_connections=endpoint.max_concurrency)
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=size, max_keepalive_connections=size)
     return openai.AsyncOpenAI(
         base_url=endpoint.base_url,
         api_key=secret or _NO_KEY,
@@ -57,6 +68,40 @@ def new_client(endpoint: EndpointConfig, secret: str | None) -> openai.AsyncOpen
         timeout=endpoint.timeout_s,
         http_client=openai.DefaultAsyncHttpxClient(limits=limits),
     )
+
+
+class ClientGroup:
+    """An endpoint's clients on one loop: pools of at most POOL_CONNECTIONS that add up to its
+    max_concurrency. `lease()` lends the client with the most free connections; a caller holding
+    one of the endpoint's C budget slots always finds one with room (fewer than C requests are
+    in flight besides its own). Used on its loop only, so the counts need no lock."""
+
+    def __init__(self, endpoint: EndpointConfig, secret: str | None):
+        total = endpoint.max_concurrency
+        count = -(-total // POOL_CONNECTIONS)
+        sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
+        self.sizes = tuple(sizes)
+        self.clients = [new_client(endpoint, secret, size) for size in sizes]
+        self._room = sizes
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[openai.AsyncOpenAI]:
+        pick = max(range(len(self._room)), key=self._room.__getitem__)
+        self._room[pick] -= 1
+        try:
+            yield self.clients[pick]
+        finally:
+            self._room[pick] += 1
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def __aenter__(self) -> ClientGroup:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _client_key(endpoint: EndpointConfig, secret: str | None) -> tuple[Any, ...]:
@@ -70,7 +115,7 @@ class _LLMLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.clients: dict[tuple[Any, ...], openai.AsyncOpenAI] = {}
+        self.clients: dict[tuple[Any, ...], ClientGroup] = {}
         self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
         self.thread.start()
 
@@ -78,11 +123,11 @@ class _LLMLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def client(self, endpoint: EndpointConfig, secret: str | None) -> openai.AsyncOpenAI:
+    def client(self, endpoint: EndpointConfig, secret: str | None) -> ClientGroup:
         key = _client_key(endpoint, secret)
         client = self.clients.get(key)
         if client is None:
-            client = self.clients[key] = new_client(endpoint, secret)
+            client = self.clients[key] = ClientGroup(endpoint, secret)
         return client
 
     async def _close(self) -> None:
@@ -162,9 +207,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def shared_client(endpoint: EndpointConfig, secret: str | None) -> openai.AsyncOpenAI | None:
-    """The process-wide client of `endpoint` when called on the LLM loop; None on any other loop
-    (a caller awaiting `acomplete_frame` on a loop of its own gets a client of its own)."""
+def shared_client(endpoint: EndpointConfig, secret: str | None) -> ClientGroup | None:
+    """The process-wide clients of `endpoint` when called on the LLM loop; None on any other loop
+    (a caller awaiting `acomplete_frame` on a loop of its own gets clients of its own)."""
     running = _running
     if running is None or threading.current_thread() is not running.thread:
         return None

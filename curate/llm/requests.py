@@ -10,10 +10,6 @@ import polars as pl
 from curate.config import EndpointConfig
 from curate.llm.cache import request_key
 
-# Parameters the SDK takes as keyword arguments; anything else in `overrides` (top_k, min_p,
-# repeat_penalty, chat_template_kwargs, ...) goes to the server in the request body as it is.
-SDK_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
-               "logit_bias", "logprobs", "top_logprobs", "response_format"}
 # Settings that shape the request but are not sent as parameters.
 FOLD_SYSTEM_KEY = "fold_system_prompt"
 
