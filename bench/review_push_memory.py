@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.full_flow import DiscardingArgilla  # noqa: E402
-from bench.full_size import measure  # noqa: E402
+from bench.full_size import child_result, measure  # noqa: E402
 from bench.release_workspace import write_workspace  # noqa: E402
 from curate.review.push import push_workspace  # noqa: E402
 from curate.review.routing import RoutingConfig  # noqa: E402
@@ -79,13 +79,12 @@ def main() -> None:
         ws.run_stage("judge", lambda: {"judgments": judgments_for(ws)}, force=True)
         return
     if args.child:
-        print(json.dumps(child(Path(args.work))))
+        print(child_result(time.perf_counter(), child(Path(args.work))))
         return
     for rows in args.rows:
         work = Path(tempfile.mkdtemp(prefix="push-memory-"))
         try:
-            # Generated in a process of its own: a child started from a large parent would count the
-            # parent's pages in its ru_maxrss (Linux keeps the pre-exec high-water mark).
+            # Generated in a process of its own, so this parent stays small while the push runs.
             subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
             result = measure("review_push", work, rows, cap_gb=8, script=__file__)
             print(json.dumps({"candidates": rows, **result}), flush=True)

@@ -1,8 +1,8 @@
 """Merging a sharded stage's output: peak memory of the streamed merge against the in-memory one.
 
 A sharded stage (answers) leaves one checkpoint folder per shard. `Workspace.run_stage` then
-writes the stage's tables from them. Two ways, each in a child process of its own so its peak RSS
-is its own, on the same shard files in the same run:
+writes the stage's tables from them. Two ways, each in a child process of its own that reports its
+own peak RSS (VmHWM), on the same shard files in the same run:
 
 - `memory`: what map_shards did before: read every shard's frame, `pl.concat` them, write the
   table (plain polars: the raw-library way);
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,8 +27,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate.shards import ShardCheckpoints
-from curate.workspace import StageOutput, Workspace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.full_size
+
+from bench.full_size import status_gb  # noqa: E402
+from curate.shards import ShardCheckpoints  # noqa: E402
+from curate.workspace import StageOutput, Workspace  # noqa: E402
 
 LANGUAGES = ["en", "zh", "es", "fr", "de", "ja", "ko", "ru", "ar", "vi"]
 
@@ -76,7 +78,7 @@ def merge(mode: str, folder: Path, shard_size: int) -> dict:
     wall = time.perf_counter() - started
     return {"mode": mode, "rows": result.rows["candidates"], "wall_s": round(wall, 2),
             "cpu_s": round(time.process_time() - cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_rss_mb": round(status_gb("self") * 1024),  # its own (VmHWM), not the parent's carried over
             "bytes_mb": round(result.outputs["candidates"].stat().st_size / 2**20)}
 
 
