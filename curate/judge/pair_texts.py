@@ -25,54 +25,43 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from curate.judge.bestof import PAIR_SCHEMA, with_pair_texts
+from curate.spill import BucketSpill
 
 PAIR_BATCH = 20_000  # pairs per output batch: ~200 MB of text at ~10 KB a pair
 READ_ROWS = 8_192  # candidates per read batch: ~32-64 MB of text at 4-8 KB a candidate
 _BATCH = "_batch"
-_SPILL = ipc.IpcWriteOptions(compression=None)  # read back once, soon: CPU is what is short
 
 
-def _spill(source: Path, wanted: pl.DataFrame, columns: list[str], folder: Path) -> None:
-    """Write candidate_id and `columns` (a column `source` lacks: nulls) of every row of `source`
-    whose id `wanted` (candidate_id, _batch) names into folder/<batch>.arrow, in file order."""
+def _spill(source: Path, wanted: pl.DataFrame, columns: list[str], folder: Path) -> BucketSpill:
+    """Spill candidate_id and `columns` (a column `source` lacks: nulls) of every row of `source`
+    whose id `wanted` (candidate_id, _batch) names into its batch's file, in file order."""
     folder.mkdir()
     names = pq.read_schema(source).names
     have = [c for c in columns if c in names]
-    writers: dict[int, ipc.RecordBatchFileWriter] = {}
-    try:
+    with BucketSpill(folder) as spill:
         for record_batch in pq.ParquetFile(source, pre_buffer=False).iter_batches(
                 batch_size=READ_ROWS, columns=["candidate_id", *have]):
             ids = pl.from_arrow(record_batch.select(["candidate_id"]))
             assert isinstance(ids, pl.DataFrame)
             hits = ids.with_row_index("_r").join(wanted, on="candidate_id", how="inner").sort(_BATCH, "_r")
-            if hits.is_empty():
-                continue
-            taken = record_batch.take(pa.array(hits["_r"].to_numpy()))
-            for name in columns:
-                if name not in have:
+            if hits.height:
+                taken = record_batch.take(pa.array(hits["_r"].to_numpy()))
+                for name in (c for c in columns if c not in have):
                     taken = taken.append_column(name, pa.nulls(taken.num_rows, pa.large_string()))
-            bounds = hits.with_row_index("_i").group_by(_BATCH, maintain_order=True).agg(
-                start=pl.col("_i").first(), n=pl.len())
-            for batch, start, n in bounds.iter_rows():
-                if batch not in writers:
-                    writers[batch] = ipc.new_file(folder / f"{batch:06d}.arrow", taken.schema, options=_SPILL)
-                writers[batch].write_batch(taken.slice(start, n))
-    finally:
-        for writer in writers.values():
-            writer.close()
+                spill.write(taken, hits[_BATCH])
+    return spill
 
 
-def _read(folder: Path, batch: int, columns: list[str]) -> pl.DataFrame:
-    path = folder / f"{batch:06d}.arrow"
-    if not path.exists():
+def _read(spill: BucketSpill | None, batch: int, columns: list[str]) -> pl.DataFrame:
+    texts = spill.read(batch) if spill is not None else None
+    if texts is None:
         return pl.DataFrame(schema={"candidate_id": pl.String, **{c: pl.String for c in columns}})
-    texts = pl.from_arrow(ipc.open_file(pa.memory_map(str(path))).read_all())
-    assert isinstance(texts, pl.DataFrame)
-    return texts.select("candidate_id", *[pl.col(c).cast(pl.String) for c in columns])
+    frame = pl.from_arrow(texts)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select("candidate_id", *[pl.col(c).cast(pl.String) for c in columns])
 
 
 def write_pairs(keys: pl.DataFrame, candidates: Path, rejects: Path | None, out: Path) -> int:
@@ -90,13 +79,13 @@ def write_pairs(keys: pl.DataFrame, candidates: Path, rejects: Path | None, out:
     try:
         with tempfile.TemporaryDirectory(prefix=".judge-pairs-", dir=out.parent) as scratch:
             folder = Path(scratch)
-            _spill(candidates, from_candidates, ["prompt", "reasoning", "answer"], folder / "candidates")
-            if rejects is not None and from_rejects.height:
-                _spill(rejects, from_rejects, ["reasoning", "answer"], folder / "rejects")
+            chosen = _spill(candidates, from_candidates, ["prompt", "reasoning", "answer"], folder / "candidates")
+            refusals = (_spill(rejects, from_rejects, ["reasoning", "answer"], folder / "rejects")
+                        if rejects is not None and from_rejects.height else None)
             pa.default_memory_pool().release_unused()
             for (batch,), part in keys.partition_by(_BATCH, as_dict=True, maintain_order=True).items():
-                texts = _read(folder / "candidates", int(batch), ["prompt", "reasoning", "answer"])  # type: ignore[arg-type]
-                filtered = _read(folder / "rejects", int(batch), ["reasoning", "answer"])  # type: ignore[arg-type]
+                texts = _read(chosen, int(batch), ["prompt", "reasoning", "answer"])  # type: ignore[call-overload]
+                filtered = _read(refusals, int(batch), ["reasoning", "answer"])  # type: ignore[call-overload]
                 pairs = with_pair_texts(part.drop(_BATCH), texts, texts, filtered)
                 table = pairs.to_arrow(compat_level=pl.CompatLevel.oldest())
                 writer = writer or pq.ParquetWriter(out, table.schema, compression="zstd")
