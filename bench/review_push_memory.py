@@ -8,12 +8,14 @@ bench/full_flow.py's `DiscardingArgilla` (a stand-in client that drops the recor
 measured is the push's own reading, routing, payloads and ledger.
 
     nice -n 10 uv run python bench/review_push_memory.py --rows 100000 400000
+    nice -n 10 uv run python bench/review_push_memory.py --rows 1400000 --reuse /tmp/judge-1.4m
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--work")
     parser.add_argument("--generate", type=int)
+    parser.add_argument("--reuse", type=Path, help="push the workspace DIR/ws as it is (e.g. bench/judge_choose_memory.py's "
+                        "--keep folder, whose judge/judgments the choosing stage wrote); one --rows")
     args = parser.parse_args()
     if args.generate:
         ws = write_workspace(Path(args.work) / "ws", args.generate)
@@ -82,14 +86,18 @@ def main() -> None:
         print(child_result(time.perf_counter(), child(Path(args.work))))
         return
     for rows in args.rows:
-        work = Path(tempfile.mkdtemp(prefix="push-memory-"))
+        work = args.reuse or Path(tempfile.mkdtemp(prefix="push-memory-"))
         try:
-            # Generated in a process of its own, so this parent stays small while the push runs.
-            subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
+            if not args.reuse:
+                # Generated in a process of its own, so this parent stays small while the push runs.
+                subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
+            load = os.getloadavg()
             result = measure("review_push", work, rows, cap_gb=8, script=__file__)
-            print(json.dumps({"candidates": rows, **result}), flush=True)
+            print(json.dumps({"candidates": rows, **result, "load_before": load, "load_after": os.getloadavg()}),
+                  flush=True)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not args.reuse:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

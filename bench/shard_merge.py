@@ -10,6 +10,7 @@ own peak RSS (VmHWM), on the same shard files in the same run:
   (polars' streaming engine), then counts, summary and error rows read back from the written file.
 
     nice -n 10 uv run python bench/shard_merge.py --rows 200000 --shard-size 2000
+    nice -n 10 uv run python bench/shard_merge.py --rows 1400000 --shard-size 2000 --modes stream
 
 Rows are synthetic candidates of realistic size (~3 KB reasoning + ~1 KB answer).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--shard-size", type=int, default=2000)
+    parser.add_argument("--modes", default="memory,stream", help="memory and/or stream (memory holds every row)")
     parser.add_argument("--child", choices=["memory", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -98,11 +101,13 @@ def main() -> None:
         make_shards(folder, args.rows, args.shard_size)
         print(f"{args.rows} rows in shards of {args.shard_size}: written in {time.perf_counter() - started:.1f} s")
         print("| merge | rows | wall s | CPU s | peak RSS MB | table MB |\n|---|---:|---:|---:|---:|---:|")
-        for mode in ("memory", "stream"):
+        print(f"load average {os.getloadavg()}")
+        for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--folder", str(folder),
                                   "--shard-size", str(args.shard_size)], check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {r['mode']} | {r['rows']} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | {r['bytes_mb']} |")
+        print(f"load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":
