@@ -119,8 +119,13 @@ def judge_stage(
     facts = _lazy(scored).collect()
     texts = _lazy(candidates)
     hashes = texts.select("candidate_id", answer_hash(pl.col("answer"))).collect(engine="streaming")
-    ranked = pick_best(facts.join(hashes, on="candidate_id", how="left", maintain_order="left"), config.best_of,
-                       harm_judged=config.harm)
+    aligned = facts.select("candidate_id").join(hashes, on="candidate_id", how="left", maintain_order="left")
+    # One hash per fact (ids unique in the candidates): added as a column, no copy of the facts.
+    with_hashes = (facts.with_columns(aligned["answer_hash"]) if aligned.height == facts.height
+                   else facts.join(hashes, on="candidate_id", how="left", maintain_order="left"))
+    del facts, aligned
+    ranked = pick_best(with_hashes, config.best_of, harm_judged=config.harm)
+    del with_hashes
     judgments = ranked.select(JUDGMENT_COLUMNS)
 
     rejected_from = _lazy(rejects) if rejects is not None else None
