@@ -227,6 +227,15 @@ def measure(step: str, work: Path, rows: int, cap_gb: float | None = None, scrip
     return {"step": step, "peak_rss_gb": round(peak, 3), "rows_per_s": round(rows / max(extra["step_s"], 1e-3)), **extra}
 
 
+def report_step(step: str, work: Path, rows: int, cap_gb: float | None, script: str) -> dict:
+    """`measure` one step, with the load average before and after; printed as one JSON line."""
+    load = os.getloadavg()
+    result = {"candidates": rows, **measure(step, work, rows, cap_gb, script=script), "load_before": load,
+              "load_after": os.getloadavg()}
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_400_000)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.full_size import child_result, measure  # noqa: E402
+from bench.full_size import child_result, report_step  # noqa: E402
 from bench.release_workspace import TOPICS, write_workspace  # noqa: E402
 from curate.judge.config import JudgeConfig, NamedJudge  # noqa: E402
 from curate.judge.scoring import SCORE_SCHEMA, SCORED_SCHEMA  # noqa: E402
@@ -128,10 +127,7 @@ def main() -> None:
                 subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
                 print(f"generated {rows} candidates in {time.perf_counter() - started:.0f} s", flush=True)
             for step in args.steps.split(","):
-                load = os.getloadavg()
-                result = measure(step, work, rows, cap_gb=args.cap_gb, script=__file__)
-                print(json.dumps({"candidates": rows, **result, "load_before": load, "load_after": os.getloadavg()}),
-                      flush=True)
+                report_step(step, work, rows, args.cap_gb, __file__)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)

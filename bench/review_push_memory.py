@@ -14,8 +14,6 @@ measured is the push's own reading, routing, payloads and ledger.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.full_flow import DiscardingArgilla  # noqa: E402
-from bench.full_size import child_result, measure  # noqa: E402
+from bench.full_size import child_result, report_step  # noqa: E402
 from bench.release_workspace import write_workspace  # noqa: E402
 from curate.review.push import push_workspace  # noqa: E402
 from curate.review.routing import RoutingConfig  # noqa: E402
@@ -91,10 +89,7 @@ def main() -> None:
             if not args.reuse:
                 # Generated in a process of its own, so this parent stays small while the push runs.
                 subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
-            load = os.getloadavg()
-            result = measure("review_push", work, rows, cap_gb=8, script=__file__)
-            print(json.dumps({"candidates": rows, **result, "load_before": load, "load_after": os.getloadavg()}),
-                  flush=True)
+            report_step("review_push", work, rows, 8, __file__)
         finally:
             if not args.reuse:
                 shutil.rmtree(work, ignore_errors=True)
