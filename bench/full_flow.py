@@ -5,7 +5,7 @@ rows/s, and how busy the LLM stages kept the endpoint.
     nice -n 10 uv run python bench/full_flow.py --translations 1000 [--concurrency 256 --latency 2]
 
 Steps, each in its own child process (bench/full_size.py's `measure`: wall time without imports,
-the child's peak RSS with them):
+the child's own peak RSS, VmHWM, with them):
 - `flow_generate`: the synthetic upstream tables (not a curate step): translate/translations (N
   public deccp questions, numbered so they differ, ~100-150 B each: what a translated question
   weighs), questions/questions (one per translation, topics for routing's quotas) and
@@ -59,7 +59,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.full_size import measure  # noqa: E402
+from bench.full_size import child_result, measure  # noqa: E402
 from curate.config import load_config  # noqa: E402
 from curate.pipeline import CURATION  # noqa: E402
 from curate.records import Keyword, Question, Translation, conform  # noqa: E402
@@ -383,8 +383,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         start = time.perf_counter()
-        extra = run_child(args.child, Path(args.work), args.rows)
-        print(json.dumps({"step_s": round(time.perf_counter() - start, 2), **extra}, default=str))
+        print(child_result(start, run_child(args.child, Path(args.work), args.rows)))
         return
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="curate-full-flow-") as tmp:

@@ -179,38 +179,61 @@ def stage_step(step: str, work: Path, rows: int) -> dict:
     return {"released": pl.scan_parquet(work / "stage_raw.parquet").select(pl.len()).collect().item()}
 
 
-def _rss_gb(pid: int) -> float:
+def status_gb(pid: int | str, field: str = "VmHWM") -> float:
+    """A memory field of /proc/<pid>/status in GB ("self" for this process; 0.0 once the process is
+    gone). VmHWM is the process's own peak RSS since its exec. Not ru_maxrss: Linux carries the
+    parent's high-water mark over fork and exec, so a child's ru_maxrss never reads below what the
+    parent held when it started the child."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024**2
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 1024**2  # kB
     except (OSError, StopIteration):
         return 0.0
 
 
+def child_result(started: float, extra: dict) -> str:
+    """The last line a `--child` step prints: its wall time since `started`, its own peak RSS
+    (VmHWM, read as it ends: no sample can miss its last moments) and the step's own figures."""
+    return json.dumps({"step_s": round(time.perf_counter() - started, 2), **extra,
+                       "peak_rss_gb": round(status_gb("self"), 3)}, default=str)
+
+
 def measure(step: str, work: Path, rows: int, cap_gb: float | None = None, script: str = __file__) -> dict:
-    """Run one step in a child process (`script --child STEP`): the step's wall time (imports
-    excluded, they are the child's start-up), the child's peak RSS (imports included) and rows/s
-    over the step. A child past `cap_gb` of RSS is killed (the machine is shared) and reported as such."""
+    """Run one step in a child process (`script --child STEP`, printing `child_result`): the step's
+    wall time (imports excluded, they are the child's start-up), the child's own peak RSS (VmHWM,
+    imports included: sampled every 50 ms while it runs, and the child's own reading as it ends) and
+    rows/s over the step. A child past `cap_gb` of RSS is killed (the machine is shared) and
+    reported as such, with the peak sampled until then."""
     child = subprocess.Popen([sys.executable, script, "--child", step, "--work", str(work), "--rows", str(rows)],
                              stdout=subprocess.PIPE)
-    started, killed = time.perf_counter(), False
+    started, killed, peak = time.perf_counter(), False, 0.0
     while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # usage.ru_maxrss: peak RSS in KiB (Linux)
+        peak = max(peak, status_gb(child.pid))  # Popen returns after the exec: this is the child's own
+        pid, status, _ = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        if cap_gb and not killed and _rss_gb(child.pid) > cap_gb:
+        if cap_gb and not killed and status_gb(child.pid, "VmRSS") > cap_gb:
             child.kill()
             killed = True
         time.sleep(0.05)
     out = child.stdout.read().decode() if child.stdout else ""
     if killed:
-        return {"step": step, "killed_over_gb": cap_gb, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
+        return {"step": step, "killed_over_gb": cap_gb, "peak_rss_gb": round(peak, 3),
                 "step_s": round(time.perf_counter() - started, 1)}
     if status != 0:
         raise SystemExit(f"step {step} failed (status {status})")
     extra = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    return {"step": step, "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
-            "rows_per_s": round(rows / max(extra["step_s"], 1e-3)), **extra}
+    peak = max(peak, extra.pop("peak_rss_gb", 0.0))
+    return {"step": step, "peak_rss_gb": round(peak, 3), "rows_per_s": round(rows / max(extra["step_s"], 1e-3)), **extra}
+
+
+def report_step(step: str, work: Path, rows: int, cap_gb: float | None, script: str) -> dict:
+    """`measure` one step, with the load average before and after; printed as one JSON line."""
+    load = os.getloadavg()
+    result = {"candidates": rows, **measure(step, work, rows, cap_gb, script=script), "load_before": load,
+              "load_after": os.getloadavg()}
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main() -> None:
@@ -224,8 +247,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         start = time.perf_counter()
-        extra = run_step(args.child, Path(args.work), args.rows)
-        print(json.dumps({"step_s": round(time.perf_counter() - start, 1), **extra}))
+        print(child_result(start, run_step(args.child, Path(args.work), args.rows)))
         return
     # --work: reuse a kept folder (e.g. a generated workspace) and keep it.
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="curate-full-size-"))

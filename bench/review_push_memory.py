@@ -8,12 +8,12 @@ bench/full_flow.py's `DiscardingArgilla` (a stand-in client that drops the recor
 measured is the push's own reading, routing, payloads and ledger.
 
     nice -n 10 uv run python bench/review_push_memory.py --rows 100000 400000
+    nice -n 10 uv run python bench/review_push_memory.py --rows 1400000 --reuse /tmp/judge-1.4m
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.full_flow import DiscardingArgilla  # noqa: E402
-from bench.full_size import measure  # noqa: E402
+from bench.full_size import child_result, report_step  # noqa: E402
 from bench.release_workspace import write_workspace  # noqa: E402
 from curate.review.push import push_workspace  # noqa: E402
 from curate.review.routing import RoutingConfig  # noqa: E402
@@ -73,24 +73,26 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--work")
     parser.add_argument("--generate", type=int)
+    parser.add_argument("--reuse", type=Path, help="push the workspace DIR/ws as it is (e.g. bench/judge_choose_memory.py's "
+                        "--keep folder, whose judge/judgments the choosing stage wrote); one --rows")
     args = parser.parse_args()
     if args.generate:
         ws = write_workspace(Path(args.work) / "ws", args.generate)
         ws.run_stage("judge", lambda: {"judgments": judgments_for(ws)}, force=True)
         return
     if args.child:
-        print(json.dumps(child(Path(args.work))))
+        print(child_result(time.perf_counter(), child(Path(args.work))))
         return
     for rows in args.rows:
-        work = Path(tempfile.mkdtemp(prefix="push-memory-"))
+        work = args.reuse or Path(tempfile.mkdtemp(prefix="push-memory-"))
         try:
-            # Generated in a process of its own: a child started from a large parent would count the
-            # parent's pages in its ru_maxrss (Linux keeps the pre-exec high-water mark).
-            subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
-            result = measure("review_push", work, rows, cap_gb=8, script=__file__)
-            print(json.dumps({"candidates": rows, **result}), flush=True)
+            if not args.reuse:
+                # Generated in a process of its own, so this parent stays small while the push runs.
+                subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
+            report_step("review_push", work, rows, 8, __file__)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if not args.reuse:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

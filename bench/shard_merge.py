@@ -1,8 +1,8 @@
 """Merging a sharded stage's output: peak memory of the streamed merge against the in-memory one.
 
 A sharded stage (answers) leaves one checkpoint folder per shard. `Workspace.run_stage` then
-writes the stage's tables from them. Two ways, each in a child process of its own so its peak RSS
-is its own, on the same shard files in the same run:
+writes the stage's tables from them. Two ways, each in a child process of its own that reports its
+own peak RSS (VmHWM), on the same shard files in the same run:
 
 - `memory`: what map_shards did before: read every shard's frame, `pl.concat` them, write the
   table (plain polars: the raw-library way);
@@ -10,6 +10,7 @@ is its own, on the same shard files in the same run:
   (polars' streaming engine), then counts, summary and error rows read back from the written file.
 
     nice -n 10 uv run python bench/shard_merge.py --rows 200000 --shard-size 2000
+    nice -n 10 uv run python bench/shard_merge.py --rows 1400000 --shard-size 2000 --modes stream
 
 Rows are synthetic candidates of realistic size (~3 KB reasoning + ~1 KB answer).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curate.shards import ShardCheckpoints
-from curate.workspace import StageOutput, Workspace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.full_size
+
+from bench.full_size import status_gb  # noqa: E402
+from curate.shards import ShardCheckpoints  # noqa: E402
+from curate.workspace import StageOutput, Workspace  # noqa: E402
 
 LANGUAGES = ["en", "zh", "es", "fr", "de", "ja", "ko", "ru", "ar", "vi"]
 
@@ -76,7 +80,7 @@ def merge(mode: str, folder: Path, shard_size: int) -> dict:
     wall = time.perf_counter() - started
     return {"mode": mode, "rows": result.rows["candidates"], "wall_s": round(wall, 2),
             "cpu_s": round(time.process_time() - cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_rss_mb": round(status_gb("self") * 1024),  # its own (VmHWM), not the parent's carried over
             "bytes_mb": round(result.outputs["candidates"].stat().st_size / 2**20)}
 
 
@@ -84,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--shard-size", type=int, default=2000)
+    parser.add_argument("--modes", default="memory,stream", help="memory and/or stream (memory holds every row)")
     parser.add_argument("--child", choices=["memory", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,11 +101,13 @@ def main() -> None:
         make_shards(folder, args.rows, args.shard_size)
         print(f"{args.rows} rows in shards of {args.shard_size}: written in {time.perf_counter() - started:.1f} s")
         print("| merge | rows | wall s | CPU s | peak RSS MB | table MB |\n|---|---:|---:|---:|---:|---:|")
-        for mode in ("memory", "stream"):
+        print(f"load average {os.getloadavg()}")
+        for mode in args.modes.split(","):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--folder", str(folder),
                                   "--shard-size", str(args.shard_size)], check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {r['mode']} | {r['rows']} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | {r['bytes_mb']} |")
+        print(f"load average {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ sys.path.insert(0, str(BENCH))
 
 from llm_throughput import server_call, start_server  # noqa: E402
 
+from bench.full_size import status_gb  # noqa: E402
 from curate.config import load_config  # noqa: E402
 from curate.llm.budget import endpoint_budget, utilization_meter  # noqa: E402
 from curate.orchestrate import execute_stage, orchestration_config  # noqa: E402
@@ -244,11 +245,9 @@ def write_inputs(ws: Workspace, n: int) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries the parent's high-water mark
-    over fork and exec, so a child's ru_maxrss never reads below what the parent held when it started
-    the child (here the parent built the synthetic table: at 40k candidates every child read 611 MB)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024  # kB
+    """This process's own peak RSS (VmHWM; bench/full_size.py's `status_gb` says why not ru_maxrss:
+    here the parent built the synthetic table, and at 40k candidates every child's ru_maxrss read 611 MB)."""
+    return status_gb("self") * 1024
 
 
 def child(mode: str, config: Path) -> dict:

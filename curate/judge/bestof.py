@@ -59,15 +59,17 @@ def best_score(config: BestOfConfig, *, harm_judged: bool = True) -> pl.Expr:
 
 def pick_best(judged: pl.DataFrame, config: BestOfConfig, *, harm_judged: bool = True) -> pl.DataFrame:
     """`judged` plus best_score, best_rank (1 = chosen) and best (bool), in the input row order."""
-    scored = judged.with_row_index("_row").with_columns(best_score=best_score(config, harm_judged=harm_judged))
+    scored = judged.with_columns(best_score=best_score(config, harm_judged=harm_judged))
     order = ["best_score", "satisfaction_min", "refusal_score", "candidate_index", "candidate_id"]
     descending = [True, True, False, False, False]
-    ranked = scored.sort(order, descending=descending, nulls_last=True).with_columns(
-        best_rank=pl.int_range(1, pl.len() + 1).over(list(GROUP)).cast(pl.Int64)
-    )
-    return ranked.with_columns(
+    # Ranked on the key columns alone, then put back in row order: sorting every column (twice)
+    # held two more copies of the whole table (~0.7 KB a candidate).
+    ranks = scored.select(*GROUP, *order).with_row_index("_row").sort(order, descending=descending, nulls_last=True).select(
+        "_row", best_rank=pl.int_range(1, pl.len() + 1).over(list(GROUP)).cast(pl.Int64)
+    ).sort("_row")
+    return scored.with_columns(ranks["best_rank"]).with_columns(
         best=(pl.col("best_rank") == 1) & pl.col("best_score").is_not_null()
-    ).sort("_row").drop("_row")
+    )
 
 
 PAIR_SCHEMA = {

@@ -29,17 +29,15 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from curate.release import stream
 from curate.release.rows import POSITION, TEXT_COLUMNS, candidate_facts, with_texts
+from curate.spill import BucketSpill
 
 # Released rows per bucket: like a store batch, 80-160 MB of text at 4-8 KB a row.
 BUCKET_ROWS = stream.BATCH_ROWS
 _BUCKET = "_bucket"
-# Uncompressed: the spill is read back once, soon, and CPU is what the step is short of.
-_SPILL = ipc.IpcWriteOptions(compression=None)
 
 
 # Row groups up to this many rows are read a column chunk at a time; larger ones page by page.
@@ -99,25 +97,15 @@ def _spill(candidates: Path, keys: pl.DataFrame, text_columns: list[str], folder
     written as zero-copy slices."""
     where = keys.filter(~pl.col("_extra")).select(POSITION, _BUCKET).sort(POSITION)
     positions = where[POSITION]
-    writers: dict[int, ipc.RecordBatchFileWriter] = {}
     offset = 0
-    try:
+    with BucketSpill(folder) as spill:
         for record_batch in _file_batches(candidates, text_columns):
             lo, hi = positions.search_sorted(offset, "left"), positions.search_sorted(offset + record_batch.num_rows, "left")
             if hi > lo:
                 wanted = where.slice(lo, hi - lo).sort(_BUCKET, POSITION)
                 taken = record_batch.take(pa.array((wanted[POSITION] - offset).to_numpy()))
-                taken = taken.append_column(POSITION, pa.array(wanted[POSITION].to_numpy()))
-                bounds = wanted.with_row_index("_r").group_by(_BUCKET, maintain_order=True).agg(
-                    start=pl.col("_r").first(), n=pl.len())
-                for bucket, start, n in bounds.iter_rows():
-                    if bucket not in writers:
-                        writers[bucket] = ipc.new_file(folder / f"{bucket:06d}.arrow", taken.schema, options=_SPILL)
-                    writers[bucket].write_batch(taken.slice(start, n))
+                spill.write(taken.append_column(POSITION, pa.array(wanted[POSITION].to_numpy())), wanted[_BUCKET])
             offset += record_batch.num_rows
-    finally:
-        for writer in writers.values():
-            writer.close()
 
 
 def _gather(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
@@ -141,8 +129,8 @@ def write_rows(accepted: pl.DataFrame, extra: pl.DataFrame, candidates: Path, ou
         try:
             for (bucket,), part in keys.partition_by(_BUCKET, as_dict=True, maintain_order=True).items():
                 curated = part.filter(~pl.col("_extra"))
-                spilled = folder / f"{bucket:06d}.arrow"
-                texts = pl.from_arrow(ipc.open_file(pa.memory_map(str(spilled))).read_all()) if spilled.exists() else None
+                spilled = BucketSpill(folder).read(bucket)
+                texts = pl.from_arrow(spilled) if spilled is not None else None
                 rows = []
                 if curated.height:
                     assert isinstance(texts, pl.DataFrame)

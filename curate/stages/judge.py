@@ -16,13 +16,17 @@ judgments table holds their mean, min and max, and the spread is a disagreement 
 unparseable judge call leaves the value null with the error; a row with any null score has
 status "error" and is never auto-accepted.
 
-Memory: the facts of every candidate (best of K ranks whole question x language groups) and the
-texts of the preference pairs only; the candidates' texts are read from their file, lazily, for
-the pairs' rows, and their answers only as 64-bit hashes (to drop a pair of identical answers).
+Memory: the facts of every candidate (best of K ranks whole question x language groups: ~0.7 KB a
+candidate, no texts), the pairs' keys, and the candidates' answers only as 64-bit hashes (to drop a
+pair of identical answers). Given the candidates as a file (as the runner does), the pairs are
+written batch by batch (curate.judge.pair_texts): their texts are never all held at once. Given
+frames, the pairs' texts are read for the pairs' rows only and held.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ import polars as pl
 
 from curate.judge.bestof import answer_hash, pair_keys, pick_best, reject_facts, with_pair_texts
 from curate.judge.config import JudgeConfig, NamedJudge, with_judge_defaults
+from curate.judge.pair_texts import write_pairs
 from curate.judge.rubrics import rubric_version
 from curate.judge.scoring import SCORE_SCHEMA, score_candidates
 from curate.stages.declaration import Stage, reads
@@ -60,7 +65,7 @@ def _distribution(df: pl.DataFrame, by: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def judge_report(judged: pl.DataFrame, pairs: pl.DataFrame, config: JudgeConfig) -> dict[str, Any]:
+def judge_report(judged: pl.DataFrame, pairs: int, config: JudgeConfig) -> dict[str, Any]:
     """The stage's report. The LLM usage is judge_score's (its report's `llm`): this stage makes no call."""
     rubrics = {"satisfaction": rubric_version(config.satisfaction_template), "refusal": rubric_version(config.refusal.judge_template)}
     if config.harm:
@@ -79,7 +84,7 @@ def judge_report(judged: pl.DataFrame, pairs: pl.DataFrame, config: JudgeConfig)
         "judges_disagree": int(((judged["satisfaction_spread"].fill_null(0) > 1) | judged["harm_disagree"].fill_null(False)).sum())
         if judged.height else 0,
         "best_chosen": int(judged["best"].sum()) if judged.height else 0,
-        "preference_pairs": pairs.height,
+        "preference_pairs": pairs,
     }
 
 
@@ -96,6 +101,17 @@ def _texts(table: pl.LazyFrame, ids: pl.Series, columns: list[str]) -> pl.DataFr
     ).collect(engine="streaming")
 
 
+def _pairs_in_memory(keys: pl.DataFrame, texts: pl.LazyFrame, rejects: pl.LazyFrame | None) -> pl.DataFrame:
+    """The pairs with their texts, read for the pairs' rows only (candidates given as a frame)."""
+    judged_ids = keys.filter(pl.col("rejected_source") == "judged")["rejected_candidate_id"]
+    from_candidates = _texts(texts, pl.concat([keys["chosen_candidate_id"], judged_ids]).unique(),
+                             ["prompt", "reasoning", "answer"])
+    filtered_ids = keys.filter(pl.col("rejected_source") != "judged")["rejected_candidate_id"]
+    from_rejects = (_texts(rejects, filtered_ids, ["reasoning", "answer"]) if rejects is not None and filtered_ids.len()
+                    else pl.DataFrame(schema={"candidate_id": pl.String, "reasoning": pl.String, "answer": pl.String}))
+    return with_pair_texts(keys, from_candidates, from_candidates, from_rejects)
+
+
 def judge_stage(
     scored: Table, candidates: Table, config: JudgeConfig, *, scores: Table | None = None, rejects: Table | None = None,
 ) -> StageOutput:
@@ -103,26 +119,34 @@ def judge_stage(
     facts = _lazy(scored).collect()
     texts = _lazy(candidates)
     hashes = texts.select("candidate_id", answer_hash(pl.col("answer"))).collect(engine="streaming")
-    ranked = pick_best(facts.join(hashes, on="candidate_id", how="left", maintain_order="left"), config.best_of,
-                       harm_judged=config.harm)
+    aligned = facts.select("candidate_id").join(hashes, on="candidate_id", how="left", maintain_order="left")
+    # One hash per fact (ids unique in the candidates): added as a column, no copy of the facts.
+    with_hashes = (facts.with_columns(aligned["answer_hash"]) if aligned.height == facts.height
+                   else facts.join(hashes, on="candidate_id", how="left", maintain_order="left"))
+    del facts, aligned
+    ranked = pick_best(with_hashes, config.best_of, harm_judged=config.harm)
+    del with_hashes
     judgments = ranked.select(JUDGMENT_COLUMNS)
 
     rejected_from = _lazy(rejects) if rejects is not None else None
     usable = rejected_from is not None and "reject_reason" in rejected_from.collect_schema().names()
     reject_keys = reject_facts(rejected_from).collect(engine="streaming") if usable else None  # type: ignore[union-attr]
     keys = pair_keys(ranked, reject_keys, config.preference)
-    judged_ids = keys.filter(pl.col("rejected_source") == "judged")["rejected_candidate_id"]
-    from_candidates = _texts(texts, pl.concat([keys["chosen_candidate_id"], judged_ids]).unique(),
-                             ["prompt", "reasoning", "answer"])
-    filtered_ids = keys.filter(pl.col("rejected_source") != "judged")["rejected_candidate_id"]
-    from_rejects = (_texts(rejected_from, filtered_ids, ["reasoning", "answer"]) if usable and filtered_ids.len()  # type: ignore[arg-type]
-                    else pl.DataFrame(schema={"candidate_id": pl.String, "reasoning": pl.String, "answer": pl.String}))
-    pairs = with_pair_texts(keys, from_candidates, from_candidates, from_rejects)
+    if isinstance(candidates, Path) and (not usable or isinstance(rejects, Path)):
+        # Written batch by batch beside the candidates (the same filesystem as the stage's folder:
+        # the store moves the file into place): the pairs' texts are never all held at once.
+        fd, name = tempfile.mkstemp(prefix=".judge-preferences-", suffix=".parquet", dir=candidates.parent)
+        os.close(fd)
+        pairs: pl.DataFrame | Path = Path(name)
+        n_pairs = write_pairs(keys, candidates, rejects if usable else None, pairs)  # type: ignore[arg-type]
+    else:
+        pairs = _pairs_in_memory(keys, texts, rejected_from if usable else None)
+        n_pairs = pairs.height
     # The long table passes through: streamed from judge_score's file to this stage's.
     long = scores if isinstance(scores, pl.DataFrame) else pl.DataFrame(schema=SCORE_SCHEMA) if scores is None else _lazy(scores)
     return StageOutput(
         tables={"judgments": judgments, "scores": long, "preferences": pairs},
-        report=judge_report(judgments, pairs, config),
+        report=judge_report(judgments, n_pairs, config),
     )
 
 
