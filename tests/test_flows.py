@@ -235,24 +235,31 @@ def test_map_shards_keeps_at_most_max_in_flight_shards_running():
 
 @harness
 @pytest.mark.timeout(240)
-def test_dask_local_cluster_with_two_workers_fans_out_language_id():
+def test_dask_local_cluster_with_two_workers_fans_out_language_id_from_a_frame_and_from_a_file(tmp_path):
+    """One cluster (its two worker processes are most of this test's time) for both inputs: shards
+    cut from a frame in memory, and shards each worker reads from a Parquet file by their place."""
     from prefect import flow
 
     # Worker processes, the default. The in-process variant (dask_processes=False) was seen to wait
     # forever on its futures when run after other tests in the same session; see docs/orchestration.md.
     cfg = OrchestrationConfig(task_runner="dask", max_workers=2, dask_processes=True)
     df = lang_frame(400)
+    path = tmp_path / "texts.parquet"
+    # Row groups smaller than a shard and not aligned with it: a shard spans several groups.
+    df.write_parquet(path, row_group_size=64)
 
     @flow
-    def fan_out() -> pl.DataFrame:
+    def fan_out() -> tuple[pl.DataFrame, pl.DataFrame]:
         with make_task_runner(cfg) as runner:
-            return map_shards(language_shard, df, shard_input="texts", shard_size=40, runner=runner, stage="langid").tables["langs"]
+            from_frame = map_shards(language_shard, df, shard_input="texts", shard_size=40, runner=runner, stage="langid")
+            from_file = map_shards(language_shard, path, shard_input="texts", shard_size=40, runner=runner, stage="langid")
+            return from_frame.tables["langs"], from_file.tables["langs"]
 
-    out = fan_out()
-    assert out["i"].to_list() == list(range(400))
     expected, _ = detect_languages(df["text"].to_list())
-    assert out["language"].to_list() == expected
-    assert out["worker"].n_unique() == 2
+    for out in fan_out():
+        assert out["i"].to_list() == list(range(400))
+        assert out["language"].to_list() == expected
+        assert out["worker"].n_unique() == 2
 
 
 @harness

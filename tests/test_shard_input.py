@@ -12,7 +12,6 @@ import pytest
 
 from curate.orchestrate import OrchestrationConfig, make_task_runner
 from curate.shards import ParquetSlice, ShardCheckpoints, map_shards, shard_file, shard_frame
-from curate.text.langid import detect_languages
 from tests.test_flows import harness, lang_frame, language_shard
 
 
@@ -140,25 +139,8 @@ def test_a_shard_task_gets_the_shards_place_unless_its_worker_cannot_read_the_fi
     assert [type(s) for s in shards] == [kind] * 4
 
 
-@harness
-@pytest.mark.timeout(240)
-def test_dask_workers_read_their_shards_from_the_file(tmp_path):
-    from prefect import flow
-
-    cfg = OrchestrationConfig(task_runner="dask", max_workers=2, dask_processes=True)
-    df = lang_frame(400)
-    path = write_table(tmp_path / "texts.parquet", df, row_group_rows=64)
-
-    @flow
-    def fan_out() -> pl.DataFrame:
-        with make_task_runner(cfg) as runner:
-            return map_shards(language_shard, path, shard_input="texts", shard_size=40, runner=runner,
-                              stage="langid").tables["langs"]
-
-    out = fan_out()
-    assert out["i"].to_list() == list(range(400))
-    assert out["language"].to_list() == detect_languages(df["text"].to_list())[0]
-    assert out["worker"].n_unique() == 2
+# Dask workers reading their shards from the file: tests/test_flows.py, in the same cluster as the
+# frame's shards (a cluster's start is most of such a test's time).
 
 
 def test_sharded_stages_count_their_progress_from_a_scan_of_the_shard_input(tmp_path):
