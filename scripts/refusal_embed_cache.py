@@ -9,6 +9,11 @@ tokens so both fit (as the fastText detector reads head and tail). Stopping at a
 random sample of each (language, label) stratum, which the experiments weight back to the full
 counts. The cache is keyed by sha256 of
 model key (weights and window) + prompt name + text, so a rerun computes only what is missing.
+
+    nice -n 10 uv run python scripts/refusal_embed_cache.py --cache /work/cache/refusal4 --views
+
+`--views` embeds the SpeechMap opening views instead (the short answered texts the detector trains
+on, docs/refusal.md), in a seeded order, so stopping early leaves a random sample of them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,47 +29,25 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).parent))
 from refusal_experiments import training_frame  # noqa: E402
 
+from curate.refusal.embed import FETCH_HINT, MAX_SEQ_LENGTH, PROMPT_NAME, window_key, window_texts  # noqa: E402
+from curate.refusal.train_embed import EmbedHeadParams, view_order  # noqa: E402
 from curate.stages.dedupe.cache import EmbeddingCache  # noqa: E402
 from curate.stages.dedupe.embed import embed_texts  # noqa: E402
 from curate.text.embeddings import GEMMA_ALIAS, load_model, resolve_model  # noqa: E402
 
-MAX_SEQ_LENGTH = 128
-PROMPT_NAME = "Classification"
-# Content tokens kept from a long reply: head and tail (the prompt and special tokens take the rest).
-HEAD_TOKENS = 88
-TAIL_TOKENS = 30
-EMBED_HINT = "run scripts/fetch-embeddinggemma.py (setup does) to assemble EmbeddingGemma-300M"
-
 
 def load_embedder(spec: str = GEMMA_ALIAS):
     """(model, cache key) for the embedding model; the key names the weights and the window."""
-    resolved = resolve_model(spec, hint=EMBED_HINT, setting="[stages.refusal] embed_model")
-    model = load_model(str(resolved.path), max_seq_length=MAX_SEQ_LENGTH)
-    return model, cache_key(resolved.key)
+    resolved = resolve_model(spec, hint=FETCH_HINT, setting="[stages.refusal] embed modes")
+    return load_model(str(resolved.path), max_seq_length=MAX_SEQ_LENGTH), window_key(resolved.key)
 
 
 def load_tokenizer(spec: str = GEMMA_ALIAS):
     """(tokenizer, cache key) without loading the weights: enough to window texts and look them up."""
     from transformers import AutoTokenizer  # heavy; only the embedding head needs it
 
-    resolved = resolve_model(spec, hint=EMBED_HINT, setting="[stages.refusal] embed_model")
-    return AutoTokenizer.from_pretrained(str(resolved.path)), cache_key(resolved.key)
-
-
-def cache_key(model_key: str) -> str:
-    return f"{model_key}@seq{MAX_SEQ_LENGTH}:h{HEAD_TOKENS}t{TAIL_TOKENS}"
-
-
-def window_texts(texts: Sequence[str], tokenizer, head: int = HEAD_TOKENS, tail: int = TAIL_TOKENS) -> list[str]:
-    """Each text, or its first `head` and last `tail` tokens when it is longer than both."""
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    out = []
-    for text, toks in zip(texts, ids, strict=True):
-        if len(toks) <= head + tail:
-            out.append(text)
-        else:
-            out.append(tokenizer.decode(toks[:head]) + " … " + tokenizer.decode(toks[-tail:]))
-    return out
+    resolved = resolve_model(spec, hint=FETCH_HINT, setting="[stages.refusal] embed modes")
+    return AutoTokenizer.from_pretrained(str(resolved.path)), window_key(resolved.key)
 
 
 def embedding_order(df: pl.DataFrame, seed: int = 3) -> np.ndarray:
@@ -82,20 +64,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--views", action="store_true", help="embed the SpeechMap opening views (not the replies)")
     args = parser.parse_args()
     df = training_frame()
     model, key = load_embedder()
     cache = EmbeddingCache(args.cache, key)
-    order = embedding_order(df)
+    if args.views:  # in the order `curate refusal train --embed-head --views N` takes the first N
+        views = np.flatnonzero((df["source"] == "speechmap/opening").to_numpy())
+        order = views[view_order(df["text"].gather(views).to_list(), EmbedHeadParams().seed)]
+    else:
+        order = embedding_order(df)
     prompts = sorted(set(df["prompt"].gather(order).to_list()))
     texts = window_texts(df["text"].gather(order).to_list(), model.tokenizer)
     started = time.perf_counter()
-    embed_texts(prompts, model, model_key=key, cache=cache, batch_size=16, prompt_name=PROMPT_NAME)
+    embed_texts(prompts, model, model_key=key, cache=cache, batch_size=16, prompt_name=PROMPT_NAME)  # views: cached already
     print(f"{len(prompts)} prompts in {time.perf_counter() - started:.0f} s", flush=True)
     for start in range(0, len(texts), args.chunk):
         _, stats = embed_texts(texts[start : start + args.chunk], model, model_key=key, cache=cache, batch_size=16,
                                prompt_name=PROMPT_NAME)
-        print(f"{start + args.chunk} replies, {stats.computed} computed, {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"{start + args.chunk} {'views' if args.views else 'replies'}, {stats.computed} computed, {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
