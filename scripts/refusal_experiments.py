@@ -6,6 +6,8 @@ EmbeddingGemma head, stacked with fastText, request-reply features, the model+em
     nice -n 10 uv run python scripts/refusal_experiments.py e0 --save-probs P
     nice -n 10 uv run python scripts/refusal_experiments.py e0_sub head stack pair pair_stack cascade \
         --embed-cache DIR --e0-probs P/e0-seed1.npy    # DIR filled by scripts/refusal_embed_cache.py
+    # fourth round: --group question (whole questions held out; e0 --group question first) and
+    # --views (the heads also train on the cached SpeechMap opening views; never scored)
 
 The embedding runs are described where they are defined (third round, below).
 
@@ -197,8 +199,9 @@ def embedded_subset(df: pl.DataFrame, cache_dir: Path, views: bool = False) -> d
     if views:
         view_rows = np.flatnonzero((df["source"] == "speechmap/opening").to_numpy())
         ok, view_emb = cache.lookup(text_keys(window_texts(df["text"].gather(view_rows).to_list(), tokenizer), key, PROMPT_NAME))
-        rows, reply = np.concatenate([rows, view_rows[ok]]), np.vstack([reply, view_emb])
-        weight, train_only = np.concatenate([weight, np.ones(ok.sum())]), np.concatenate([train_only, np.ones(ok.sum(), bool)])
+        if ok.any():
+            rows, reply = np.concatenate([rows, view_rows[ok]]), np.vstack([reply, view_emb])
+            weight, train_only = np.concatenate([weight, np.ones(ok.sum())]), np.concatenate([train_only, np.ones(ok.sum(), bool)])
     asked = df["prompt"].gather(rows).to_list()
     ok, request = cache.lookup(text_keys(asked, key, PROMPT_NAME))
     if not ok.all():
@@ -289,7 +292,8 @@ def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fo
     return out
 
 
-def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 0, base: np.ndarray | None = None) -> dict:
+def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 0, base: np.ndarray | None = None,
+                    group: str = "model") -> dict:
     rows, w = sub["rows"], sub["weight"]
     truth = (df["label"].gather(rows) != "answered").to_numpy()
     raw = 1 - probs[:, 0]
@@ -303,9 +307,10 @@ def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 
     out |= {f"right_{c}": acc(label == c) for c in CLASSES if (label == c).any()}
     out |= {f"evasive_{lg}": acc((label == "official_line") & (lang == lg)) for lg in ("en", "zh", "fi")}
     if boot and base is not None:
-        # Paired bootstrap over models (whole models resampled): spread of the gain over e0.
+        # Paired bootstrap over the fold groups (whole models, or whole questions, resampled):
+        # spread of the gain over e0.
         base_ok = (np.interp(1 - base[:, 0], *weighted_isotonic(1 - base[:, 0], truth, w)) >= 0.5) == truth
-        models = df["model"].gather(rows).to_numpy()
+        models = fold_groups(df, group).gather(rows).to_numpy()
         names = np.unique(models)
         member = {m: np.flatnonzero(models == m) for m in names}
         rng = np.random.default_rng(0)
@@ -351,7 +356,7 @@ def main() -> None:
                 args.save_probs.mkdir(parents=True, exist_ok=True)
                 np.save(args.save_probs / probs_name(f"{name}-{tag}" if tag else name, args.group, args.fold_seed), probs)
             part, probs = scored_part(sub, probs)
-            result = weighted_scores(df, part, probs, args.bootstrap if name != "e0_sub" else 0, base)
+            result = weighted_scores(df, part, probs, args.bootstrap if name != "e0_sub" else 0, base, args.group)
             result |= {"band_share": sub["band_share"]} if name == "cascade" else {}
             print(json.dumps({"run": name, "views": args.views, "group": args.group, "fold_seed": args.fold_seed} | result), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
