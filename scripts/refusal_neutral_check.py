@@ -22,7 +22,6 @@ from refusal_embed_cache import PROMPT_NAME, load_embedder, window_texts  # noqa
 from refusal_experiments import BAND, CLASSES, _fit_head, _logreg, _probs, embedded_subset, training_frame, weighted_isotonic  # noqa: E402
 from test_refusal_neutral import NEUTRAL_EN, NEUTRAL_ZH, OFFICIAL_LINE  # noqa: E402
 
-from curate.refusal import RefusalConfig, classify_refusals  # noqa: E402
 from curate.refusal.model import load_detector, prepare_texts  # noqa: E402
 
 
@@ -31,18 +30,7 @@ def main() -> None:
     parser.add_argument("--embed-cache", type=Path, default=Path("/work/cache/refusal4"))
     parser.add_argument("--probs", type=Path, default=Path("/work/cache/refusal4/probs"), help="--save-probs folder of the runs")
     parser.add_argument("--views", action="store_true", help="the runs trained on opening views too (--views)")
-    parser.add_argument("--head", type=Path, help="instead: score them through classify_refusals with this trained head "
-                        "(curate refusal train --embed-head) in the model, model+embed and embed modes")
     args = parser.parse_args()
-    if args.head:
-        texts = NEUTRAL_EN + NEUTRAL_ZH + OFFICIAL_LINE
-        frame = pl.DataFrame({"response": texts})
-        scores = {mode: classify_refusals(frame, RefusalConfig(mode=mode, embed_head_path=str(args.head)))["refusal_score"].to_list()
-                  for mode in ("model", "model+embed", "embed")}
-        for i, text in enumerate(texts):
-            kind = "neutral en" if i < 5 else "neutral zh" if i < 10 else "official line"
-            print(f"{kind:13} {text[:30]!r:34} " + "  ".join(f"{m} {scores[m][i]:.2f}" for m in scores))
-        return
     df = training_frame()
     sub = embedded_subset(df, args.embed_cache, views=args.views)
     rows, w = sub["rows"], sub["weight"]

@@ -15,11 +15,9 @@ from curate.config import load_config, stage_config
 from curate.errors import CurateError
 from curate.refusal.crossval import cross_validate, report
 from curate.refusal.data import ALL_SOURCES, TRAIN_SOURCES, check_training_frame, load_sources
-from curate.refusal.embed import EMBED_HEAD_NAME, SHIPPED_EMBED_HEAD, SHIPPED_EMBED_HEAD_SHA256
-from curate.refusal.model import ARTEFACT_DIR, ARTEFACT_NAME, SHIPPED_SHA256, load_detector, sha256_file
+from curate.refusal.model import ARTEFACT_DIR, ARTEFACT_NAME, SHIPPED_SHA256, load_detector
 from curate.refusal.reviews import reviews_training_rows
 from curate.refusal.train import TrainParams, train_detector
-from curate.refusal.train_embed import EmbedHeadParams, train_embed_head
 from curate.review.config import ReviewConfig
 from curate.workspace import Workspace, atomic_write_text
 
@@ -46,18 +44,9 @@ def train(
                                                   "(held out by model) as Parquet, for `curate refusal report`.")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
-    embed_head: Annotated[bool, typer.Option("--embed-head", help="Train the embed modes' head (EmbeddingGemma + logistic, "
-                                             "stacked on the shipped fastText model) instead of the fastText model.")] = False,
-    embed_cache: Annotated[Path | None, typer.Option(help="--embed-head: embedding cache folder (an interrupted run resumes).")] = None,
-    views: Annotated[int, typer.Option(help="--embed-head: SpeechMap opening views to train on (seeded sample; -1 all).")] = -1,
 ) -> None:
     """Train the detector (fixed seed, one thread): the same data gives the same bytes."""
     df, manifest = load_sources(_sources(sources))
-    if embed_head:
-        if from_reviews:
-            raise CurateError("--embed-head trains on the public data only; --from-reviews is for the fastText model")
-        _train_embed_head(df, manifest, out, embed_cache, views, as_json)
-        return
     if from_reviews:
         cfg = load_config(config)
         ws = Workspace(cfg.workspace_path)
@@ -82,22 +71,6 @@ def train(
         console.print("matches the pinned sha256" if same else f"[yellow]differs from the pinned sha256 {SHIPPED_SHA256}[/]")
     else:
         console.print(f'use it with [stages.refusal] model_path = "{model_file}"')
-
-
-def _train_embed_head(df: pl.DataFrame, manifest: list, out: Path | None, cache: Path | None, views: int, as_json: bool) -> None:
-    head_file = (out / f"{EMBED_HEAD_NAME}.json") if out else SHIPPED_EMBED_HEAD
-    card = train_embed_head(df, manifest, head_file, fasttext_sha256=load_detector().sha256, params=EmbedHeadParams(views=views),
-                            cache_dir=cache, progress=lambda done, total: console.print(f"embedded {done:,}/{total:,}", highlight=False))
-    if as_json:
-        typer.echo(json.dumps(card, indent=1, ensure_ascii=False))
-        return
-    digest = sha256_file(head_file)
-    console.print(f"wrote {head_file} (sha256 {digest}); {card['data']['rows']:,} training rows")
-    if head_file.resolve() == SHIPPED_EMBED_HEAD.resolve():
-        same = digest == SHIPPED_EMBED_HEAD_SHA256
-        console.print("matches the pinned sha256" if same else f"[yellow]differs from the pinned sha256 {SHIPPED_EMBED_HEAD_SHA256}[/]")
-    else:
-        console.print(f'use it with [stages.refusal] embed_head_path = "{head_file}"')
 
 
 @refusal_app.command("evaluate")

@@ -95,7 +95,7 @@ def _metrics_table(title: str, metrics: dict[str, dict[str, Any]]) -> Table:
 
 def detect_refusals(
     file: Annotated[Path, typer.Argument(help="JSONL / JSON / CSV / TSV / Parquet with one response per row.")],
-    mode: Annotated[str | None, typer.Option(help="model | rules | llm | model+llm | rules+llm | model+embed | embed (default: [stages.refusal] mode or model).")] = None,
+    mode: Annotated[str | None, typer.Option(help="model | rules | llm | model+llm | rules+llm (default: [stages.refusal] mode or model).")] = None,
     response_col: Annotated[str, typer.Option(help="Column with the model's reply.")] = "response",
     prompt_col: Annotated[str, typer.Option(help="Column with the question (used by the judge).")] = "prompt",
     language_col: Annotated[str, typer.Option(help="Column with the language code.")] = "language",

@@ -10,26 +10,22 @@ KINDS = ("hard", "deflection", "official_line")
 # What the model predicts: "answered" plus the three refusal kinds.
 CLASSES = ("answered", *KINDS)
 OUTPUT_COLUMNS = ("refused", "refusal_kind", "refusal_score", "detector", "judge_error")
-Mode = Literal["model", "rules", "llm", "model+llm", "rules+llm", "model+embed", "embed"]
+Mode = Literal["model", "rules", "llm", "model+llm", "rules+llm"]
 
 
 class RefusalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Mode = Field(default="model", description="model (trained fastText, default) | rules | llm | model+llm | rules+llm | "
-                       "model+embed (uncertain rows get the EmbeddingGemma stack) | embed (every row does).")
+    mode: Mode = Field(default="model", description="model (trained fastText, default) | rules | llm | model+llm | rules+llm.")
     model_path: str | None = Field(
         default=None, description="Trained detector (.ftz with its .json card); default: the one shipped in curate/refusal/artefact/."
-    )
-    embed_head_path: str | None = Field(
-        default=None, description="Embed modes: the head artefact (.json); default: the one shipped in curate/refusal/artefact/."
     )
     rules_path: str | None = Field(default=None, description="Pattern file; default: the bundled refusal_rules.toml.")
     threshold: float = Field(default=0.5, ge=0, le=1, description="refused = refusal_score >= threshold.")
     lead_chars: int = Field(default=200, ge=1, description="A refusal phrase within this many leading characters counts as 'at the start'.")
     short_units: int = Field(default=400, ge=1, description="Replies up to this length are short (CJK characters count 3).")
     long_units: int = Field(default=1500, ge=1, description="Replies longer than this are long: phrases inside them weigh little.")
-    uncertain_low: float = Field(default=0.15, ge=0, le=1, description="Cascades: scores in [low, high] go to the judge (or the embed stack).")
+    uncertain_low: float = Field(default=0.15, ge=0, le=1, description="Cascades: scores in [low, high] go to the judge.")
     uncertain_high: float = Field(default=0.85, ge=0, le=1)
     judge_template: str = Field(default="refusal_judge.j2", description="Bundled template name or a path.")
     judge_max_chars: int = Field(default=3000, ge=200, description="Longer replies are shown to the judge as head and tail.")
@@ -38,15 +34,6 @@ class RefusalConfig(BaseModel):
     @property
     def uses_llm(self) -> bool:
         return "llm" in self.mode
-
-    @property
-    def uses_model(self) -> bool:
-        """The fastText model takes part (model modes, and the embed modes, which stack on it)."""
-        return self.mode.startswith("model") or self.mode == "embed"
-
-    @property
-    def uses_embed(self) -> bool:
-        return self.mode.endswith("embed")
 
 
 def with_refusal_defaults(stages: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:

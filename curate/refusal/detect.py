@@ -7,12 +7,10 @@ Modes (RefusalConfig.mode):
 - model+llm / rules+llm: the first detector decides clear cases; rows whose score falls in
   [uncertain_low, uncertain_high] go to the judge. A judge error keeps the first verdict (the error
   stays in `judge_error`).
-- model+embed / embed: an EmbeddingGemma head stacked with the model (curate/refusal/embed.py), for
-  the model's uncertain band only, or for every reply.
 
 Output columns added to the input frame: refused (bool; null when there is no verdict),
 refusal_kind ("hard", "deflection", "official_line" or null), refusal_score (0..1, higher = more
-refusal-like; calibrated in model and embed modes), detector ("model", "rules", "llm", "embed"), judge_error, and
+refusal-like; calibrated in model mode), detector ("model", "rules", "llm"), judge_error, and
 no_verdict_reason (why refused is null: "missing reply", "empty reply", "judge failed: ...").
 """
 
@@ -26,7 +24,6 @@ import polars as pl
 from curate.config import EndpointConfig
 from curate.errors import ConfigError
 from curate.refusal.config import OUTPUT_COLUMNS, RefusalConfig
-from curate.refusal.embed import SHIPPED_EMBED_HEAD, classify_embed, load_embed_head
 from curate.refusal.judge import classify_llm
 from curate.prompts import template_path
 from curate.refusal.model import SHIPPED_MODEL, card_path, classify_model, load_detector
@@ -43,11 +40,9 @@ def refusal_files(config: RefusalConfig) -> list[Path]:
     """The files a detector's verdicts depend on (for stage fingerprints): its rules, the trained
     artefact and its card in model modes, and the judge's template in llm modes."""
     files = [rules_file(config.rules_path)]
-    if config.uses_model:
+    if config.mode.startswith("model"):
         model = Path(config.model_path) if config.model_path else SHIPPED_MODEL
         files += [model, card_path(model)]
-    if config.uses_embed:
-        files.append(Path(config.embed_head_path) if config.embed_head_path else SHIPPED_EMBED_HEAD)
     if config.uses_llm:
         files.append(template_path(config.judge_template))
     return files
@@ -56,13 +51,9 @@ def refusal_files(config: RefusalConfig) -> list[Path]:
 def describe_detector(config: RefusalConfig) -> dict[str, Any]:
     """Which detector (and which trained artefact) produces verdicts under `config`, for reports."""
     out: dict[str, Any] = {"mode": config.mode, "threshold": config.threshold}
-    if config.uses_model:
+    if config.mode.startswith("model"):
         detector = load_detector(config.model_path)
         out |= {"model": detector.version, "model_sha256": detector.sha256, "model_path": str(detector.path)}
-    if config.uses_embed:
-        head = load_embed_head(config.embed_head_path)
-        out |= {"embed_head": head.version, "embed_head_sha256": head.sha256, "embed_head_path": str(head.path),
-                "embedding_model": head.card["embedding"]["model"]}
     if config.mode.startswith("rules"):
         out["rules_path"] = config.rules_path or "bundled refusal_rules.toml"
     if config.uses_llm:
@@ -114,8 +105,6 @@ def classify_refusals(
     reply_col, response_col = response_col, _ANSWER
     if config.mode in ("model", "rules"):
         return _with_reason(_first_pass(base, config, response_col), reply_col)
-    if config.uses_embed:
-        return _with_reason(classify_embed(base, config, response_col), reply_col)
     if config.mode == "llm":
         return _with_reason(classify_llm(base, config, endpoint, cache=cache, response_col=response_col, prompt_col=prompt_col,
                                          language_col=language_col, progress=progress), reply_col)
