@@ -9,11 +9,18 @@ tokens so both fit (as the fastText detector reads head and tail). Stopping at a
 random sample of each (language, label) stratum, which the experiments weight back to the full
 counts. The cache is keyed by sha256 of
 model key (weights and window) + prompt name + text, so a rerun computes only what is missing.
+
+    nice -n 10 uv run python scripts/refusal_embed_cache.py --cache /work/cache/refusal4 --views
+
+`--views` embeds the SpeechMap opening views instead (the short answered texts the detector trains
+on, docs/refusal.md), in a seeded order that depends only on their texts (`view_order`), so
+stopping early leaves a random sample of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +41,7 @@ PROMPT_NAME = "Classification"
 # Content tokens kept from a long reply: head and tail (the prompt and special tokens take the rest).
 HEAD_TOKENS = 88
 TAIL_TOKENS = 30
+VIEW_SEED = 1
 EMBED_HINT = "run scripts/fetch-embeddinggemma.py (setup does) to assemble EmbeddingGemma-300M"
 
 
@@ -68,6 +76,12 @@ def window_texts(texts: Sequence[str], tokenizer, head: int = HEAD_TOKENS, tail:
     return out
 
 
+def view_order(texts: Sequence[str], seed: int = VIEW_SEED) -> np.ndarray:
+    """A seeded order of opening views that depends only on their texts, not on the frame's rows."""
+    keys = [hashlib.sha256(f"{seed}\x1f{t}".encode("utf-8")).digest() for t in texts]
+    return np.array(sorted(range(len(texts)), key=keys.__getitem__), dtype=np.int64)
+
+
 def embedding_order(df: pl.DataFrame, seed: int = 3) -> np.ndarray:
     """Row numbers of the real SpeechMap replies in the order they are embedded."""
     rng = np.random.default_rng(seed)
@@ -82,11 +96,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--views", action="store_true", help="embed the SpeechMap opening views (not the replies)")
     args = parser.parse_args()
     df = training_frame()
     model, key = load_embedder()
     cache = EmbeddingCache(args.cache, key)
-    order = embedding_order(df)
+    if args.views:
+        views = np.flatnonzero((df["source"] == "speechmap/opening").to_numpy())
+        order = views[view_order(df["text"].gather(views).to_list())]
+    else:
+        order = embedding_order(df)
     prompts = sorted(set(df["prompt"].gather(order).to_list()))
     texts = window_texts(df["text"].gather(order).to_list(), model.tokenizer)
     started = time.perf_counter()
@@ -95,7 +114,7 @@ def main() -> None:
     for start in range(0, len(texts), args.chunk):
         _, stats = embed_texts(texts[start : start + args.chunk], model, model_key=key, cache=cache, batch_size=16,
                                prompt_name=PROMPT_NAME)
-        print(f"{start + args.chunk} replies, {stats.computed} computed, {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"{start + args.chunk} {'views' if args.views else 'replies'}, {stats.computed} computed, {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

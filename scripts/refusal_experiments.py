@@ -6,6 +6,8 @@ EmbeddingGemma head, stacked with fastText, request-reply features, the model+em
     nice -n 10 uv run python scripts/refusal_experiments.py e0 --save-probs P
     nice -n 10 uv run python scripts/refusal_experiments.py e0_sub head stack pair pair_stack cascade \
         --embed-cache DIR --e0-probs P/e0-seed1.npy    # DIR filled by scripts/refusal_embed_cache.py
+    # fourth round: --group question (whole questions held out; e0 --group question first) and
+    # --views (the heads also train on the cached SpeechMap opening views; never scored)
 
 The embedding runs are described where they are defined (third round, below).
 
@@ -122,13 +124,20 @@ def scores(df: pl.DataFrame, probs: np.ndarray) -> dict:
     return out | {f"evasive_{lg}": round(ok[real & (label == "official_line") & (lang == lg)].mean(), 3) for lg in ("en", "fi")}
 
 
-def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path) -> dict:
+def fold_groups(df: pl.DataFrame, group: str) -> pl.Series:
+    """What a fold holds out whole: models, or questions (a question's opening views go with it)."""
+    if group == "model":
+        return df["model"]
+    return df["source"].str.replace("/opening", "", literal=True) + "/" + df["question_id"]
+
+
+def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path, group: str = "model") -> dict:
     overrides, (head, tail), kind = RUNS[name]
     prepared = prepare_texts(df["text"], head, tail)
     train_extra, test_extra = extra_tokens(df, prepared, kind)
     train_lines = [f"{p} {e}".strip() for p, e in zip(prepared, train_extra, strict=True)]
     test_lines = [f"{p} {e}".strip() for p, e in zip(prepared, test_extra, strict=True)]
-    folds, labels = group_folds(df["model"], 5, fold_seed), df["label"].to_list()
+    folds, labels = group_folds(fold_groups(df, group), 5, fold_seed), df["label"].to_list()
     probs, bare, sizes = np.zeros((df.height, 4)), np.zeros((df.height, 4)), []
     for k in range(5):
         train, test = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
@@ -137,7 +146,7 @@ def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path) -> dict:
         probs[test] = probabilities(path, [test_lines[i] for i in test])
         if kind == "prompt":
             bare[test] = probabilities(path, [prepared[int(i)] for i in test])
-    result = {"run": name, "fold_seed": fold_seed, "size_mb": round(max(sizes) / 1e6, 2)} | scores(df, probs)
+    result = {"run": name, "group": group, "fold_seed": fold_seed, "size_mb": round(max(sizes) / 1e6, 2)} | scores(df, probs)
     return result | ({"without_prompt": scores(df, bare)} if kind == "prompt" else {}), probs
 
 
@@ -165,8 +174,12 @@ def weighted_isotonic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.n
     return np.array([0.0, *kx, 1.0]), np.array([ky[0], *ky, ky[-1]])
 
 
-def embedded_subset(df: pl.DataFrame, cache_dir: Path) -> dict:
-    """Rows of real SpeechMap replies with cached reply and request embeddings, and their weights."""
+def embedded_subset(df: pl.DataFrame, cache_dir: Path, views: bool = False) -> dict:
+    """Rows of real SpeechMap replies with cached reply and request embeddings, and their weights.
+
+    With `views`, also the SpeechMap opening views found in the cache (`--views` of
+    scripts/refusal_embed_cache.py): training rows only (`train_only`), never scored, weight 1.
+    """
     from refusal_embed_cache import PROMPT_NAME, load_tokenizer, window_texts
     from curate.stages.dedupe.cache import EmbeddingCache
     from curate.stages.dedupe.embed import text_keys
@@ -176,18 +189,31 @@ def embedded_subset(df: pl.DataFrame, cache_dir: Path) -> dict:
     rows = np.flatnonzero((df["source"] == "speechmap").to_numpy())
     texts = window_texts(df["text"].gather(rows).to_list(), tokenizer)
     found, reply = cache.lookup(text_keys(texts, key, PROMPT_NAME))
-    rows, reply = rows[found], reply
-    asked = df["prompt"].gather(rows).to_list()
-    ok, request = cache.lookup(text_keys(asked, key, PROMPT_NAME))
-    if not ok.all():
-        raise SystemExit(f"{(~ok).sum()} requests are not in the embedding cache {cache_dir}")
+    rows = rows[found]
     strata = pl.DataFrame({"language": df["language"], "label": df["label"]})
     full = strata.gather(np.flatnonzero((df["source"] == "speechmap").to_numpy())).group_by("language", "label").len("n_full")
     sub = strata.gather(rows).with_row_index("i")
     counts = sub.group_by("language", "label").len("n_sub").join(full, on=["language", "label"])
-    weight = sub.join(counts, on=["language", "label"]).sort("i").select(pl.col("n_full") / pl.col("n_sub"))
-    return {"rows": rows, "reply": reply, "request": request, "weight": weight.to_series().to_numpy(),
-            "strata": counts.sort("language", "label").to_dicts()}
+    weight = sub.join(counts, on=["language", "label"]).sort("i").select(pl.col("n_full") / pl.col("n_sub")).to_series().to_numpy()
+    train_only = np.zeros(len(rows), bool)
+    if views:
+        view_rows = np.flatnonzero((df["source"] == "speechmap/opening").to_numpy())
+        ok, view_emb = cache.lookup(text_keys(window_texts(df["text"].gather(view_rows).to_list(), tokenizer), key, PROMPT_NAME))
+        if ok.any():
+            rows, reply = np.concatenate([rows, view_rows[ok]]), np.vstack([reply, view_emb])
+            weight, train_only = np.concatenate([weight, np.ones(ok.sum())]), np.concatenate([train_only, np.ones(ok.sum(), bool)])
+    asked = df["prompt"].gather(rows).to_list()
+    ok, request = cache.lookup(text_keys(asked, key, PROMPT_NAME))
+    if not ok.all():
+        raise SystemExit(f"{(~ok).sum()} requests are not in the embedding cache {cache_dir}")
+    return {"rows": rows, "reply": reply, "request": request, "weight": weight, "train_only": train_only,
+            "strata": counts.sort("language", "label").to_dicts() + [{"views": int(train_only.sum())}]}
+
+
+def scored_part(sub: dict, probs: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The rows that are scored (real replies, not opening views) and their probabilities."""
+    keep = ~sub["train_only"]
+    return {k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in sub.items()}, probs[keep]
 
 
 def _logreg(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float):
@@ -200,8 +226,8 @@ HEAD_C = 10.0  # fixed beforehand (unit-norm 768-d inputs): no search on any hel
 
 
 def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray):
-    """The head on these rows, and its inner out-of-fold probabilities (model-grouped 3 folds of
-    these rows only), which train a stacker without leaking the held-out fold."""
+    """The head on these rows, and its inner out-of-fold probabilities (3 folds of these rows only,
+    grouped as the outer folds), which train a stacker without leaking the held-out fold."""
     inner = group_folds(pl.Series(groups), 3, 5)
     oof = np.zeros((len(y), len(CLASSES)))
     for k in range(3):
@@ -224,12 +250,14 @@ def embed_features(sub: dict, kind: str) -> np.ndarray:
     return np.hstack([reply, request, reply * request, cos])
 
 
-def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fold_seed: int) -> dict[str, np.ndarray]:
-    """Out-of-fold P(class) for the embedded rows under each run of `names`."""
+def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fold_seed: int,
+               group: str = "model") -> dict[str, np.ndarray]:
+    """Out-of-fold P(class) for the embedded rows under each run of `names` (opening views, where
+    present, only ever train)."""
     rows, w = sub["rows"], sub["weight"]
     y = np.array([CLASSES.index(lab) for lab in df["label"].gather(rows)])
-    groups = df["model"].gather(rows).to_numpy()
-    folds = group_folds(df["model"], 5, fold_seed)[rows]
+    groups = fold_groups(df, group).gather(rows).to_numpy()
+    folds = group_folds(fold_groups(df, group), 5, fold_seed)[rows]
     out = {name: np.zeros((len(rows), len(CLASSES))) for name in (*names, *(["stack"] if "cascade" in names else []))}
     if "e0_sub" in out:
         out["e0_sub"] = e0[rows]
@@ -250,18 +278,22 @@ def embed_runs(names: list[str], df: pl.DataFrame, sub: dict, e0: np.ndarray, fo
                 z_te = np.log(np.clip(np.hstack([e0[rows][te], test_probs]), 1e-6, 1))
                 out[stack_run][te] = _probs(_logreg(z_tr, y[tr], w[tr], 1.0), z_te)
     if "cascade" in out:
-        # model+embed: e0's calibrated score, replaced by the stack's where e0 is in the uncertain band.
+        # model+embed: e0's calibrated score, replaced by the stack's where e0 is in the uncertain
+        # band; both maps fit on the scored rows (real replies) only.
         truth = (df["label"].gather(rows) != "answered").to_numpy()
-        first = np.interp(1 - e0[rows][:, 0], *weighted_isotonic(1 - e0[rows][:, 0], truth, w))
-        second = np.interp(1 - out["stack"][:, 0], *weighted_isotonic(1 - out["stack"][:, 0], truth, w))
+        real = ~sub["train_only"]
+        e0_raw, stack_raw = 1 - e0[rows][:, 0], 1 - out["stack"][:, 0]
+        first = np.interp(e0_raw, *weighted_isotonic(e0_raw[real], truth[real], w[real]))
+        second = np.interp(stack_raw, *weighted_isotonic(stack_raw[real], truth[real], w[real]))
         band = (first >= BAND[0]) & (first <= BAND[1])
         score = np.where(band, second, first)
         out["cascade"] = np.column_stack([1 - score, score, np.zeros((len(rows), 2))])
-        sub["band_share"] = round(float(np.sum(w[band]) / np.sum(w)), 4)
+        sub["band_share"] = round(float(np.sum(w[band & real]) / np.sum(w[real])), 4)
     return out
 
 
-def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 0, base: np.ndarray | None = None) -> dict:
+def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 0, base: np.ndarray | None = None,
+                    group: str = "model") -> dict:
     rows, w = sub["rows"], sub["weight"]
     truth = (df["label"].gather(rows) != "answered").to_numpy()
     raw = 1 - probs[:, 0]
@@ -275,9 +307,10 @@ def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 
     out |= {f"right_{c}": acc(label == c) for c in CLASSES if (label == c).any()}
     out |= {f"evasive_{lg}": acc((label == "official_line") & (lang == lg)) for lg in ("en", "zh", "fi")}
     if boot and base is not None:
-        # Paired bootstrap over models (whole models resampled): spread of the gain over e0.
+        # Paired bootstrap over the fold groups (whole models, or whole questions, resampled):
+        # spread of the gain over e0.
         base_ok = (np.interp(1 - base[:, 0], *weighted_isotonic(1 - base[:, 0], truth, w)) >= 0.5) == truth
-        models = df["model"].gather(rows).to_numpy()
+        models = fold_groups(df, group).gather(rows).to_numpy()
         names = np.unique(models)
         member = {m: np.flatnonzero(models == m) for m in names}
         rng = np.random.default_rng(0)
@@ -292,38 +325,47 @@ def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 
     return out
 
 
+def probs_name(run_name: str, group: str, fold_seed: int) -> str:
+    return f"{run_name}-seed{fold_seed}.npy" if group == "model" else f"{run_name}-{group}-seed{fold_seed}.npy"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", choices=sorted(RUNS) + list(EMBED_RUNS))
     parser.add_argument("--fold-seed", type=int, default=1)
+    parser.add_argument("--group", choices=("model", "question"), default="model", help="what a fold holds out whole")
     parser.add_argument("--embed-cache", type=Path, help="embedding cache of scripts/refusal_embed_cache.py (embedding runs)")
     parser.add_argument("--e0-probs", type=Path, help="e0's out-of-fold probabilities (--save-probs of an e0 run)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--views", action="store_true", help="also train the heads on the cached SpeechMap opening views")
     parser.add_argument("--save-probs", type=Path, help="folder for each run's out-of-fold probabilities (<run>-seed<k>.npy)")
     args = parser.parse_args()
     df = training_frame()
     embedding = [r for r in args.runs if r in EMBED_RUNS]
     if embedding:
-        sub, e0 = embedded_subset(df, args.embed_cache), np.load(args.e0_probs)
+        sub = embedded_subset(df, args.embed_cache, views=args.views)
+        e0 = np.load(args.e0_probs)
         print(json.dumps({"strata": sub["strata"]}), flush=True)
-        base = e0[sub["rows"]]
         every = np.flatnonzero((df["source"] == "speechmap").to_numpy())
         whole = weighted_scores(df, {"rows": every, "weight": np.ones(len(every))}, e0[every])
-        print(json.dumps({"run": "e0_all_speechmap", "fold_seed": args.fold_seed} | whole), flush=True)
-        for name, probs in embed_runs(embedding, df, sub, e0, args.fold_seed).items():
+        print(json.dumps({"run": "e0_all_speechmap", "group": args.group, "fold_seed": args.fold_seed} | whole), flush=True)
+        _, base = scored_part(sub, e0[sub["rows"]])
+        tag = "views" if args.views else None
+        for name, probs in embed_runs(embedding, df, sub, e0, args.fold_seed, args.group).items():
             if args.save_probs:
                 args.save_probs.mkdir(parents=True, exist_ok=True)
-                np.save(args.save_probs / f"{name}-seed{args.fold_seed}.npy", probs)
-            result = weighted_scores(df, sub, probs, args.bootstrap if name != "e0_sub" else 0, base)
+                np.save(args.save_probs / probs_name(f"{name}-{tag}" if tag else name, args.group, args.fold_seed), probs)
+            part, probs = scored_part(sub, probs)
+            result = weighted_scores(df, part, probs, args.bootstrap if name != "e0_sub" else 0, base, args.group)
             result |= {"band_share": sub["band_share"]} if name == "cascade" else {}
-            print(json.dumps({"run": name, "fold_seed": args.fold_seed} | result), flush=True)
+            print(json.dumps({"run": name, "views": args.views, "group": args.group, "fold_seed": args.fold_seed} | result), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in [r for r in args.runs if r in RUNS]:
-            result, probs = run(name, df, args.fold_seed, Path(tmp))
+            result, probs = run(name, df, args.fold_seed, Path(tmp), args.group)
             print(json.dumps(result), flush=True)
             if args.save_probs:
                 args.save_probs.mkdir(parents=True, exist_ok=True)
-                np.save(args.save_probs / f"{name}-seed{args.fold_seed}.npy", probs)
+                np.save(args.save_probs / probs_name(name, args.group, args.fold_seed), probs)
 
 
 if __name__ == "__main__":

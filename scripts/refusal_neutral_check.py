@@ -19,7 +19,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from refusal_embed_cache import PROMPT_NAME, load_embedder, window_texts  # noqa: E402
-from refusal_experiments import CLASSES, _fit_head, _logreg, _probs, embedded_subset, training_frame, weighted_isotonic  # noqa: E402
+from refusal_experiments import BAND, CLASSES, _fit_head, _logreg, _probs, embedded_subset, training_frame, weighted_isotonic  # noqa: E402
 from test_refusal_neutral import NEUTRAL_EN, NEUTRAL_ZH, OFFICIAL_LINE  # noqa: E402
 
 from curate.refusal.model import load_detector, prepare_texts  # noqa: E402
@@ -29,16 +29,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-cache", type=Path, default=Path("/work/cache/refusal4"))
     parser.add_argument("--probs", type=Path, default=Path("/work/cache/refusal4/probs"), help="--save-probs folder of the runs")
+    parser.add_argument("--views", action="store_true", help="the runs trained on opening views too (--views)")
     args = parser.parse_args()
     df = training_frame()
-    sub = embedded_subset(df, args.embed_cache)
+    sub = embedded_subset(df, args.embed_cache, views=args.views)
     rows, w = sub["rows"], sub["weight"]
     y = np.array([CLASSES.index(label) for label in df["label"].gather(rows)])
     e0 = np.load(args.probs / "e0-seed1.npy")[rows]
     head, inner = _fit_head(sub["reply"], y, w, df["model"].gather(rows).to_numpy())
     stacker = _logreg(np.log(np.clip(np.hstack([e0, inner]), 1e-6, 1)), y, w, 1.0)
-    truth = y != 0
-    maps = {run: weighted_isotonic(1 - np.load(args.probs / f"{run}-seed1.npy")[:, 0], truth, w) for run in ("head", "stack")}
+    truth, real = y != 0, ~sub["train_only"]
+    tag = "-views" if args.views else ""
+    maps = {run: weighted_isotonic(1 - np.load(args.probs / f"{run}{tag}-seed1.npy")[real, 0], truth[real], w[real]) for run in ("head", "stack")}
     model, _ = load_embedder()
     texts = NEUTRAL_EN + NEUTRAL_ZH + OFFICIAL_LINE
     emb = model.encode(window_texts(texts, model.tokenizer), prompt_name=PROMPT_NAME, normalize_embeddings=True)
@@ -49,7 +51,8 @@ def main() -> None:
     kinds = ["neutral en"] * len(NEUTRAL_EN) + ["neutral zh"] * len(NEUTRAL_ZH) + ["official line"] * len(OFFICIAL_LINE)
     for kind, text, a, b, c in zip(kinds, texts, detector.calibrate(1 - fast[:, 0]), np.interp(1 - p_head[:, 0], *maps["head"]),
                                    np.interp(1 - p_stack[:, 0], *maps["stack"]), strict=True):
-        print(f"{kind:13} {text[:30]!r:34} model {a:.2f}  head {b:.2f}  stack {c:.2f}")
+        cascade = c if BAND[0] <= a <= BAND[1] else a
+        print(f"{kind:13} {text[:30]!r:34} model {a:.2f}  head {b:.2f}  stack {c:.2f}  model+embed {cascade:.2f}")
 
 
 if __name__ == "__main__":
