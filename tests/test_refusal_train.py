@@ -93,6 +93,7 @@ def test_fitting_the_same_rows_twice_gives_the_same_bytes(tmp_path):
 def test_train_rebuilds_the_shipped_artefact_bit_for_bit(tmp_path):
     result = CliRunner().invoke(app, ["refusal", "train", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "use it with [stages.refusal] model_path" in " ".join(result.output.split())
     built = tmp_path / SHIPPED_MODEL.name
     assert hashlib.sha256(built.read_bytes()).hexdigest() == SHIPPED_SHA256
     assert card_path(built).read_bytes() == card_path(SHIPPED_MODEL).read_bytes()

@@ -70,7 +70,8 @@ def train(
         same = card["sha256"] == SHIPPED_SHA256
         console.print("matches the pinned sha256" if same else f"[yellow]differs from the pinned sha256 {SHIPPED_SHA256}[/]")
     else:
-        console.print(f'use it with [stages.refusal] model_path = "{model_file}"')
+        # markup=False: rich would read "[stages.refusal]" as a style tag and print nothing of it.
+        console.print(f'use it with [stages.refusal] model_path = "{model_file}"', markup=False)
 
 
 @refusal_app.command("evaluate")
