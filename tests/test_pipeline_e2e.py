@@ -94,19 +94,23 @@ overrides = {{ temperature = 0.0, max_tokens = 200 }}   # shorter answers end tr
 
 
 class LLMCallCounter:
-    """Counts chat-completion requests the OpenAI SDK sends, passing each one through unchanged."""
+    """Counts chat-completion requests the OpenAI SDK sends, passing each one through unchanged.
+
+    Counted at the SDK client's `post`, where every chat request goes out (curate posts the body
+    itself rather than through `chat.completions.create`: curate/llm/wire.py)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
-        from openai.resources.chat.completions import AsyncCompletions
+        from openai import AsyncOpenAI
 
         self.calls = 0
-        original = AsyncCompletions.create
+        original = AsyncOpenAI.post
 
-        async def counted(client_self, *args, **kwargs):
-            self.calls += 1
-            return await original(client_self, *args, **kwargs)
+        async def counted(client_self, path, *args, **kwargs):
+            if path.rstrip("/").endswith("/chat/completions"):
+                self.calls += 1
+            return await original(client_self, path, *args, **kwargs)
 
-        monkeypatch.setattr(AsyncCompletions, "create", counted)
+        monkeypatch.setattr(AsyncOpenAI, "post", counted)
 
 
 @pytest.mark.slow
