@@ -1,8 +1,8 @@
 """Which keys a stage's sampling `overrides` may set, and their types.
 
-An override goes into each request's body (curate.llm.requests.build_params): the OpenAI
-parameters as SDK arguments, anything else (top_k, min_p, chat_template_kwargs, a server's own
-sampler settings) as extra body fields. So the check is open: a parameter whose type is known is
+An override goes into each request's body as it is (curate.llm.requests.build_params, then
+curate.llm.wire): OpenAI's parameters and anything else (top_k, min_p, chat_template_kwargs, a
+server's own sampler settings) alike. So the check is open: a parameter whose type is known is
 type-checked, keys curate sets itself and endpoint settings (which would silently go into the body
 and do nothing) are errors, a key close to a known one is taken for a typo, and any other key is
 sent to the server as it is.
