@@ -1,4 +1,4 @@
-"""Reproduce docs/refusal.md "Tried and not shipped" (second and third rounds): by-model cross-validation
+"""Reproduce docs/refusal.md "Tried and not shipped" (second to fifth rounds): by-model cross-validation
 of refusal-detector variants (fastText settings, rule hits / position / prompt tokens, window; an
 EmbeddingGemma head, stacked with fastText, request-reply features, the model+embed cascade).
 
@@ -8,6 +8,11 @@ EmbeddingGemma head, stacked with fastText, request-reply features, the model+em
         --embed-cache DIR --e0-probs P/e0-seed1.npy    # DIR filled by scripts/refusal_embed_cache.py
     # fourth round: --group question (whole questions held out; e0 --group question first) and
     # --views (the heads also train on the cached SpeechMap opening views; never scored)
+    # fifth round: views50 / noviews (share of the opening views that trains), md (Markdown markup
+    # stripped); --compare BASE RUN (paired bootstrap of a run's gain over e0 from --save-probs files,
+    # all real replies, and per model); RUN --neutral P (fit on every row, score the neutral answers)
+    nice -n 10 uv run python scripts/refusal_experiments.py --compare P/e0-seed1.npy P/md-seed1.npy
+    nice -n 10 uv run python scripts/refusal_experiments.py e0 noviews --neutral P
 
 The embedding runs are described where they are defined (third round, below).
 
@@ -53,7 +58,14 @@ RUNS = {
     "rules": ({}, (1000, 300), "rules"),
     "pos12": ({}, (1000, 300), "position"),
     "prompt": ({}, (1000, 300), "prompt"),
+    # fifth round: how many opening views train (they teach "short is not refusal"; all of them in e0)
+    "views50": ({}, (1000, 300), "views:0.5"),
+    "noviews": ({}, (1000, 300), "views:0"),
+    "md": ({}, (1000, 300), "markup"),
 }
+# Markdown markup (emphasis, headings, table pipes, code ticks, quotes) and rules of two or more
+# dashes or equals signs: tokens that say nothing about refusing, and a table fills the window with them.
+MARKUP = r"[*#|`>~_]+|[-=]{2,}"
 
 
 def training_frame() -> pl.DataFrame:
@@ -77,7 +89,7 @@ def training_frame() -> pl.DataFrame:
 def extra_tokens(df: pl.DataFrame, prepared: pl.Series, kind: str | None) -> tuple[list[str], list[str]]:
     """Tokens appended to each row for training and for scoring (the prompt run trains with the
     prompt left off a seeded 30% of rows, so it also works without one)."""
-    if kind is None:
+    if kind is None or kind.startswith("views:") or kind == "markup":
         empty = [""] * df.height
         return empty, empty
     if kind == "rules":
@@ -91,6 +103,22 @@ def extra_tokens(df: pl.DataFrame, prepared: pl.Series, kind: str | None) -> tup
     asked = [" ".join("q_" + w for w in s.split()) for s in prepare_texts(df["prompt"].fill_null(""), 300, 0)]
     drop = np.random.default_rng(7).random(df.height) < 0.3
     return [("" if d else q) for q, d in zip(asked, drop, strict=True)], asked
+
+
+def model_inputs(texts: pl.Series, kind: str | None, head: int, tail: int) -> pl.Series:
+    """The window the model reads; the markup run strips Markdown markup first."""
+    if kind == "markup":
+        texts = texts.str.replace_all(MARKUP, " ")
+    return prepare_texts(texts, head, tail)
+
+
+def training_rows(df: pl.DataFrame, kind: str | None) -> np.ndarray:
+    """Which rows may train: all, or for a `views:<share>` run a seeded share of the opening views
+    (the views are never scored either way)."""
+    if kind is None or not kind.startswith("views:"):
+        return np.ones(df.height, bool)
+    view = df["source"].str.ends_with("/opening").to_numpy()
+    return ~view | (np.random.default_rng(5).random(df.height) < float(kind.split(":")[1]))
 
 
 def fit_lines(lines: list[str], labels: list[str], args: dict, workdir: Path) -> Path:
@@ -133,14 +161,15 @@ def fold_groups(df: pl.DataFrame, group: str) -> pl.Series:
 
 def run(name: str, df: pl.DataFrame, fold_seed: int, workdir: Path, group: str = "model") -> dict:
     overrides, (head, tail), kind = RUNS[name]
-    prepared = prepare_texts(df["text"], head, tail)
+    prepared = model_inputs(df["text"], kind, head, tail)
     train_extra, test_extra = extra_tokens(df, prepared, kind)
     train_lines = [f"{p} {e}".strip() for p, e in zip(prepared, train_extra, strict=True)]
     test_lines = [f"{p} {e}".strip() for p, e in zip(prepared, test_extra, strict=True)]
     folds, labels = group_folds(fold_groups(df, group), 5, fold_seed), df["label"].to_list()
     probs, bare, sizes = np.zeros((df.height, 4)), np.zeros((df.height, 4)), []
+    trains = training_rows(df, kind)
     for k in range(5):
-        train, test = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        train, test = np.flatnonzero((folds != k) & trains), np.flatnonzero(folds == k)
         path = fit_lines([train_lines[i] for i in train], [labels[i] for i in train], BASE | overrides, workdir / name / f"fold{k}")
         sizes.append(path.stat().st_size)
         probs[test] = probabilities(path, [test_lines[i] for i in test])
@@ -325,13 +354,52 @@ def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 
     return out
 
 
+def compare(df: pl.DataFrame, base_file: Path, run_file: Path, group: str, boot: int) -> None:
+    """Fifth round: a fastText run against e0 on the same folds, all real replies (XSTest and
+    refusal_eval too), with the paired bootstrap over the fold groups; and per model."""
+    rows = np.flatnonzero(~df["source"].str.ends_with("/opening").to_numpy())
+    sub = {"rows": rows, "weight": np.ones(len(rows))}
+    base, run_probs = np.load(base_file)[rows], np.load(run_file)[rows]
+    print(json.dumps({"run": run_file.stem, "base": base_file.stem, "group": group}
+                     | weighted_scores(df, sub, run_probs, boot, base, group)), flush=True)
+    truth = (df["label"].gather(rows) != "answered").to_numpy()
+    models = df["model"].gather(rows).to_numpy()
+    for name, probs in (("base", base), ("run", run_probs)):
+        raw = 1 - probs[:, 0]
+        ok = (np.interp(raw, *isotonic(raw, truth)) >= 0.5) == truth
+        print(json.dumps({name: {m: round(float(ok[models == m].mean()), 3) for m in sorted(set(models))}}), flush=True)
+
+
+def neutral_check(name: str, df: pl.DataFrame, oof: np.ndarray) -> None:
+    """Fifth round: the run's model fit on every row (as `curate refusal train` would), its score
+    through the isotonic map of its own out-of-fold scores, on the hand-written neutral answers and
+    official lines. Nothing is fit on those texts."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_refusal_neutral import NEUTRAL_EN, NEUTRAL_ZH, OFFICIAL_LINE
+
+    overrides, (head, tail), kind = RUNS[name]
+    trains = training_rows(df, kind)
+    prepared = model_inputs(df["text"], kind, head, tail)
+    rows = np.flatnonzero(trains)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = fit_lines([prepared[int(i)] for i in rows], [df["label"][int(i)] for i in rows], BASE | overrides, Path(tmp))
+        texts = NEUTRAL_EN + NEUTRAL_ZH + OFFICIAL_LINE
+        probs = probabilities(path, model_inputs(pl.Series(texts), kind, head, tail).to_list())
+    real = ~df["source"].str.ends_with("/opening").to_numpy()
+    truth = (df["label"] != "answered").to_numpy()
+    score = np.interp(1 - probs[:, 0], *isotonic(1 - oof[real, 0], truth[real]))
+    kinds = ["neutral en"] * len(NEUTRAL_EN) + ["neutral zh"] * len(NEUTRAL_ZH) + ["official line"] * len(OFFICIAL_LINE)
+    print(json.dumps({"run": name, "neutral": [[k, t[:30], round(float(v), 3)] for k, t, v in zip(kinds, texts, score, strict=True)]},
+                     ensure_ascii=False), flush=True)
+
+
 def probs_name(run_name: str, group: str, fold_seed: int) -> str:
     return f"{run_name}-seed{fold_seed}.npy" if group == "model" else f"{run_name}-{group}-seed{fold_seed}.npy"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", choices=sorted(RUNS) + list(EMBED_RUNS))
+    parser.add_argument("runs", nargs="*", help=f"runs, of {sorted(RUNS) + list(EMBED_RUNS)}")
     parser.add_argument("--fold-seed", type=int, default=1)
     parser.add_argument("--group", choices=("model", "question"), default="model", help="what a fold holds out whole")
     parser.add_argument("--embed-cache", type=Path, help="embedding cache of scripts/refusal_embed_cache.py (embedding runs)")
@@ -339,8 +407,23 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--views", action="store_true", help="also train the heads on the cached SpeechMap opening views")
     parser.add_argument("--save-probs", type=Path, help="folder for each run's out-of-fold probabilities (<run>-seed<k>.npy)")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BASE", "RUN"),
+                        help="no training: paired bootstrap of RUN's gain over BASE (--save-probs files) on every real reply")
+    parser.add_argument("--neutral", type=Path, metavar="PROBS",
+                        help="no cross-validation: fit each run on every row, calibrate on PROBS/<run>-seed<k>.npy and score the "
+                             "neutral answers of tests/test_refusal_neutral.py (a check only)")
     args = parser.parse_args()
+    unknown = set(args.runs) - set(RUNS) - set(EMBED_RUNS)
+    if unknown or not (args.runs or args.compare):
+        parser.error(f"unknown runs {sorted(unknown)}" if unknown else "name a run, or --compare")
     df = training_frame()
+    if args.neutral:
+        for name in args.runs:
+            neutral_check(name, df, np.load(args.neutral / probs_name(name, "model", args.fold_seed)))
+        return
+    if args.compare:
+        compare(df, *args.compare, args.group, args.bootstrap)
+        return
     embedding = [r for r in args.runs if r in EMBED_RUNS]
     if embedding:
         sub = embedded_subset(df, args.embed_cache, views=args.views)
