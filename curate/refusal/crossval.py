@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from curate.refusal.config import CLASSES, KINDS
-from curate.refusal.train import TrainParams, class_probabilities, fit, group_folds, reliability_table
+from curate.refusal.model import ARTEFACT_NAME
+from curate.refusal.train import TrainParams, class_probabilities, fit_all, group_folds, reliability_table
 
 Split = Literal["model", "question", "language"]
 
@@ -36,6 +37,7 @@ def fold_assignment(df: pl.DataFrame, split: Split, folds: int, seed: int) -> np
 def cross_validate(
     df: pl.DataFrame, params: TrainParams, split: Split, workdir: Path, *, folds: int = 5,
     test_mask: np.ndarray | None = None, calibration: tuple[list[float], list[float]] | None = None, progress=None,
+    workers: int | None = None,
 ) -> pl.DataFrame:
     """`df` plus fold, p_raw, p_refusal (calibrated), pred_refused, pred_kind for every row in `test_mask`.
 
@@ -46,10 +48,12 @@ def cross_validate(
     raw = np.full(df.height, np.nan)
     calibrated = np.full(df.height, np.nan)
     kind = np.full(df.height, -1)
-    for fold in sorted(set(assignment[test_mask].tolist())):
+    fold_ids = sorted(set(assignment[test_mask].tolist()))
+    # Independent single-threaded fits: side by side, same bytes as one after another.
+    paths = fit_all([(df.filter(pl.Series(assignment != fold)), workdir / f"fold{fold}", ARTEFACT_NAME)
+                     for fold in fold_ids], params, workers)
+    for fold, path in zip(fold_ids, paths, strict=True):
         test = (assignment == fold) & test_mask
-        train = df.filter(pl.Series(assignment != fold))
-        path = fit(train, params, workdir / f"fold{fold}")
         probs = class_probabilities(path, df.filter(pl.Series(test)), params)
         raw[test] = 1.0 - probs[:, 0]
         kind[test] = probs[:, 1:].argmax(axis=1)

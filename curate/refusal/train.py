@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,21 @@ def fit(df: pl.DataFrame, params: TrainParams, workdir: Path, name: str = ARTEFA
     return out
 
 
+def fit_all(jobs: list[tuple[pl.DataFrame, Path, str]], params: TrainParams, workers: int | None = None) -> list[Path]:
+    """`fit` each (frame, workdir, name), up to `workers` at once (default: one per CPU); paths in job order.
+
+    Every fit is single-threaded in its own process with its own seed and files, so running several
+    side by side gives the same bytes as running them one after another (the rebuild test checks it);
+    only the wall time changes.
+    """
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+    if workers == 1:
+        return [fit(frame, params, workdir, name) for frame, workdir, name in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refusal-fit") as pool:
+        futures = [pool.submit(fit, frame, params, workdir, name) for frame, workdir, name in jobs]
+        return [future.result() for future in futures]
+
+
 def class_probabilities(model_path: Path, df: pl.DataFrame, params: TrainParams) -> np.ndarray:
     import fasttext
 
@@ -102,14 +118,22 @@ def group_folds(groups: pl.Series, k: int, seed: int) -> np.ndarray:
     return np.array([fold_of[g] for g in groups.to_list()])
 
 
-def held_out_predictions(df: pl.DataFrame, params: TrainParams, folds: np.ndarray, workdir: Path) -> np.ndarray:
-    """Per-class probabilities for every row from a model that never saw its fold."""
+def held_out_predictions(df: pl.DataFrame, params: TrainParams, folds: np.ndarray, fold_models: list[Path]) -> np.ndarray:
+    """Per-class probabilities for every row from a model that never saw its fold.
+
+    `fold_models[i]` is the model fit without fold i (see `fold_jobs`).
+    """
     out = np.zeros((df.height, len(CLASSES)))
-    for fold in sorted(set(folds.tolist())):
+    for fold, path in zip(sorted(set(folds.tolist())), fold_models, strict=True):
         test = folds == fold
-        path = fit(df.filter(pl.Series(~test)), params, workdir / f"fold{fold}")
         out[test] = class_probabilities(path, df.filter(pl.Series(test)), params)
     return out
+
+
+def fold_jobs(df: pl.DataFrame, folds: np.ndarray, workdir: Path) -> list[tuple[pl.DataFrame, Path, str]]:
+    """One `fit_all` job per fold: the rows outside it."""
+    return [(df.filter(pl.Series(folds != fold)), workdir / f"fold{fold}", ARTEFACT_NAME)
+            for fold in sorted(set(folds.tolist()))]
 
 
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
@@ -176,9 +200,11 @@ def build_card(
 
 def train_detector(
     df: pl.DataFrame, manifest: list[dict[str, Any]], out_dir: Path, params: TrainParams | None = None,
-    name: str = ARTEFACT_NAME, held_out_out: Path | None = None,
+    name: str = ARTEFACT_NAME, held_out_out: Path | None = None, workers: int | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate and write `<out_dir>/<name>.ftz` + `.json` atomically; returns the card.
+
+    `workers` fits run at once (default: one per CPU); the bytes do not depend on it.
 
     The calibration's out-of-fold predictions are held out by model (folds grouped by model); with
     `held_out_out` they are also written as Parquet (for `curate refusal report`).
@@ -189,9 +215,11 @@ def train_detector(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".train-") as tmp:
         work = Path(tmp)
         folds = group_folds(df["model"], params.calibration_folds, params.seed)
-        probs = held_out_predictions(df, params, folds, work / "cv")
+        # The fold models and the final one are independent fits: run them side by side.
+        *fold_models, model_file = fit_all([*fold_jobs(df, folds, work / "cv"), (df, work / "final", name)],
+                                          params, workers)
+        probs = held_out_predictions(df, params, folds, fold_models)
         raw = 1.0 - probs[:, 0]
-        model_file = fit(df, params, work / "final", name)
         card = build_card(df, manifest, params, name, model_file, raw)
         if held_out_out is not None:
             calibrated = np.interp(raw, card["calibration"]["x"], card["calibration"]["y"])
