@@ -106,12 +106,11 @@ def main() -> None:
             if not args.reuse:
                 # Generated in a process of its own, so this parent stays small while the push runs.
                 subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
-            for code in ([args.baseline.resolve()] if args.baseline else []) + [None]:
-                if code is None:
-                    os.environ.pop(CODE_ENV, None)
-                else:
-                    os.environ[CODE_ENV] = str(code)
+            if args.baseline:
+                os.environ[CODE_ENV] = str(args.baseline.resolve())
                 report_step("review_push", work, rows, 8, __file__)
+                os.environ.pop(CODE_ENV)
+            report_step("review_push", work, rows, 8, __file__)
         finally:
             if not args.reuse:
                 shutil.rmtree(work, ignore_errors=True)
