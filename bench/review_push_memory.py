@@ -7,13 +7,20 @@ and missing for every 50th (a failed judgment: people). The push runs in a child
 bench/full_flow.py's `DiscardingArgilla` (a stand-in client that drops the records), so what is
 measured is the push's own reading, routing, payloads and ledger.
 
+Besides wall time and peak RSS, the child reports its CPU time (every thread of the process) and
+per pushed record: records/s and CPU seconds per 1,000 records. `--baseline DIR` pushes the same
+workspace with the code of another checkout first (e.g. `git archive main | tar -x -C DIR`), so a
+change is compared with what it replaces in the same run, back to back.
+
     nice -n 10 uv run python bench/review_push_memory.py --rows 100000 400000
     nice -n 10 uv run python bench/review_push_memory.py --rows 1400000 --reuse /tmp/judge-1.4m
+    nice -n 10 uv run python bench/review_push_memory.py --rows 400000 --reuse /tmp/judge-400k --baseline /tmp/base
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +30,9 @@ from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The code under test: this checkout, or the one a --baseline run names (its `curate` and `bench`).
+CODE_ENV = "CURATE_BENCH_CODE"
+sys.path.insert(0, os.environ.get(CODE_ENV) or str(Path(__file__).resolve().parent.parent))
 
 from bench.full_flow import DiscardingArgilla  # noqa: E402
 from bench.full_size import child_result, report_step  # noqa: E402
@@ -61,10 +70,17 @@ def judgments_for(ws: Workspace) -> pl.DataFrame:
 def child(work: Path) -> dict:
     settings = load_review_settings(SETTINGS)
     client = DiscardingArgilla(settings)
-    started = time.perf_counter()
+    # Every run is a first push: routed afresh, to an empty ledger (a --reuse folder keeps the last run's).
+    shutil.rmtree(work / "ws" / "route", ignore_errors=True)
+    for ledger in (work / "ws" / "review").glob("push_ledger.sqlite*"):
+        ledger.unlink()
+    started, cpu = time.perf_counter(), time.process_time()
     report = push_workspace(Workspace(work / "ws"), client, settings, campaign="bench", workspace="bench",  # type: ignore[arg-type]
                             min_submitted=1, routing=RoutingConfig())
-    return {"step_s": round(time.perf_counter() - started, 2), "pushed": report.pushed, "routed": report.routed}
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"code": os.environ.get(CODE_ENV) or "this checkout", "step_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "pushed": report.pushed, "records_per_s": round(report.pushed / wall, 1),
+            "cpu_s_per_1k_records": round(1000 * cpu / max(report.pushed, 1), 3), "routed": report.routed}
 
 
 def main() -> None:
@@ -73,6 +89,7 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--work")
     parser.add_argument("--generate", type=int)
+    parser.add_argument("--baseline", type=Path, help="push each workspace with this checkout's code first, then this one's")
     parser.add_argument("--reuse", type=Path, help="push the workspace DIR/ws as it is (e.g. bench/judge_choose_memory.py's "
                         "--keep folder, whose judge/judgments the choosing stage wrote); one --rows")
     args = parser.parse_args()
@@ -89,6 +106,10 @@ def main() -> None:
             if not args.reuse:
                 # Generated in a process of its own, so this parent stays small while the push runs.
                 subprocess.run([sys.executable, __file__, "--generate", str(rows), "--work", str(work)], check=True)
+            if args.baseline:
+                os.environ[CODE_ENV] = str(args.baseline.resolve())
+                report_step("review_push", work, rows, 8, __file__)
+                os.environ.pop(CODE_ENV)
             report_step("review_push", work, rows, 8, __file__)
         finally:
             if not args.reuse:

@@ -111,7 +111,8 @@ def status(config: ConfigOpt = None, campaign: CampaignOpt = None, safety: Safet
             _print_routing(ws, review_cfg.routing)
             return
         progress = client.progress(ds["id"])
-    pushed = PushLedger.for_workspace(ws).count(ds["id"])
+    with PushLedger.for_workspace(ws) as ledger:
+        pushed = ledger.count(ds["id"])
     pulled = ws.read(REVIEWS).filter(_in_campaign(review_cfg.campaign)).height if ws.has_table(REVIEWS) else 0
     console.print(
         f"campaign '{review_cfg.campaign}' ({client.api_url}, dataset {ds['id']}): "

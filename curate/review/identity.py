@@ -23,21 +23,36 @@ def answer_version(reasoning: str | None, answer: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:VERSION_HEX_CHARS]
 
 
-# Rows whose texts are turned into Python strings at a time: a full-size candidate table (1.4M rows
-# of 2-8 KB) would otherwise be copied whole into Python lists.
-VERSION_SLICE_ROWS = 10_000
+# Rows hashed at a time: their JSON is built as a few copies of their texts (and a full-size
+# candidate table, 1.4M rows of 2-8 KB, must never be copied whole).
+VERSION_SLICE_ROWS = 500
+
+
+def json_string(text: pl.Expr) -> pl.Expr:
+    """`text` as a JSON string literal, the bytes `json.dumps(text, ensure_ascii=False)` writes
+    (null stays null), so content hashes are built in polars instead of one `json.dumps` per row.
+    polars' JSON writer escapes as Python does (the quote, the backslash, \\b \\f \\n \\r \\t, other
+    control characters as lowercase \\u00XX, nothing else); tests/test_review_push_payloads.py checks
+    it against json.dumps on every control character and non-ASCII text."""
+    member = pl.struct(text.alias("s")).struct.json_encode()  # {"s":"<escaped>"}
+    return pl.when(text.is_not_null()).then(member.str.strip_prefix('{"s":').str.strip_suffix("}"))
+
+
+def sha256_hex(texts: pl.Series) -> list[str]:
+    """sha256 hex digest of each string's UTF-8 bytes (no nulls)."""
+    return [hashlib.sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
 
 
 def with_answer_version(df: pl.DataFrame) -> pl.DataFrame:
-    """`df` with an `answer_version` column from its `reasoning` (optional) and `answer` columns."""
-    def versions(part: pl.DataFrame) -> pl.Series:
-        def column(name: str) -> list[str | None]:
-            return part[name].to_list() if name in part.columns else [None] * part.height
+    """`df` with an `answer_version` column from its `reasoning` (optional) and `answer` columns:
+    `answer_version` of each row, its JSON built by polars and hashed slice by slice."""
+    def text(name: str) -> pl.Expr:
+        return json_string(pl.col(name).cast(pl.String).fill_null("") if name in df.columns else pl.lit(""))
 
-        pairs = zip(column("reasoning"), column("answer"), strict=True)
-        return pl.Series([answer_version(r, a) for r, a in pairs], dtype=pl.String)
-
-    parts = [versions(part) for part in df.iter_slices(VERSION_SLICE_ROWS)]
+    # json.dumps([reasoning, answer]) with its default ", " separator.
+    payload = pl.concat_str(pl.lit("["), text("reasoning"), pl.lit(", "), text("answer"), pl.lit("]"))
+    parts = [pl.Series([h[:VERSION_HEX_CHARS] for h in sha256_hex(part.select(payload).to_series())], dtype=pl.String)
+             for part in df.iter_slices(VERSION_SLICE_ROWS)]
     column = pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
     return df.with_columns(column.alias("answer_version"))
 

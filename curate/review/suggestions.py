@@ -68,6 +68,11 @@ def with_judgments(frame: pl.DataFrame, judgments: pl.DataFrame, routing: pl.Dat
     return out.with_columns(notes.alias("judge_notes"))
 
 
+# What record_suggestions reads of a row (a column the frame lacks reads as None).
+SUGGESTION_COLUMNS = ("satisfaction", "satisfaction_min", "satisfaction_max", "harmful", "harm_votes", "judges",
+                      "rubrics", "policy_decision")
+
+
 def suggestion_agent(judges: str | None, rubrics: str | None) -> str:
     """`local/smollm2 judge_satisfaction.j2:3f2a...`: judges and rubric versions in the characters
     Argilla accepts in an agent (letters, digits, - _ : . / and spaces)."""
@@ -99,7 +104,9 @@ def record_suggestions(row: dict[str, Any]) -> list[dict[str, Any]]:
 def attach_suggestions(payloads: list[dict[str, Any]], frame: pl.DataFrame, question_ids: dict[str, str]) -> None:
     """Add Argilla suggestions to each record payload (in place) and fold them into its content hash,
     so a changed judgment is re-sent."""
-    by_id = {r["candidate_id"]: r for r in frame.iter_rows(named=True)}
+    # Only the columns the suggestions read: the row dicts of a slice then hold no answer texts.
+    by_id = {r["candidate_id"]: r for r in frame.select(
+        "candidate_id", *[c for c in SUGGESTION_COLUMNS if c in frame.columns]).iter_rows(named=True)}
     for payload in payloads:
         row = by_id.get(split_record_key(payload["external_id"])[0])  # keys are <candidate_id>@<answer version>
         if row is None:
