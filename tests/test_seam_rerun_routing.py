@@ -7,6 +7,7 @@ ids and changes the texts. Routes, suggestions and auto-decisions are keyed by c
   release refuse until the judge has run again (real judge on the local LLM server, real Argilla);
 - a judge rerun after the last push must not leave the release applying the old routes (real Argilla
   push; judgments written as tables so the routes are known);
+- nor after a routing setting changed since the push;
 - with routing turned off, an old routing table's auto decisions no longer apply.
 """
 
@@ -143,6 +144,14 @@ def test_a_release_after_a_judge_rerun_routes_the_new_judgments_not_the_pushed_o
     assert manifest["excluded_by_reason"] == {"not_chosen": 1}
     assert dict(ws.read("route/routing").select("candidate_id", "route").iter_rows()) == {
         "c-0": "not_chosen", "c-1": "auto_accept"}
+
+    # A routing setting changed since the push: the release routes by the new one, not by a table
+    # made with the old thresholds (nor mixes the old routes with the new gate).
+    monkeypatch.setenv("CURATE__STAGES__REVIEW__ROUTING__ACCEPT_ABOVE", "4.0")
+    draft_rows(config, tmp_path)
+    routing = ws.read("route/routing").filter(pl.col("candidate_id") == "c-1").row(0, named=True)
+    assert (routing["route"], routing["route_reason"]) == ("human", "uncertain:near_threshold")
+    assert ws.manifest("route")["config"]["accept_above"] == 4.0
 
     # Routing turned off: people decide everything, the routing table's auto decisions do not apply.
     monkeypatch.setenv("CURATE__STAGES__REVIEW__ROUTING__ENABLED", "false")
