@@ -158,3 +158,31 @@ def test_a_release_after_a_judge_rerun_routes_the_new_judgments_not_the_pushed_o
     released, manifest = draft_rows(config, tmp_path)
     assert released == {"c-0", "c-1"} and manifest["review_split"]["auto_accepted"] == 0
     assert manifest["excluded_by_reason"] == {}
+
+
+def test_when_every_answer_failed_judge_push_and_release_say_so_and_send_nothing(
+    tmp_path, argilla_stack, campaign, monkeypatch,  # noqa: F811
+):
+    """The empty seam: every LLM call of the answers failed (error rows in answers/rejects only).
+    The judge scores nothing (and calls no endpoint: this one is closed), push sends nothing, the
+    release refuses naming why, and no error row reaches Argilla or the store."""
+    config = tmp_path / "curate.toml"
+    config.write_text(f'workspace = "{tmp_path / "ws"}"\n\n[llm]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+                      "max_retries = 0\ntimeout_s = 2\n", encoding="utf-8")
+    with_services(config, tmp_path, argilla_stack, campaign)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_stack.api_key)
+    ws = Workspace(tmp_path / "ws")
+    failed = candidates({"c-0": "", "c-1": ""}).with_columns(
+        answer=pl.lit(None, pl.String), status=pl.lit("error"), reject_reason=pl.lit("llm_error"),
+        error=pl.lit("connection refused"))
+    with ws.locked():
+        ws.run_stage("answers", lambda: {"candidates": failed.clear(), "rejects": failed}, force=True)
+    assert "judged: 0" in cli("judge", "-c", str(config), "--quiet")
+    out = cli("review", "push", "-c", str(config))
+    assert "sent 0" in out
+    assert records_with_suggestions(argilla_stack, campaign) == {}
+    cli("review", "pull", "-c", str(config))
+    assert ws.read("review/reviews").height == 0
+    assert "nothing to release" in refused("release", "create", "-c", str(config), "--json")
+    assert "nothing to release" in refused("release", "create", "-c", str(config), "--draft", "--json")
+    assert ReleaseStore(tmp_path / "store").versions() == []
