@@ -268,7 +268,8 @@ def check_judgments_current(ws: Workspace) -> None:
     if judged and current and judged != current:
         raise CurateError(
             f"{ws.root}: '{JUDGMENTS}' scored an earlier '{CANDIDATES}' (the answers changed after the judge ran); "
-            "run `curate judge` first, so that routing, suggestions and auto-decisions follow the current answers"
+            "run `curate judge` first, so that routing, suggestions and auto-decisions follow the current answers "
+            "(or set [stages.review.routing] enabled = false to send every candidate to people without the judge)"
         )
 
 
