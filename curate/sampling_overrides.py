@@ -5,7 +5,8 @@ curate.llm.wire): OpenAI's parameters and anything else (top_k, min_p, chat_temp
 server's own sampler settings) alike. So the check is open: a parameter whose type is known is
 type-checked, keys curate sets itself and endpoint settings (which would silently go into the body
 and do nothing) are errors, a key close to a known one is taken for a typo, and any other key is
-sent to the server as it is.
+sent to the server as it is. The same check runs on a config's overrides tables (curate.validate) and
+on the `overrides` a Python caller passes to `complete_frame` (curate.llm.requests.build_params).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ _EXPECTED = {"stop": "a string or a list of strings", "logit_bias": "a table of 
 MANAGED = {
     "model": "set by the endpoint's `model`",
     "messages": "built from the stage's prompts",
-    "n": "curate sends one request per candidate; set the stage's number of candidates instead",
+    "n": "curate sends one request per candidate; set the stage's number of candidates instead "
+         "(from Python: one requests row per candidate_index)",
     "stream": "curate reads whole replies",
     "stream_options": "curate reads whole replies",
     "response_format": "set by curate from the stage's schema and the endpoint's `structured_output`",
@@ -95,6 +97,15 @@ def _type_errors(values: dict[str, Any], where: str) -> list[str]:
 
 def check_sampling_overrides(values: dict[str, Any], where: str, source: Path | None = None) -> None:
     """Raise a ConfigError naming the config file and each bad `where.key` of an overrides table."""
+    problems = override_problems(values, where)
+    if problems:
+        raise ConfigError(f"{source or 'config'}: {'; '.join(problems)}")
+
+
+def override_problems(values: dict[str, Any], where: str) -> list[str]:
+    """Each bad `where.key` of an overrides table, with why (empty when every key may be sent).
+
+    The config check and `complete_frame(overrides=...)` from Python (curate.llm.requests) both use it."""
     problems: list[str] = []
     known = ", ".join(sorted(SamplingOverrides.model_fields))
     for key in values:
@@ -107,5 +118,4 @@ def check_sampling_overrides(values: dict[str, Any], where: str, source: Path | 
             problems.append(f"{where}.{key}: unknown key; did you mean '{typo}'? (known: {known}; a key unlike "
                             "these is sent to the server as it is)")
     problems += _type_errors({k: v for k, v in values.items() if k in SamplingOverrides.model_fields}, where)
-    if problems:
-        raise ConfigError(f"{source or 'config'}: {'; '.join(problems)}")
+    return problems

@@ -14,6 +14,7 @@ import pytest
 
 from curate.config import EndpointConfig
 from curate.refusal import RefusalConfig
+from curate.review.routing import RoutingConfig
 from curate.stages.safety_filter import (
     REJECT_REASONS,
     REVIEW_REASONS,
@@ -244,3 +245,14 @@ def test_the_real_harm_judge_judges_reasoning_and_answer_apart(llm_server, tmp_p
     for row in verdict.iter_rows(named=True):
         # A verdict or an error, never neither: a weak judge may fail, but not silently.
         assert (row["harmful_answer"] is not None) or (row["harm_error"] is not None)
+
+
+def test_the_review_band_sits_inside_the_refusal_cascades_judge_band_and_matches_the_judge_routing():
+    """Two bands on purpose (docs/safety.md): the cascade's decides which scores get an LLM judge call,
+    the filter's which best candidates go to a person afterwards. Inside the cascade's band, every row
+    sent to a person had the judge's look first; the same band as the judge stage's routing, so both
+    flows ask people about the same uncertainty."""
+    config = SafetyFilterConfig()
+    cascade = config.refusal
+    assert cascade.uncertain_low < config.uncertain_low <= config.uncertain_high < cascade.uncertain_high
+    assert (config.uncertain_low, config.uncertain_high) == RoutingConfig().detector_band

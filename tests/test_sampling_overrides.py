@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import load_config
+from curate.config import EndpointConfig, load_config
 from curate.errors import ConfigError
 from curate.llm import complete_frame
 from curate.validate import check_config
@@ -116,6 +116,41 @@ def test_every_problem_is_named_at_once(tmp_path):
     message = check(tmp_path, 'overrides = { top_k = "20", model = "x", timeout_s = 1 }')
     for key in ("top_k", "model", "timeout_s"):
         assert f"stages.answers.overrides.{key}:" in message
+
+
+PYTHON_NOT_OVERRIDES = {
+    "model": ("other", "overrides.model: not an override: set by the endpoint's `model`"),
+    "messages": ([{"role": "user", "content": "x"}], "overrides.messages: not an override"),
+    "n": (4, "overrides.n: not an override: curate sends one request per candidate"),
+    "stream": (True, "overrides.stream: not an override: curate reads whole replies"),
+    "response_format": ({"type": "json_object"}, "overrides.response_format: not an override: set by curate"),
+    "timeout_s": (1, "overrides.timeout_s: an endpoint setting, not a request parameter"),
+    "base_url": ("http://x/v1", "overrides.base_url: an endpoint setting"),
+    "top_k": ("20", "overrides.top_k: Input should be a valid integer, got '20'"),
+    "temprature": (0.1, "overrides.temprature: unknown key; did you mean 'temperature'?"),
+}
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [(k, v, e) for k, (v, e) in PYTHON_NOT_OVERRIDES.items()])
+def test_complete_frame_from_python_checks_overrides_like_the_config_and_sends_nothing(key, value, expected):
+    """From Python, `overrides` go through the config's check: before, only `n` was refused and the
+    rest went silently into the body (a `model` or `response_format` there replaced curate's own)."""
+    prompt = pl.DataFrame({"request_id": ["r"], "prompt": ["Say hello."]})
+    with FaultServer(FaultConfig(reply="hello")) as server:
+        endpoint = EndpointConfig(base_url=server.base_url, model="m", timeout_s=5.0)
+        with pytest.raises(ValueError) as err:
+            complete_frame(prompt, endpoint, overrides={key: value})
+        assert expected in str(err.value)
+        # Every problem at once; a key the server may know (typical_p) and a None (drops a default) pass.
+        with pytest.raises(ValueError) as both:
+            complete_frame(prompt, endpoint, overrides={"model": "x", "stream": True, "typical_p": 0.9, "top_p": None})
+        assert "overrides.model:" in str(both.value) and "overrides.stream:" in str(both.value)
+        assert "typical_p" not in str(both.value) and "top_p" not in str(both.value)
+        assert server.bodies == []
+        out = complete_frame(prompt, endpoint, overrides={"typical_p": 0.9, "top_p": None, "max_tokens": 8})
+        assert out["status"].to_list() == ["ok"]
+        body = json.loads(server.bodies[0])
+        assert body["typical_p"] == 0.9 and "top_p" not in body and body["model"] == "m"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import polars as pl
 
 from curate.config import EndpointConfig
 from curate.llm.cache import request_key
+from curate.sampling_overrides import override_problems
 
 # Settings that shape the request but are not sent as parameters.
 FOLD_SYSTEM_KEY = "fold_system_prompt"
@@ -70,11 +71,14 @@ def _row_messages(row: dict[str, Any], position: int) -> list[dict[str, Any]]:
 
 def build_params(endpoint: EndpointConfig, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
     """Sampling parameters: R1 defaults from the endpoint, then the stage's overrides."""
+    # The config's check, for Python callers too: a managed key or an endpoint setting would go into
+    # the body and be ignored or override what curate set (model, response_format, stream).
+    problems = override_problems(overrides or {}, "overrides")
+    if problems:
+        raise ValueError("; ".join(problems))
     params: dict[str, Any] = {"temperature": endpoint.temperature, "top_p": endpoint.top_p, "max_tokens": endpoint.max_tokens}
     fold = True
     for key, value in (overrides or {}).items():
-        if key == "n":
-            raise ValueError("overrides: use candidate_index rows instead of n (each candidate is cached on its own)")
         if key == FOLD_SYSTEM_KEY:
             fold = bool(value)
         elif value is None:

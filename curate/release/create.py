@@ -25,7 +25,7 @@ from curate.release.table_mix import with_accepted_reviews
 from curate.release.store import FORBIDDEN_DRAFT_TAGS, ROWS_FILE_KEY, CommitResult, ReleaseStore
 from curate.review.config import ReviewConfig, decision_rule
 from curate.review.policy import resolve_reviews
-from curate.review.routing import RoutingConfig
+from curate.review.routing import RoutingConfig, current_routing
 from curate.tables import (
     CANDIDATES,
     JUDGMENTS,
@@ -210,10 +210,26 @@ def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[
             if mix.table == str(SAFETY_SELECTED) and review and SAFETY_REVIEW.table in review.get("outputs", {}):
                 inputs[f"{MIX_REVIEW}{mix.name}"] = str(SAFETY_REVIEW)
     gate = None
-    if ws.has_table(ROUTING):
+    routing: RoutingConfig = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
+    # With routing turned off people decide everything (push sends every candidate): an old table's
+    # auto decisions must not apply.
+    if routing.enabled and ws.has_table(ROUTING):
         inputs["routing"] = str(ROUTING)
-        gate = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
+        gate = routing
     return inputs, gate
+
+
+def refresh_routing(cfg: Config, ws: Workspace) -> None:
+    """Bring `route/routing` up to date with `judge/judgments` (the caller holds the workspace lock).
+
+    Push routes; a judge rerun after the last push (answers regenerated, failed calls fixed, judge
+    settings changed) would otherwise leave the release auto-accepting or excluding rows by routes
+    made for other answers. Only a table the route stage made (it records the judgments it read) is
+    redone; the rows newly routed to people stay pending until the next push."""
+    routed_from = ((ws.manifest(ROUTING.stage) or {}).get("inputs") or {}).get("judgments")
+    if routed_from is None or not ws.has_table(ROUTING):
+        return
+    current_routing(ws, stage_config(cfg, "review", ReviewConfig).routing)  # type: ignore[attr-defined]
 
 
 def run_release_stage(ws: Workspace, inputs: dict[str, Any], build: ReleaseBuild, gate: RoutingConfig | None, *,
@@ -254,9 +270,10 @@ def create_release(
             raise CurateError(f"a draft release holds unreviewed rows and cannot be tagged {bad}")
         tags = [*tags, DRAFT_TAG] if DRAFT_TAG not in tags else tags
     ws = Workspace(cfg.workspace_path)
-    inputs, gate = stage_inputs(cfg, ws, rcfg)
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
+        refresh_routing(cfg, ws)
+        inputs, gate = stage_inputs(cfg, ws, rcfg)
         result = run_release_stage(ws, inputs, build, gate, force=force)
         # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
         rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)

@@ -22,7 +22,7 @@ import polars as pl
 from curate.errors import CurateError
 from curate.progress import Advance, noop
 from curate.review.client import ArgillaClient
-from curate.review.routing import RoutingConfig, route_stage
+from curate.review.routing import RoutingConfig, current_routing
 from curate.review.identity import SEPARATOR, json_string, record_key, sha256_hex, split_record_key, with_answer_version
 from curate.review.settings import ReviewSettings
 from curate.review.suggestions import attach_suggestions, with_judgments, with_source_question
@@ -403,10 +403,10 @@ def push_workspace(
     candidates = pl.scan_parquet(path)
     source_columns = candidates.collect_schema().names()
     routed = judgments = routes = None
-    if routing is not None and routing.enabled and ws.has_table(JUDGMENTS):
-        # Route first (over the judgments, no answer text), then read only the candidates routed to
-        # people: the texts of auto-decided and not-chosen rows (most of a campaign) are never loaded.
-        result = ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=routing)
+    # Route first (over the judgments, no answer text), then read only the candidates routed to
+    # people: the texts of auto-decided and not-chosen rows (most of a campaign) are never loaded.
+    result = current_routing(ws, routing) if routing is not None else None
+    if result is not None:
         routed = result.manifest["report"]["by_route"]
         routes = ws.read(str(ROUTING)).filter(pl.col("route") == "human")
         human = routes["candidate_id"].unique().implode()

@@ -28,8 +28,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curate.tables import JUDGMENTS, REVIEW_DECISIONS, ROUTING
-from curate.workspace import StageOutput, Workspace
+from curate.errors import CurateError
+from curate.tables import CANDIDATES, JUDGMENTS, REVIEW_DECISIONS, ROUTING
+from curate.workspace import StageOutput, StageResult, Workspace
 
 ROUTING_SCHEMA = {
     "candidate_id": pl.String, "language": pl.String, "topic": pl.String, "policy_decision": pl.String,
@@ -254,6 +255,34 @@ def route_stage(judgments: pl.DataFrame, config: RoutingConfig) -> StageOutput:
     report = {"routed": routing.height, "by_route": counts("route"), "by_reason": counts("route_reason"),
               "by_language": counts("language", "route")}
     return StageOutput(tables={"routing": routing}, report=report)
+
+
+def check_judgments_current(ws: Workspace) -> None:
+    """Refuse judgments that scored other answers than the current `answers/candidates`.
+
+    Routes, suggestions and auto-decisions are keyed by candidate id, and a rerun of the answers
+    (new sampling settings, `--no-cache`, fixed failed calls) keeps the ids: judgments of the earlier
+    texts would pre-fill reviewers' forms and auto-accept or exclude answers nobody judged."""
+    judged = ((ws.manifest(JUDGMENTS.stage) or {}).get("inputs") or {}).get("candidates")
+    current = ((ws.manifest(CANDIDATES.stage) or {}).get("outputs") or {}).get(CANDIDATES.table, {}).get("sha256")
+    if judged and current and judged != current:
+        raise CurateError(
+            f"{ws.root}: '{JUDGMENTS}' scored an earlier '{CANDIDATES}' (the answers changed after the judge ran); "
+            "run `curate judge` first, so that routing, suggestions and auto-decisions follow the current answers "
+            "(or set [stages.review.routing] enabled = false to send every candidate to people without the judge)"
+        )
+
+
+def current_routing(ws: Workspace, config: RoutingConfig) -> StageResult | None:
+    """Route the judged candidates as they stand now: the `route` stage over `judge/judgments`
+    (skipped when the judgments and `config` are unchanged), after `check_judgments_current`.
+    None when routing is off or nothing was judged. Push routes with it, and so does a release
+    whose routing came from this stage, so a judge rerun since the last push cannot leave the
+    release applying routes made for earlier answers."""
+    if not config.enabled or not ws.has_table(JUDGMENTS):
+        return None
+    check_judgments_current(ws)
+    return ws.run_stage(ROUTING.stage, route_stage, inputs={"judgments": str(JUDGMENTS)}, config=config)
 
 
 def routing_status(routing: pl.DataFrame, judgments: pl.DataFrame, decisions: pl.DataFrame | None,

@@ -96,6 +96,9 @@ class SafetyFilterConfig(BaseModel):
     satisfaction_template: str = Field(default=SATISFACTION_TEMPLATE, description="0-4 rubric the best of K ranks by.")
     satisfaction_overrides: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
     refusal_weight: float = Field(default=2.0, ge=0, description="Best of K: weight of the refusal score (docs/safety.md).")
+    # Which best candidates cost a person's time, on the final score after the refusal cascade: narrower
+    # than the cascade's judge band (refusal.uncertain_low/high) on purpose, and the judge routing's
+    # detector_band (docs/safety.md).
     uncertain_low: float = Field(default=0.3, ge=0, le=1, description="A best candidate with a refusal score in [low, high] goes to review.")
     uncertain_high: float = Field(default=0.7, ge=0, le=1)
 
