@@ -23,7 +23,7 @@ from curate.identity import path_identity
 from curate.llm.cache import LLMCache
 from curate.pipeline import CURATION
 from curate.progress import progress_bar
-from curate.stages.declaration import Stage
+from curate.stages.declaration import Previous, Stage
 from curate.tables import TableRef
 from curate.workspace import StageOutput, StageResult, Workspace
 
@@ -158,8 +158,23 @@ def prepare(
         if sources is None:
             raise ConfigError(f"stage {stage.name} needs {name}")
         refs[name] = [Path(p).resolve() for p in sources]
-    call = StageCall(stage, settings, refs, files=file_hashes(stage, settings), kwargs=services.for_stage(stage, settings))
+    kwargs = services.for_stage(stage, settings)
+    if stage.previous is not None:
+        kwargs["previous"] = previous_output(stage.name, stage.previous, settings, ws)
+    call = StageCall(stage, settings, refs, files=file_hashes(stage, settings), kwargs=kwargs)
     return call, missing
+
+
+def previous_output(stage: str, previous: Previous, settings: Any, ws: Workspace) -> pl.DataFrame | None:
+    """A stage's declared own table from its last run, unless missing or a setting in
+    `previous.same` changed since (compared with the settings its manifest recorded)."""
+    if not ws.has_table(previous.table):
+        return None
+    last = (ws.manifest(stage) or {}).get("config") or {}
+    now = settings.model_dump(mode="json")
+    if any(last.get(key) != now.get(key) for key in previous.same):
+        return None
+    return ws.read(previous.table)
 
 
 def with_progress(call: StageCall, enabled: bool) -> tuple[Callable[..., Any], dict[str, Any]]:

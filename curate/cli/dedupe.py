@@ -40,6 +40,8 @@ def print_dedupe_summary(report: dict[str, Any], near: pl.DataFrame, show_pairs:
         f"semantic {stats.get('semantic_duplicates')}, embeddings computed {stats.get('embeddings_computed')} "
         f"(cached {stats.get('embeddings_cached')}), model {stats.get('model', '-')}"
     )
+    if stats.get("kept_by_last_run"):
+        console.print(f"  {stats['kept_by_last_run']} rows kept by the last run stay kept over rows new to this one")
     for lang, setting in sorted(stats.get("languages", {}).items()):
         band = f", verify from {setting['verify_above']}" if setting.get("verify_above") is not None else ""
         console.print(f"  {lang}: threshold {setting['threshold']}{band} ({setting['threshold_source']})"

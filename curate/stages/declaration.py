@@ -7,7 +7,7 @@ its output depends on, whether it calls the LLM and how it fans out. Nothing els
 The runner passes a stage function, besides its inputs and `config`, only the services its
 signature asks for by name: `cache` (the workspace's LLM cache, for a stage that uses the LLM),
 `refresh`, `prices`, `progress`, `cache_dir` (the workspace's embedding cache) and
-`map_partitions` (partitions as task runs, inside a flow).
+`map_partitions` (partitions as task runs, inside a flow), and `previous` when it declares one.
 """
 
 from __future__ import annotations
@@ -40,6 +40,18 @@ class Input:
 
 def reads(*refs: TableRef, when: Callable[[Any], bool] | None = None) -> Input:
     return Input(tuple(refs), when)
+
+
+@dataclass(frozen=True)
+class Previous:
+    """One of the stage's own tables as its last run wrote it, passed as `previous`
+    (so a rerun can stay consistent with what it decided before: dedupe keeps the rows it kept).
+    Not passed when the table is missing or when any of the settings named in `same` differ
+    from the last run's. It does not enter the fingerprint: it is the output of the last run, so
+    with unchanged inputs and settings the stage must reproduce it (and is skipped)."""
+
+    table: TableRef
+    same: tuple[str, ...] = ()
 
 
 def row_count(table: pl.DataFrame | pl.LazyFrame, where: pl.Expr | None = None) -> int:
@@ -92,6 +104,7 @@ class Stage:
     # Rows the progress bar counts, from the inputs (the shard input as a LazyFrame: use row_count).
     progress_total: Callable[[Mapping[str, pl.DataFrame | pl.LazyFrame], Any], int | None] | None = None
     report_keys: tuple[str, ...] = ()  # report entries `curate <stage>` prints
+    previous: Previous | None = None  # its own last output, passed as `previous` (see Previous)
 
     def __post_init__(self) -> None:
         for table in self.writes:
@@ -99,6 +112,8 @@ class Stage:
                 raise ValueError(f"stage {self.name} declares a table of stage {table.stage}: {table}")
         if self.shard_by is not None and self.shard_by not in self.reads:
             raise ValueError(f"stage {self.name}: shard_by '{self.shard_by}' is not one of its inputs")
+        if self.previous is not None and self.previous.table not in self.writes:
+            raise ValueError(f"stage {self.name}: previous {self.previous.table} is not one of its own tables")
         if self.shard_by is not None and self.shard_by in self.as_paths:
             raise ValueError(f"stage {self.name}: its shard input '{self.shard_by}' is read shard by shard by the runner, not listed in as_paths")
 

@@ -10,7 +10,7 @@ partition_rows -> dedupe_partition (or embed_rows + cluster_partition) -> assemb
 language: curate.stages.dedupe.fanout (embedding chunks, search cells) on any map_jobs (dask_map(client)).
 """
 
-from curate.stages.declaration import Stage, reads
+from curate.stages.declaration import Previous, Stage, reads
 from curate.stages.dedupe.cache import EmbeddingCache
 from curate.prompts import PROMPTS_DIR
 from curate.stages.dedupe.calibration import TABLE as CALIBRATION_TABLE
@@ -81,4 +81,9 @@ STAGE = Stage(
     depends_on=lambda config: ([resolve_model(config.model).path, CALIBRATION_TABLE]
                                + ([PROMPTS_DIR / VERIFY_TEMPLATE] if config.verify else [])) if config.semantic else [],
     version_of=stage_version,
+    # A rerun keeps the rows it kept (their answers and reviews exist) over rows new to it, when the
+    # policy that chose them is unchanged. A new threshold, model or language setting changes which
+    # rows are duplicates, not which one a user wants kept, so the kept rows still win there; a new
+    # `keep` or `score_col` is a request to choose differently, so every cluster is chosen afresh.
+    previous=Previous(DEDUPE_CLUSTERS, same=("keep", "score_col")),
 )

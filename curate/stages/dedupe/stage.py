@@ -6,6 +6,9 @@ Rules (see docs/dedupe.md):
   with each other, and a cluster never drops a translation of its kept question.
 - Clusters are stars: in keep order (first, longest or best-scored), a row not yet taken
   becomes a kept representative and takes every untaken row at or above the threshold to it.
+- A rerun keeps what it kept: rows the last run kept (`kept_before`) come first in keep order,
+  so a row new to this run (a translation that failed last time) cannot displace one whose
+  answers and reviews already exist.
 
 Partition-level functions (for fanning out on Dask/Prefect): `prepare_rows` once, then per key
 of `partition_keys`: `partition_rows` -> `dedupe_partition`; finally `assemble`.
@@ -15,7 +18,7 @@ of `partition_keys`: `partition_rows` -> `dedupe_partition`; finally `assemble`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from curate.stages.dedupe.fanout import clean_texts, embed_chunk, map_in_process
 from curate.stages.dedupe.normalize import normalized_text_expr
 from curate.stages.dedupe.semantic import semantic_partitions, verification_counts, verifications_table
 from curate.stages.dedupe.verify import VERIFICATIONS_SCHEMA, PairVerifier
-from curate.tables import TRANSLATIONS
+from curate.tables import DEDUPE_CLUSTERS, TRANSLATIONS
 from curate.workspace import StageOutput
 
 UNKNOWN_LANGUAGE = "und"
@@ -59,9 +62,11 @@ def prepare_rows(
     group_col: str | None = "question_id",
     id_col: str | None = None,
     source: str = "input",
+    kept_before: Collection[str] | None = None,
 ) -> pl.DataFrame:
     """Validate, normalize and exact-dedupe. Returns the input plus internal columns:
-    _row, _id, _lang, _group, _norm, _rank (keep priority, 0 = keep first), _exact_rep, _partition."""
+    _row, _id, _lang, _group, _norm, _rank (keep priority, 0 = keep first), _exact_rep, _partition.
+    Rows whose id is in `kept_before` rank before all others; the keep policy orders each part."""
     _require(df, text_col, source, "text")
     _require(df, language_col, source, "language")
     _require(df, group_col, source, "group")
@@ -92,8 +97,12 @@ def prepare_rows(
         priority = rows.sort([pl.col(text_col).str.len_chars().fill_null(0), ROW], descending=[True, False]).select(ROW)
     else:
         priority = rows.sort([pl.col(config.score_col), ROW], descending=[True, False], nulls_last=True).select(ROW)
+    order = priority[ROW].to_numpy()
+    if kept_before:
+        was_kept = rows["_id"].is_in(list(kept_before)).to_numpy()[order]
+        order = np.concatenate([order[was_kept], order[~was_kept]])
     rank = np.empty(rows.height, dtype=np.int64)
-    rank[priority[ROW].to_numpy()] = np.arange(rows.height)
+    rank[order] = np.arange(rows.height)
     rows = rows.with_columns(pl.Series("_rank", rank))
 
     exact_key = ["_norm"] if config.cross_language else ["_lang", "_norm"]
@@ -275,11 +284,13 @@ def dedupe_frame(
     source: str = "input",
     map_partitions: PartitionMap = map_in_process,
     verifier: PairVerifier | None = None,
+    kept_before: Collection[str] | None = None,
 ) -> StageOutput:
     """Exact then semantic dedupe of `df`; embedding chunks and search cells run through
     `map_partitions` (by default one after another in this process; curate.orchestrate passes one
     that fans them out as tasks). With `verifier` and config.verify, pairs in the verification
-    band go to the LLM judge.
+    band go to the LLM judge. Rows whose id is in `kept_before` (kept by the last run) win
+    their cluster over every other row; the keep policy decides among each kind.
 
     Returns tables `translations` (kept rows: input columns + cluster_id, is_representative),
     `clusters` (every row with its cluster, reason and similarity to the kept representative)
@@ -288,7 +299,7 @@ def dedupe_frame(
     """
     started = time.perf_counter()
     prepared = prepare_rows(df, config, text_col=text_col, language_col=language_col, group_col=group_col,
-                            id_col=id_col, source=source)
+                            id_col=id_col, source=source, kept_before=kept_before)
     results: list[PartitionResult] = []
     info: dict[str, Any] = {"semantic": config.semantic}
     verifications = pl.DataFrame(schema=VERIFICATIONS_SCHEMA)
@@ -327,18 +338,30 @@ def dedupe_stage(
     progress: ProgressFactory | None = None,
     map_partitions: PartitionMap = map_in_process,
     cache: Any = None,
+    previous: pl.DataFrame | None = None,
 ) -> StageOutput:
     """Workspace stage: dedupe the `ok` rows of translate/translations. `cache` (the workspace's
-    LLM cache) serves the verification band's judge when `verify` is on."""
+    LLM cache) serves the verification band's judge when `verify` is on. `previous` is the last
+    run's dedupe/clusters (the runner passes it while `keep` and `score_col` are unchanged): the
+    rows it kept, where still present, stay kept over rows new to this run."""
     if "status" in translations.columns:
         translations = translations.filter(pl.col("status") == "ok")
+    kept_before = None
+    if previous is not None:
+        if not {"translation_id", "kept"} <= set(previous.columns):
+            raise InputError(str(DEDUPE_CLUSTERS), "the last run's clusters lack translation_id or kept; "
+                             "delete the dedupe stage's folder to start afresh", field="kept")
+        kept_before = previous.filter(pl.col("kept"))["translation_id"].cast(pl.String).to_list()
     verifier = (PairVerifier(config.verifier or EndpointConfig(), cache)
                 if config.semantic and config.verify else None)
     output = dedupe_frame(
         translations, config, text_col="text", language_col="language", group_col="question_id",
         id_col="translation_id", cache_dir=cache_dir, progress=progress, source=str(TRANSLATIONS),
-        map_partitions=map_partitions, verifier=verifier,
+        map_partitions=map_partitions, verifier=verifier, kept_before=kept_before,
     )
+    if kept_before is not None:
+        ids = translations["translation_id"].cast(pl.String)
+        output.report["dedupe"]["kept_by_last_run"] = int(ids.is_in(kept_before).sum())
     if map_partitions is not map_in_process:
         output.report["dedupe"]["fanned_out_partitions"] = len(output.report["dedupe"]["partitions"])
     return output
