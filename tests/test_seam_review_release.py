@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import argilla as rg
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.release import ReleaseStore
-from curate.review.identity import answer_version, split_record_key
+from curate.review.identity import answer_version, record_key, split_record_key
 from curate.workspace import Workspace
 from tests.test_review import answer, server_records, submit_as
 from tests.test_review import campaign  # noqa: F401  (fixture)
@@ -87,6 +88,18 @@ def pushed_versions(stack, campaign: str) -> dict[str, set[str]]:  # noqa: F811
         cid, version = split_record_key(record["external_id"])
         out.setdefault(cid, set()).add(version)
     return out
+
+
+def submit_on_record(stack, campaign: str, key: str, annotator: str, values: dict) -> None:  # noqa: F811
+    """One annotator's response on the record `key` (<candidate_id>@<answer version>) only, through
+    the argilla SDK (tests.test_review.submit_as answers every record of a candidate)."""
+    client = rg.Argilla(api_url=stack.url, api_key=stack.api_key)
+    dataset = client.datasets(name=campaign, workspace=stack.workspace)
+    records = [r for r in dataset.records(with_responses=False) if r.id == key]
+    assert len(records) == 1, key
+    for question, value in values.items():
+        records[0].responses.add(rg.Response(question, value, user_id=client.users(annotator).id, status="submitted"))
+    dataset.records.log(records)
 
 
 def exported(dest: Path) -> pl.DataFrame:
@@ -153,8 +166,10 @@ def test_two_releases_with_reviews_between_them_keep_verdicts_only_for_unchanged
     assert ws.read("review/reviews").height == 5  # the verdicts on the old texts stay as history
 
     # A person reviews the new c-4 (accepts it); the new c-3 waits.
-    submit_as(argilla_stack, campaign, {two: {"c-4": answer("accept", 3)}})
+    new_c4 = record_key("c-4", answer_version("Recall the facts.", second["c-4"]))
+    submit_on_record(argilla_stack, campaign, new_c4, two, answer("accept", 3))
     cli("review", "pull", "-c", str(config))
+    assert ws.read("review/reviews").height == 6
     v2 = create(config)
     assert v2 == v1 + 1
     v2_rows = releases.read(v2).sort("candidate_id")
