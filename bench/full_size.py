@@ -139,10 +139,10 @@ def run_step(step: str, work: Path, rows: int) -> dict:
 
 
 def stage_step(step: str, work: Path, rows: int) -> dict:
-    from curate.config import load_config
+    from curate.config import load_config, stage_config
     from curate.release.config import ReleaseBuild
     from curate.release.create import release_config, release_stage, run_release_stage, stage_inputs
-    from curate.review.config import decision_rule
+    from curate.review.config import ReviewConfig, decision_rule
     from curate.workspace import Workspace
 
     ws_dir = work / "stage_ws"
@@ -156,7 +156,7 @@ def stage_step(step: str, work: Path, rows: int) -> dict:
     build = ReleaseBuild(release=rcfg, rule=decision_rule(cfg))
     ws = Workspace(ws_dir)
     if step == "stage":
-        inputs, gate = stage_inputs(cfg, ws, rcfg)
+        inputs, gate = stage_inputs(ws, rcfg, stage_config(cfg, "review", ReviewConfig).routing)
         with ws.locked():
             result = run_release_stage(ws, inputs, build, gate, force=True)
         return {"released": result.rows["rows"], "excluded": result.rows["excluded"]}

@@ -165,16 +165,19 @@ def prepare(
     return call, missing
 
 
-def previous_output(stage: str, previous: Previous, settings: Any, ws: Workspace) -> pl.DataFrame | None:
+def previous_output(stage: str, previous: Previous, settings: Any, ws: Workspace) -> pl.LazyFrame | None:
     """A stage's declared own table from its last run, unless missing or a setting in
-    `previous.same` changed since (compared with the settings its manifest recorded)."""
+    `previous.same` changed since (compared with the settings its manifest recorded).
+
+    A lazy scan of its file: prepare runs before the runner knows whether the stage is skipped as
+    unchanged, so nothing is read here; a stage that runs reads only the columns it uses."""
     if not ws.has_table(previous.table):
         return None
     last = (ws.manifest(stage) or {}).get("config") or {}
     now = settings.model_dump(mode="json")
     if any(last.get(key) != now.get(key) for key in previous.same):
         return None
-    return ws.read(previous.table)
+    return pl.scan_parquet(ws.table_path(previous.table.stage, previous.table.table))
 
 
 def with_progress(call: StageCall, enabled: bool) -> tuple[Callable[..., Any], dict[str, Any]]:

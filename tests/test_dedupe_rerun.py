@@ -16,8 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
+from curate.config import load_config
 from curate.errors import InputError
+from curate.runner import Services, prepare
 from curate.stages.declaration import Previous, Stage
+from curate.stages.dedupe import STAGE as DEDUPE
 from curate.stages.dedupe import DedupeConfig, dedupe_stage
 from curate.tables import DEDUPE_CLUSTERS
 from curate.workspace import Workspace
@@ -181,3 +184,29 @@ def test_previous_clusters_through_the_stage_function_and_their_bad_shape() -> N
 def test_previous_must_be_one_of_the_stages_own_tables() -> None:
     with pytest.raises(ValueError, match="not one of its own tables"):
         Stage(name="answers", run=dedupe_stage, config=DedupeConfig, summary="x", previous=Previous(DEDUPE_CLUSTERS))
+
+
+def test_the_runner_hands_dedupe_its_last_clusters_as_a_scan_read_only_when_the_stage_runs(tmp_path, monkeypatch) -> None:
+    ws = workspace(tmp_path, monkeypatch, "semantic = false")
+    translate(ws, translations(EXACT_ROWS, failed=("t-q1-zh",)))
+    dedupe()
+    cfg = load_config(tmp_path / "curate.toml")
+
+    def prepared_previous():
+        with Services(ws, cfg) as services:
+            call, missing = prepare(DEDUPE, cfg, ws, services, have=ws.has_table)
+        assert missing == []
+        return call.kwargs["previous"]
+
+    previous = prepared_previous()
+    assert isinstance(previous, pl.LazyFrame)
+    assert previous.collect().equals(ws.read("dedupe/clusters"))  # the same table the stage used to get
+
+    # Prepare reads nothing: a clusters file damaged since the last run is only found when the stage
+    # runs (its hash no longer matches, so it is not skipped), and named there.
+    clusters = ws.table_path("dedupe", "clusters")
+    clusters.write_bytes(b"not a parquet file")
+    assert isinstance(prepared_previous(), pl.LazyFrame)
+    result = CliRunner().invoke(app, ["dedupe", "--quiet"])
+    assert result.exit_code != 0
+    assert "dedupe/clusters" in f"{result.output} {result.exception}" and "cannot be read" in f"{result.output} {result.exception}"

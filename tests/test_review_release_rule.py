@@ -95,3 +95,23 @@ def test_unknown_policy_is_a_config_error(tmp_path: Path) -> None:
     config = config_with_review(tmp_path, 'policy = "unanimous"\n')
     with pytest.raises(ConfigError, match="stages.review.policy"):
         decision_rule(load_config(config))
+
+
+def test_release_create_reads_the_review_section_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule, the routing refresh and the gate come from one parse of `[stages.review]` (loading
+    the config checks every section once more, before this)."""
+    import curate.config as config_module
+    from curate.release import create_release
+
+    cfg = load_config(config_with_review(tmp_path, 'policy = "any-reject"\n'))
+    sections: list[str] = []
+    validate = config_module.validate_section
+
+    def counted(model, raw, where, source=None):
+        sections.append(where)
+        return validate(model, raw, where, source)
+
+    monkeypatch.setattr(config_module, "validate_section", counted)
+    version = create_release(cfg).version
+    assert set(ReleaseStore(tmp_path / "store").read(version)["candidate_id"]) == {"cand-c1", "cand-c2", "cand-c3"}
+    assert sections.count("stages.review") == 1, sections

@@ -178,9 +178,9 @@ def _stage_models(ws: Workspace) -> dict[str, str]:
     return models
 
 
-def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[str, Any], RoutingConfig | None]:
-    """The `release` stage's inputs in `ws` (and the routing gate's config when the judge routed), or
-    an error naming the table that is missing."""
+def stage_inputs(ws: Workspace, rcfg: ReleaseConfig, routing: RoutingConfig) -> tuple[dict[str, Any], RoutingConfig | None]:
+    """The `release` stage's inputs in `ws` (and the routing gate's config, `routing`, when the judge
+    routed), or an error naming the table that is missing."""
     inputs: dict[str, Any] = {}
     for name, ref in REQUIRED_INPUTS.items():
         stage, table = ref.split("/")
@@ -210,7 +210,6 @@ def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[
             if mix.table == str(SAFETY_SELECTED) and review and SAFETY_REVIEW.table in review.get("outputs", {}):
                 inputs[f"{MIX_REVIEW}{mix.name}"] = str(SAFETY_REVIEW)
     gate = None
-    routing: RoutingConfig = stage_config(cfg, "review", ReviewConfig).routing  # type: ignore[attr-defined]
     # With routing turned off people decide everything (push sends every candidate): an old table's
     # auto decisions must not apply.
     if routing.enabled and ws.has_table(ROUTING):
@@ -219,7 +218,7 @@ def stage_inputs(cfg: Config, ws: Workspace, rcfg: ReleaseConfig) -> tuple[dict[
     return inputs, gate
 
 
-def refresh_routing(cfg: Config, ws: Workspace) -> None:
+def refresh_routing(ws: Workspace, routing: RoutingConfig) -> None:
     """Bring `route/routing` up to date with `judge/judgments` (the caller holds the workspace lock).
 
     Push routes; a judge rerun after the last push (answers regenerated, failed calls fixed, judge
@@ -229,7 +228,7 @@ def refresh_routing(cfg: Config, ws: Workspace) -> None:
     routed_from = ((ws.manifest(ROUTING.stage) or {}).get("inputs") or {}).get("judgments")
     if routed_from is None or not ws.has_table(ROUTING):
         return
-    current_routing(ws, stage_config(cfg, "review", ReviewConfig).routing)  # type: ignore[attr-defined]
+    current_routing(ws, routing)
 
 
 def run_release_stage(ws: Workspace, inputs: dict[str, Any], build: ReleaseBuild, gate: RoutingConfig | None, *,
@@ -261,7 +260,9 @@ def create_release(
     include_pending = rcfg.include_pending if draft is None else draft
     # Resolved here so the mode and the review rule enter the stage's config hash.
     rcfg = rcfg.model_copy(update={"include_pending": include_pending})
-    rule = decision_rule(cfg)
+    # Parsed once: the review rule, the routing refresh and the gate all read `[stages.review]`.
+    review_cfg: ReviewConfig = stage_config(cfg, "review", ReviewConfig)  # type: ignore[assignment]
+    rule = decision_rule(cfg, review_cfg)
     build = ReleaseBuild(release=rcfg, rule=rule)
     tags = list(tags)
     if include_pending:
@@ -272,8 +273,8 @@ def create_release(
     ws = Workspace(cfg.workspace_path)
     store = ReleaseStore(store_uri(cfg, rcfg))
     with ws.locked():
-        refresh_routing(cfg, ws)
-        inputs, gate = stage_inputs(cfg, ws, rcfg)
+        refresh_routing(ws, review_cfg.routing)
+        inputs, gate = stage_inputs(ws, rcfg, review_cfg.routing)
         result = run_release_stage(ws, inputs, build, gate, force=force)
         # The file itself: the store reads, hashes and writes it in batches, never holding the whole table.
         rows = ws.table_path(RELEASE_ROWS.stage, RELEASE_ROWS.table)

@@ -70,7 +70,11 @@ class RoutingConfig(BaseModel):
 
 
 def audit_key(candidate_id: str, salt: str) -> float:
-    """A uniform number in [0, 1) from the id: the same row is (or is not) audited on every run."""
+    """A uniform number in [0, 1) from the id: the same row is (or is not) audited on every run.
+
+    Applied per row (`map_elements`, about 4 µs a candidate): polars has no sha256 expression, and its
+    own `hash` is another function (and not stable across versions), so replacing this would draw
+    another audit slice for every existing workspace."""
     digest = hashlib.sha256(f"{salt}\x1f{candidate_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 

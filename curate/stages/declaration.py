@@ -44,8 +44,8 @@ def reads(*refs: TableRef, when: Callable[[Any], bool] | None = None) -> Input:
 
 @dataclass(frozen=True)
 class Previous:
-    """One of the stage's own tables as its last run wrote it, passed as `previous`
-    (so a rerun can stay consistent with what it decided before: dedupe keeps the rows it kept).
+    """One of the stage's own tables as its last run wrote it, passed as `previous`, a lazy scan of
+    its file (so a rerun can stay consistent with what it decided before: dedupe keeps the rows it kept).
     Not passed when the table is missing or when any of the settings named in `same` differ
     from the last run's. It does not enter the fingerprint: it is the output of the last run, so
     with unchanged inputs and settings the stage must reproduce it (and is skipped)."""

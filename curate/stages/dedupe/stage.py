@@ -330,6 +330,20 @@ def dedupe_frame(
     return output
 
 
+def _kept_last_time(previous: pl.LazyFrame) -> list[str]:
+    """The translation ids the last run's clusters kept (only those two columns are read)."""
+    start_afresh = "delete the dedupe stage's folder to start afresh"
+    try:
+        columns = set(previous.collect_schema().names())
+        if not {"translation_id", "kept"} <= columns:
+            raise InputError(str(DEDUPE_CLUSTERS), f"the last run's clusters lack translation_id or kept; {start_afresh}",
+                             field="kept")
+        kept = previous.filter(pl.col("kept")).select(pl.col("translation_id").cast(pl.String)).collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:  # the file was damaged since the last run wrote it
+        raise InputError(str(DEDUPE_CLUSTERS), f"the last run's clusters cannot be read ({exc}); {start_afresh}") from exc
+    return kept["translation_id"].to_list()
+
+
 def dedupe_stage(
     translations: pl.DataFrame,
     config: DedupeConfig,
@@ -338,20 +352,18 @@ def dedupe_stage(
     progress: ProgressFactory | None = None,
     map_partitions: PartitionMap = map_in_process,
     cache: Any = None,
-    previous: pl.DataFrame | None = None,
+    previous: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> StageOutput:
     """Workspace stage: dedupe the `ok` rows of translate/translations. `cache` (the workspace's
     LLM cache) serves the verification band's judge when `verify` is on. `previous` is the last
-    run's dedupe/clusters (the runner passes it while `keep` and `score_col` are unchanged): the
-    rows it kept, where still present, stay kept over rows new to this run."""
+    run's dedupe/clusters (the runner passes it, as a lazy scan, while `keep` and `score_col` are
+    unchanged): the rows it kept, where still present, stay kept over rows new to this run. Only its
+    `translation_id` and `kept` columns are read."""
     if "status" in translations.columns:
         translations = translations.filter(pl.col("status") == "ok")
     kept_before = None
     if previous is not None:
-        if not {"translation_id", "kept"} <= set(previous.columns):
-            raise InputError(str(DEDUPE_CLUSTERS), "the last run's clusters lack translation_id or kept; "
-                             "delete the dedupe stage's folder to start afresh", field="kept")
-        kept_before = previous.filter(pl.col("kept"))["translation_id"].cast(pl.String).to_list()
+        kept_before = _kept_last_time(previous.lazy())
     verifier = (PairVerifier(config.verifier or EndpointConfig(), cache)
                 if config.semantic and config.verify else None)
     output = dedupe_frame(
