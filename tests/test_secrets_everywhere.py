@@ -48,19 +48,25 @@ def test_unusually_named_key_is_masked_in_logs_manifests_and_exports(tmp_path, m
     assert all(KEY not in text for text in outputs)
 
 
-def _prefect_analytics(env: dict[str, str]) -> str:
+def _prefect_settings(env: dict[str, str]) -> tuple[str, str]:
+    """Prefect's analytics switch and embedded-server start timeout, as a fresh `import curate` leaves them."""
     code = (
         "import curate\n"
         "from prefect.settings import get_current_settings\n"
-        "print(get_current_settings().server.analytics_enabled)"
+        "server = get_current_settings().server\n"
+        "print(server.analytics_enabled, server.ephemeral.startup_timeout_seconds)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
+    analytics, timeout = proc.stdout.split()
+    return analytics, timeout
 
 
 @pytest.mark.slow
-def test_importing_curate_turns_prefect_analytics_off_unless_set() -> None:
+def test_importing_curate_sets_prefect_defaults_unless_set() -> None:
+    """Analytics off; the embedded server (`curate run` without PREFECT_API_URL) gets 300 s to
+    start, not Prefect's 20 s, which a busy 2-core machine exceeds. The user's own values win."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    assert _prefect_analytics(env) == "False"
-    assert _prefect_analytics(env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}) == "True"
+    assert _prefect_settings(env) == ("False", "300")
+    chosen = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}
+    assert _prefect_settings(env | chosen) == ("True", "45")
