@@ -1,4 +1,4 @@
-"""Reproduce docs/refusal.md "Tried and not shipped" (second to fifth rounds): by-model cross-validation
+"""Reproduce docs/refusal.md "Tried and not shipped" (second to sixth rounds): by-model cross-validation
 of refusal-detector variants (fastText settings, rule hits / position / prompt tokens, window; an
 EmbeddingGemma head, stacked with fastText, request-reply features, the model+embed cascade).
 
@@ -13,6 +13,9 @@ EmbeddingGemma head, stacked with fastText, request-reply features, the model+em
     # all real replies, and per model); RUN --neutral P (fit on every row, score the neutral answers)
     nice -n 10 uv run python scripts/refusal_experiments.py --compare P/e0-seed1.npy P/md-seed1.npy
     nice -n 10 uv run python scripts/refusal_experiments.py e0 noviews --neutral P
+    # sixth round: us / md_us (+ SpeechMap's us_criticism set, source speechmap_us, and its opening
+    # views); every run scores those rows too, but only these two train on them. Accuracy figures
+    # ("all", "en", ...) are on the previous rounds' real replies; "new_*" on the new set.
 
 The embedding runs are described where they are defined (third round, below).
 
@@ -40,7 +43,8 @@ import numpy as np
 import polars as pl
 
 from curate.refusal.config import CLASSES, RefusalConfig
-from curate.refusal.data import DATA_DIR, REFUSAL_EVAL_FILE, XSTEST_DIR, check_training_frame, load_sources
+from curate.refusal.data import (DATA_DIR, REFUSAL_EVAL_FILE, SPEECHMAP_US_FILE, TRAIN_SOURCES, XSTEST_DIR,
+                                 check_training_frame, load_sources)
 from curate.refusal.model import TrainedDetector, prepare_texts
 from curate.refusal.reasoning import final_answers
 from curate.refusal.rules import rule_scores
@@ -62,7 +66,11 @@ RUNS = {
     "views50": ({}, (1000, 300), "views:0.5"),
     "noviews": ({}, (1000, 300), "views:0"),
     "md": ({}, (1000, 300), "markup"),
+    # sixth round: + SpeechMap us_criticism (same 31 models, new topic), with and without markup
+    "us": ({}, (1000, 300), "new"),
+    "md_us": ({}, (1000, 300), "markup+new"),
 }
+NEW_SOURCE = "speechmap_us"  # rows only the sixth round's runs train on (they are scored in every run)
 # Markdown markup (emphasis, headings, table pipes, code ticks, quotes) and rules of two or more
 # dashes or equals signs: tokens that say nothing about refusing, and a table fills the window with them.
 MARKUP = r"[*#|`>~_]+|[-=]{2,}"
@@ -70,12 +78,13 @@ MARKUP = r"[*#|`>~_]+|[-=]{2,}"
 
 def training_frame() -> pl.DataFrame:
     """The shipped training rows, cut to the final answer, with each row's request (`prompt`)."""
-    df = check_training_frame(load_sources()[0], "training data")
+    df = check_training_frame(load_sources((*TRAIN_SOURCES, NEW_SOURCE))[0], "training data")
     df = df.with_columns(final_answers(df["text"]).alias("text")).filter(pl.col("text").str.strip_chars().str.len_chars() > 0)
     prompts = {}
-    for line in gzip.decompress((DATA_DIR / "speechmap_compliance.jsonl.gz").read_bytes()).decode().splitlines():
-        r = json.loads(line)
-        prompts[("speechmap", r["question_id"], r["language"])] = r["prompt"]
+    for source, path in (("speechmap", DATA_DIR / "speechmap_compliance.jsonl.gz"), (NEW_SOURCE, SPEECHMAP_US_FILE)):
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+            r = json.loads(line)
+            prompts[(source, r["question_id"], r["language"])] = r["prompt"]
     for path in sorted(XSTEST_DIR.glob("*.csv")):
         for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
             prompts[("xstest", f"xstest-{r['id']}", "en")] = r["prompt"]
@@ -89,7 +98,7 @@ def training_frame() -> pl.DataFrame:
 def extra_tokens(df: pl.DataFrame, prepared: pl.Series, kind: str | None) -> tuple[list[str], list[str]]:
     """Tokens appended to each row for training and for scoring (the prompt run trains with the
     prompt left off a seeded 30% of rows, so it also works without one)."""
-    if kind is None or kind.startswith("views:") or kind == "markup":
+    if kind is None or kind.startswith("views:") or kind in ("markup", "new", "markup+new"):
         empty = [""] * df.height
         return empty, empty
     if kind == "rules":
@@ -107,18 +116,22 @@ def extra_tokens(df: pl.DataFrame, prepared: pl.Series, kind: str | None) -> tup
 
 def model_inputs(texts: pl.Series, kind: str | None, head: int, tail: int) -> pl.Series:
     """The window the model reads; the markup run strips Markdown markup first."""
-    if kind == "markup":
+    if kind in ("markup", "markup+new"):
         texts = texts.str.replace_all(MARKUP, " ")
     return prepare_texts(texts, head, tail)
 
 
 def training_rows(df: pl.DataFrame, kind: str | None) -> np.ndarray:
-    """Which rows may train: all, or for a `views:<share>` run a seeded share of the opening views
-    (the views are never scored either way)."""
-    if kind is None or not kind.startswith("views:"):
+    """Which rows may train: all but the sixth round's new source (and its views), which only its
+    runs train on; for a `views:<share>` run a seeded share of the opening views (the views are never
+    scored either way)."""
+    new = df["source"].str.starts_with(NEW_SOURCE).to_numpy()
+    if kind in ("new", "markup+new"):
         return np.ones(df.height, bool)
+    if kind is None or not kind.startswith("views:"):
+        return ~new
     view = df["source"].str.ends_with("/opening").to_numpy()
-    return ~view | (np.random.default_rng(5).random(df.height) < float(kind.split(":")[1]))
+    return ~new & (~view | (np.random.default_rng(5).random(df.height) < float(kind.split(":")[1])))
 
 
 def fit_lines(lines: list[str], labels: list[str], args: dict, workdir: Path) -> Path:
@@ -141,15 +154,28 @@ def probabilities(path: Path, lines: list[str]) -> np.ndarray:
     return TrainedDetector(path=path, sha256="", card={}, model=fasttext.load_model(str(path))).raw_probabilities(lines)
 
 
-def scores(df: pl.DataFrame, probs: np.ndarray) -> dict:
+def scored_rows(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the real replies scored: the previous rounds' set (the comparison) and the new source."""
     real = ~df["source"].str.ends_with("/opening").to_numpy()
+    new = (df["source"] == NEW_SOURCE).to_numpy()
+    return real & ~new, new
+
+
+def scores(df: pl.DataFrame, probs: np.ndarray) -> dict:
+    """Accuracy through one isotonic map fit on the previous rounds' real replies; the new set's
+    figures (`new_*`) through the same map."""
+    real, new = scored_rows(df)
     truth = (df["label"] != "answered").to_numpy()
     raw = 1 - probs[:, 0]
     ok = (np.interp(raw, *isotonic(raw[real], truth[real])) >= 0.5) == truth
     lang, label = df["language"].to_numpy(), df["label"].to_numpy()
     out = {"all": round(ok[real].mean(), 4)} | {lg: round(ok[real & (lang == lg)].mean(), 4) for lg in ("en", "zh", "fi")}
     out |= {f"right_{c}": round(ok[real & (label == c)].mean(), 4) for c in CLASSES}
-    return out | {f"evasive_{lg}": round(ok[real & (label == "official_line") & (lang == lg)].mean(), 3) for lg in ("en", "fi")}
+    out |= {f"evasive_{lg}": round(ok[real & (label == "official_line") & (lang == lg)].mean(), 3) for lg in ("en", "fi")}
+    if new.any():
+        out |= {"new_n": int(new.sum()), "new_all": round(ok[new].mean(), 4)}
+        out |= {f"new_right_{c}": round(ok[new & (label == c)].mean(), 4) for c in CLASSES if (new & (label == c)).any()}
+    return out
 
 
 def fold_groups(df: pl.DataFrame, group: str) -> pl.Series:
@@ -357,7 +383,7 @@ def weighted_scores(df: pl.DataFrame, sub: dict, probs: np.ndarray, boot: int = 
 def compare(df: pl.DataFrame, base_file: Path, run_file: Path, group: str, boot: int) -> None:
     """Fifth round: a fastText run against e0 on the same folds, all real replies (XSTest and
     refusal_eval too), with the paired bootstrap over the fold groups; and per model."""
-    rows = np.flatnonzero(~df["source"].str.ends_with("/opening").to_numpy())
+    rows = np.flatnonzero(scored_rows(df)[0])
     sub = {"rows": rows, "weight": np.ones(len(rows))}
     base, run_probs = np.load(base_file)[rows], np.load(run_file)[rows]
     print(json.dumps({"run": run_file.stem, "base": base_file.stem, "group": group}
@@ -385,7 +411,7 @@ def neutral_check(name: str, df: pl.DataFrame, oof: np.ndarray) -> None:
         path = fit_lines([prepared[int(i)] for i in rows], [df["label"][int(i)] for i in rows], BASE | overrides, Path(tmp))
         texts = NEUTRAL_EN + NEUTRAL_ZH + OFFICIAL_LINE
         probs = probabilities(path, model_inputs(pl.Series(texts), kind, head, tail).to_list())
-    real = ~df["source"].str.ends_with("/opening").to_numpy()
+    real = scored_rows(df)[0]
     truth = (df["label"] != "answered").to_numpy()
     score = np.interp(1 - probs[:, 0], *isotonic(1 - oof[real, 0], truth[real]))
     kinds = ["neutral en"] * len(NEUTRAL_EN) + ["neutral zh"] * len(NEUTRAL_ZH) + ["official line"] * len(OFFICIAL_LINE)

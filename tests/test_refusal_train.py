@@ -47,6 +47,17 @@ def test_training_data_has_no_reserved_model_and_the_manifest_pins_every_file():
     assert [e["sha256"] for e in card["data"]["files"]] == [e["sha256"] for e in load_sources(TRAIN_SOURCES)[1]]
 
 
+def test_the_us_criticism_set_has_the_speechmap_models_and_stays_out_of_the_shipped_training():
+    # Same model names as the main SpeechMap set, so folds grouped by model keep a model's replies
+    # together; experiments only (docs/refusal.md, sixth round), never the shipped training data.
+    df, manifest = load_sources(("speechmap", "speechmap_us"))
+    us = df.filter(pl.col("source") == "speechmap_us")
+    assert us.height == 1549 and set(us["language"].unique()) == {"en"}
+    assert set(us["model"].unique()) == set(df.filter(pl.col("source") == "speechmap")["model"].unique())
+    assert manifest[1]["reserved_dropped"] == 0  # the R1-family files were never copied
+    assert "speechmap_us" not in TRAIN_SOURCES
+
+
 def test_a_reserved_model_or_unknown_label_in_training_data_is_refused():
     row = {"source": "speechmap", "model": "deepseek/deepseek-r1", "question_id": "q", "language": "en",
            "text": "I cannot help.", "label": "hard"}

@@ -5,6 +5,8 @@ with `label` one of CLASSES. How each source's labels map (docs/refusal.md, "Tra
 
 - SpeechMap (LLM-judge labels): COMPLETE -> answered, DENIAL -> hard, EVASIVE -> official_line
   (the class is "official line or evasion": SpeechMap's EVASIVE covers both, it cannot be split).
+  `speechmap_us` is SpeechMap's us_criticism set (the same 31 models, requests critical of the US),
+  loadable for experiments but not in TRAIN_SOURCES (docs/refusal.md, sixth round).
 - XSTest v2 completions (human labels): 1_full_compliance -> answered, 2_full_refusal -> hard,
   3_partial_refusal -> deflection. XSTest's prompts are also the project's over-refusal eval set, so
   these rows are for testing only, never for training (`TRAIN_SOURCES` leaves them out).
@@ -38,10 +40,11 @@ from curate.refusal.config import CLASSES
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data" / "refusal_train"
 SPEECHMAP_FILE = DATA_DIR / "speechmap_compliance.jsonl.gz"
+SPEECHMAP_US_FILE = DATA_DIR / "speechmap_us_criticism.jsonl.gz"
 XSTEST_DIR = DATA_DIR / "xstest_v2_completions"
 REFUSAL_EVAL_FILE = REPO_ROOT / "data" / "refusal_eval" / "labeled.jsonl"
 TRAIN_SOURCES = ("speechmap", "xstest", "refusal_eval")
-ALL_SOURCES = ("speechmap", "refusal_eval", "xstest")
+ALL_SOURCES = ("speechmap", "refusal_eval", "xstest", "speechmap_us")
 
 # R1-family model names: deepseek-r1*, *-r1-*, mai-ds-r1, r1-1776, r1t(2) chimeras.
 RESERVED_MODEL = re.compile(r"(?i)(?:^|[/_\-. ])r1(?:$|[/_\-. t])|mai-ds|1776|chimera")
@@ -69,7 +72,7 @@ def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=TRAINING_SCHEMA) if rows else pl.DataFrame(schema=TRAINING_SCHEMA)
 
 
-def load_speechmap(path: Path = SPEECHMAP_FILE) -> tuple[pl.DataFrame, dict[str, Any]]:
+def load_speechmap(path: Path = SPEECHMAP_FILE, source: str = "speechmap") -> tuple[pl.DataFrame, dict[str, Any]]:
     raw = path.read_bytes()
     rows, dropped = [], 0
     for number, line in enumerate(gzip.decompress(raw).decode("utf-8").splitlines(), start=1):
@@ -82,7 +85,7 @@ def load_speechmap(path: Path = SPEECHMAP_FILE) -> tuple[pl.DataFrame, dict[str,
         if RESERVED_MODEL.search(r["model"]):
             dropped += 1
             continue
-        rows.append({"source": "speechmap", "model": r["model"], "question_id": r["question_id"],
+        rows.append({"source": source, "model": r["model"], "question_id": r["question_id"],
                      "language": r["language"], "text": r["response"], "label": SPEECHMAP_LABELS[r["compliance"]]})
     return _frame(rows), {"path": _relative(path), "sha256": sha256_bytes(raw), "rows": len(rows), "reserved_dropped": dropped}
 
@@ -138,8 +141,8 @@ def load_sources(sources: tuple[str, ...] = TRAIN_SOURCES) -> tuple[pl.DataFrame
     """Rows and manifest entries (path, sha256, rows used, reserved rows dropped) for `sources`."""
     frames, manifest = [], []
     for source in sources:
-        if source == "speechmap":
-            df, entry = load_speechmap()
+        if source in ("speechmap", "speechmap_us"):
+            df, entry = load_speechmap(SPEECHMAP_FILE if source == "speechmap" else SPEECHMAP_US_FILE, source)
             frames.append(df)
             manifest.append(entry | {"source": source})
         elif source == "refusal_eval":
