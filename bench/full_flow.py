@@ -3,6 +3,7 @@
 rows/s, and how busy the LLM stages kept the endpoint.
 
     nice -n 10 uv run python bench/full_flow.py --translations 1000 [--concurrency 256 --latency 2]
+    nice -n 10 uv run python bench/full_flow.py --translations 25000 --latency 0.2 --steps flow_generate,answers
 
 Steps, each in its own child process (bench/full_size.py's `measure`: wall time without imports,
 the child's own peak RSS, VmHWM, with them):
@@ -380,17 +381,22 @@ def main() -> None:
         parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help="comma-separated steps, in order (e.g. flow_generate,answers: the answers stage alone)")
     args = parser.parse_args()
     if args.child:
         start = time.perf_counter()
         print(child_result(start, run_child(args.child, Path(args.work), args.rows)))
         return
+    if unknown := set(args.steps.split(",")) - set(STEPS):
+        parser.error(f"unknown steps {sorted(unknown)}; steps: {', '.join(STEPS)}")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="curate-full-flow-") as tmp:
         work = Path(args.work or tmp)  # --work: an empty folder to keep (the workspace, the release)
         work.mkdir(parents=True, exist_ok=True)
         report = run_bench(args.translations, work, concurrency=args.concurrency, latency=args.latency,
-                           shard_size=args.shard_size, slots=args.slots, candidates=args.candidates)
+                           shard_size=args.shard_size, slots=args.slots, candidates=args.candidates,
+                           steps=tuple(args.steps.split(",")))
     report |= {"load_average_before": load_before, "load_average_after": os.getloadavg()}
     print(f"\nload average before {load_before}, after {report['load_average_after']}")
     print(table(report))

@@ -7,10 +7,14 @@ own peak RSS (VmHWM), on the same shard files in the same run:
 - `memory`: what map_shards did before: read every shard's frame, `pl.concat` them, write the
   table (plain polars: the raw-library way);
 - `stream`: what it does now: a lazy scan of the shard files in input order, `sink_parquet`
-  (polars' streaming engine), then counts, summary and error rows read back from the written file.
+  (polars' streaming engine), then counts, summary and error rows read back from the written file;
+- `stream_per_file`: the same, but the scan built as it was before answers17: one `scan_parquet`
+  per shard file, concatenated (`ShardCheckpoints.scan` now makes one multi-file scan per run of
+  files with the same schema). Its peak grows with the number of shard files.
 
     nice -n 10 uv run python bench/shard_merge.py --rows 200000 --shard-size 2000
     nice -n 10 uv run python bench/shard_merge.py --rows 1400000 --shard-size 2000 --modes stream
+    nice -n 10 uv run python bench/shard_merge.py --rows 1400000 --shard-size 500 --modes stream,stream_per_file
 
 Rows are synthetic candidates of realistic size (~3 KB reasoning + ~1 KB answer).
 """
@@ -72,6 +76,9 @@ def merge(mode: str, folder: Path, shard_size: int) -> dict:
     def stage() -> StageOutput:
         if mode == "stream":
             return StageOutput(tables=checkpoints.scan(shards, ["candidates"]))  # type: ignore[arg-type]
+        if mode == "stream_per_file":
+            scans = [pl.scan_parquet(checkpoints.table_path(i, "candidates")) for i in shards]
+            return StageOutput(tables={"candidates": pl.concat(scans, how="diagonal_relaxed")})  # type: ignore[dict-item]
         frames = [checkpoints.load(i).tables["candidates"] for i in shards]  # type: ignore[union-attr]
         return StageOutput(tables={"candidates": pl.concat(frames, how="diagonal_relaxed")})
 
@@ -88,8 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--shard-size", type=int, default=2000)
-    parser.add_argument("--modes", default="memory,stream", help="memory and/or stream (memory holds every row)")
-    parser.add_argument("--child", choices=["memory", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default="memory,stream",
+                        help="memory, stream and/or stream_per_file (memory holds every row)")
+    parser.add_argument("--child", choices=["memory", "stream", "stream_per_file"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

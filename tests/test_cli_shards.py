@@ -193,6 +193,28 @@ def test_stream_merge_scans_the_shard_files_in_input_order_and_writes_them_strea
         map_shards(schema_drifting_shard, df, shard_input="rows", shard_size=4, stream_merge=True)
 
 
+def shard_drifting_midway(rows: pl.DataFrame) -> StageOutput:
+    # Shards 2 and 3 write their note as nulls, shard 4 its columns in another order: runs of
+    # same-schema files are scanned together, and the merge must still line every shard up in order.
+    first = rows["i"][0]
+    notes = pl.lit(None) if first in (8, 12) else pl.col("i").cast(pl.String)
+    out = rows.with_columns(note=notes)
+    return StageOutput(tables={"rows": out.select(reversed(out.columns)) if first == 16 else out})
+
+
+def test_stream_merge_lines_up_shards_whose_schema_changes_midway(tmp_path):
+    df = pl.DataFrame({"i": range(30), "text": [f"row {i}" for i in range(30)]})
+    checkpoints = ShardCheckpoints(tmp_path / "ws" / "stages" / "s" / SHARDS_DIR / "fp-4")
+    out = map_shards(shard_drifting_midway, df, shard_input="rows", shard_size=4, checkpoints=checkpoints,
+                     stream_merge=True, max_in_flight=2)
+    Workspace(tmp_path / "ws").run_stage("s", lambda: out)
+    written = Workspace(tmp_path / "ws").read("s/rows")
+    assert written.columns == ["i", "text", "note"]
+    assert written["i"].to_list() == list(range(30))
+    assert written["text"].to_list() == df["text"].to_list()
+    assert written["note"].to_list() == [None if 8 <= i < 16 else str(i) for i in range(30)]
+
+
 @pytest.mark.slow
 @pytest.mark.llm
 def test_cli_answers_in_shards_with_the_local_model(tmp_path, llm_server, monkeypatch):
