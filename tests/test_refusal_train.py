@@ -100,6 +100,22 @@ def test_fitting_the_same_rows_twice_gives_the_same_bytes(tmp_path):
     assert not list(tmp_path.glob("*/*.train.txt")), "training text left behind"
 
 
+def test_cross_validation_holds_out_whole_models_and_fits_side_by_side_as_one_after_another(tmp_path):
+    """`curate refusal evaluate`'s folds: every row is scored by a model trained without any row of its
+    own model, and running the fold fits side by side gives the same scores as one after another."""
+    from curate.refusal.crossval import cross_validate
+
+    df = load_sources(("xstest",))[0].filter(pl.int_range(pl.len()).over("model") < 60)
+    params = TrainParams(epoch=3, quantize_cutoff=2000)
+    serial = cross_validate(df, params, "model", tmp_path / "serial", folds=2, workers=1)
+    parallel = cross_validate(df, params, "model", tmp_path / "parallel", folds=2, workers=2)
+    assert serial.height == df.height and serial["p_raw"].is_not_nan().all()
+    assert serial.group_by("model").agg(pl.col("fold").n_unique())["fold"].to_list() == [1] * df["model"].n_unique()
+    assert serial["fold"].n_unique() == 2
+    assert serial["p_raw"].to_list() == parallel["p_raw"].to_list()
+    assert serial["pred_kind"].to_list() == parallel["pred_kind"].to_list()
+
+
 @pytest.mark.slow
 def test_train_rebuilds_the_shipped_artefact_bit_for_bit(tmp_path):
     result = CliRunner().invoke(app, ["refusal", "train", "--out", str(tmp_path)])

@@ -15,8 +15,7 @@ import numpy as np
 import polars as pl
 
 from curate.refusal.config import CLASSES, KINDS
-from curate.refusal.model import ARTEFACT_NAME
-from curate.refusal.train import TrainParams, class_probabilities, fit_all, group_folds, reliability_table
+from curate.refusal.train import TrainParams, class_probabilities, fit_all, fold_jobs, group_folds, reliability_table
 
 Split = Literal["model", "question", "language"]
 
@@ -50,8 +49,7 @@ def cross_validate(
     kind = np.full(df.height, -1)
     fold_ids = sorted(set(assignment[test_mask].tolist()))
     # Independent single-threaded fits: side by side, same bytes as one after another.
-    paths = fit_all([(df.filter(pl.Series(assignment != fold)), workdir / f"fold{fold}", ARTEFACT_NAME)
-                     for fold in fold_ids], params, workers)
+    paths = fit_all(fold_jobs(df, assignment, workdir, fold_ids), params, workers)
     for fold, path in zip(fold_ids, paths, strict=True):
         test = (assignment == fold) & test_mask
         probs = class_probabilities(path, df.filter(pl.Series(test)), params)

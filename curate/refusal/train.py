@@ -130,10 +130,11 @@ def held_out_predictions(df: pl.DataFrame, params: TrainParams, folds: np.ndarra
     return out
 
 
-def fold_jobs(df: pl.DataFrame, folds: np.ndarray, workdir: Path) -> list[tuple[pl.DataFrame, Path, str]]:
-    """One `fit_all` job per fold: the rows outside it."""
-    return [(df.filter(pl.Series(folds != fold)), workdir / f"fold{fold}", ARTEFACT_NAME)
-            for fold in sorted(set(folds.tolist()))]
+def fold_jobs(df: pl.DataFrame, folds: np.ndarray, workdir: Path,
+              fold_ids: list[int] | None = None) -> list[tuple[pl.DataFrame, Path, str]]:
+    """One `fit_all` job per fold (every fold, or those in `fold_ids`): the rows outside it."""
+    ids = sorted(set(folds.tolist())) if fold_ids is None else fold_ids
+    return [(df.filter(pl.Series(folds != fold)), workdir / f"fold{fold}", ARTEFACT_NAME) for fold in ids]
 
 
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:
