@@ -148,7 +148,7 @@ class ShardCheckpoints:
         for table in tables:
             paths = [path for i in indices if (path := self.table_path(i, table)).exists()]
             runs: list[list[Path]] = []
-            last_schema: pl.Schema | None = None
+            last_schema: dict[str, pl.DataType] | None = None
             for path in paths:
                 schema = pl.read_parquet_schema(path)
                 if runs and schema == last_schema:
