@@ -41,7 +41,7 @@ def serve(latency: float) -> None:
     """The stand-in endpoint, in this (child) process; prints its port."""
     from tests.fault_server import FaultConfig, FaultServer
 
-    server = FaultServer(FaultConfig(latency_s=latency, **replies()))
+    server = FaultServer(FaultConfig(latency_s=latency, keep_bodies=False, **replies()))
 
     async def run() -> None:
         await server.serve()

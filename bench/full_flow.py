@@ -315,7 +315,7 @@ def endpoint_use(server: FaultServer, samples: list[tuple[float, int]], start: f
 
 def run_bench(n: int, work: Path, *, concurrency: int, latency: float, shard_size: int, slots: int,
               candidates: int, steps: tuple[str, ...] = STEPS) -> dict[str, Any]:
-    server = FaultServer(FaultConfig(latency_s=latency, **replies())).start_in_thread()
+    server = FaultServer(FaultConfig(latency_s=latency, keep_bodies=False, **replies())).start_in_thread()
     results: list[dict[str, Any]] = []
     try:
         write_config(work, server.base_url, concurrency, shard_size, slots, candidates)
