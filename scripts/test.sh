@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 set +e
-uv run --locked pytest "$@"
+# --durations: every CI log names the slowest tests, so the suite's time can be followed (docs/benchmarks.md).
+uv run --locked pytest --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
