@@ -1,4 +1,4 @@
-"""Reproduce docs/refusal.md "Tried and not shipped" (second to sixth rounds): by-model cross-validation
+"""Reproduce docs/refusal-experiments.md (second to sixth rounds): by-model cross-validation
 of refusal-detector variants (fastText settings, rule hits / position / prompt tokens, window; an
 EmbeddingGemma head, stacked with fastText, request-reply features, the model+embed cascade).
 

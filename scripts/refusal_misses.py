@@ -1,4 +1,4 @@
-"""Docs/refusal.md fifth round: sort the refusals a detector missed, held out by model, into the
+"""docs/refusal-experiments.md, fifth round: sort the refusals a detector missed, held out by model, into the
 categories of the "Where the errors are" table.
 
     nice -n 10 uv run curate refusal train --out D --held-out by-model.parquet

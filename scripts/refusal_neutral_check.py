@@ -1,4 +1,4 @@
-"""Docs/refusal.md third round: how the (not shipped) embedding head and stack score the hand-written
+"""docs/refusal-experiments.md, third round: how the (not shipped) embedding head and stack score the hand-written
 neutral answers of tests/test_refusal_neutral.py. A check only: nothing is trained, tuned or
 thresholded on these texts.
 

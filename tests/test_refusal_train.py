@@ -49,7 +49,7 @@ def test_training_data_has_no_reserved_model_and_the_manifest_pins_every_file():
 
 def test_the_us_criticism_set_has_the_speechmap_models_and_stays_out_of_the_shipped_training():
     # Same model names as the main SpeechMap set, so folds grouped by model keep a model's replies
-    # together; experiments only (docs/refusal.md, sixth round), never the shipped training data.
+    # together; experiments only (docs/refusal-experiments.md, sixth round), never the shipped training data.
     df, manifest = load_sources(("speechmap", "speechmap_us"))
     us = df.filter(pl.col("source") == "speechmap_us")
     assert us.height == 1549 and set(us["language"].unique()) == {"en"}

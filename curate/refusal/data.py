@@ -1,12 +1,12 @@
 """Labelled replies the refusal detector learns from, with a manifest of exactly which files.
 
 Every source becomes rows of TRAINING_SCHEMA: `source, model, question_id, language, text, label`
-with `label` one of CLASSES. How each source's labels map (docs/refusal.md, "Training data"):
+with `label` one of CLASSES. How each source's labels map (docs/refusal.md, model card, "Trained on"):
 
 - SpeechMap (LLM-judge labels): COMPLETE -> answered, DENIAL -> hard, EVASIVE -> official_line
   (the class is "official line or evasion": SpeechMap's EVASIVE covers both, it cannot be split).
   `speechmap_us` is SpeechMap's us_criticism set (the same 31 models, requests critical of the US),
-  loadable for experiments but not in TRAIN_SOURCES (docs/refusal.md, sixth round).
+  loadable for experiments but not in TRAIN_SOURCES (docs/refusal-experiments.md, sixth round).
 - XSTest v2 completions (human labels): 1_full_compliance -> answered, 2_full_refusal -> hard,
   3_partial_refusal -> deflection. XSTest's prompts are also the project's over-refusal eval set, so
   these rows are for testing only, never for training (`TRAIN_SOURCES` leaves them out).

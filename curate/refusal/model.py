@@ -31,7 +31,7 @@ ARTEFACT_NAME = "refusal-detector"
 SHIPPED_MODEL = ARTEFACT_DIR / f"{ARTEFACT_NAME}.ftz"
 # sha256 of the shipped .ftz; `curate refusal train` must reproduce it (tests/test_refusal_train.py).
 SHIPPED_SHA256 = "e163dd9ffd6d1f79e40251c8f48d49f4b4962a3a9ccaf3033542cb84e59589a9"
-BUILD_HINT = "build it with `curate refusal train` (docs/refusal.md, 'Training')"
+BUILD_HINT = "build it with `curate refusal train` (docs/refusal.md, 'Model card')"
 
 # Han, kana and Hangul are split into single characters (with word bigrams that gives character
 # bigrams, the usual unit for CJK text classification); punctuation becomes its own token.
