@@ -29,7 +29,7 @@ from curate.config import EndpointConfig
 from curate.llm import LLMCache
 from curate.stages.safety_filter import SafetyFilterConfig, filter_safety_candidates
 
-SHARED = Path("/work/shared/data/refusal_train/xstest_v2_completions")
+XSTEST = REPO / "data" / "refusal_train" / "xstest_v2_completions"  # the project's copy, with its license
 SAMPLE = REPO / "data" / "safety" / "xstest_labelled_sample.jsonl"
 # (model file, prompt label, human label) -> rows taken, in file order. Mistral-7B-Instruct
 # (Apache-2.0) for every cell it fills; it refused only 2 safe prompts, so Llama-2 (original
@@ -42,7 +42,7 @@ CELLS = (
 )
 
 
-def build(source: Path = SHARED, out: Path = SAMPLE) -> int:
+def build(source: Path = XSTEST, out: Path = SAMPLE) -> int:
     rows = []
     for model, label, human, n in CELLS:
         with (source / f"xstest_v2_completions_{model}.csv").open(encoding="utf-8", newline="") as f:
