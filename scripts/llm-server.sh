@@ -133,7 +133,8 @@ logfile() { echo "$RUN/llm-server-$port.log"; }
 # lock), so a busy server can be silent for minutes: busy is not down. Readiness is therefore
 # polled against a deadline, and "down" means nothing listens and no server process of ours lives.
 READY_TIMEOUT="${LLM_READY_TIMEOUT:-900}"
-answers() { curl -fsS --max-time 15 "http://$HOST:$port/v1/models" 2>/dev/null; }
+PROBE_TIMEOUT="${LLM_PROBE_TIMEOUT:-15}"  # one /v1/models request; the deadline above bounds the polling
+answers() { curl -fsS --max-time "$PROBE_TIMEOUT" "http://$HOST:$port/v1/models" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; }
 # The pid of our server on $port: the pid file's, if that process is still it, else found by its
 # exact command line (a start that lost a race can leave a pid file naming an exited process).
@@ -233,7 +234,7 @@ case "$cmd" in
     if answers >/dev/null; then
       echo "$running"
     elif [ -n "$pid" ] && port_open; then
-      echo "$running (busy: /v1/models did not answer within 15s)"
+      echo "$running (busy: /v1/models did not answer within ${PROBE_TIMEOUT}s)"
     else
       echo "not running on $HOST:$port"; exit 3
     fi

@@ -46,7 +46,7 @@ def silent_listener() -> Iterator[int]:
 
 
 def test_llm_start_waits_for_a_listener_that_does_not_answer_and_never_starts_a_second_server(silent_listener, tmp_path):
-    env = dict(os.environ, CURATE_HOME=str(tmp_path), LLM_READY_TIMEOUT="1")
+    env = dict(os.environ, CURATE_HOME=str(tmp_path), LLM_READY_TIMEOUT="1", LLM_PROBE_TIMEOUT="1")
     proc = subprocess.run(["bash", str(LLM_SCRIPT), "start", "--port", str(silent_listener)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
