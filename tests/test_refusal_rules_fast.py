@@ -7,6 +7,7 @@ data/refusal_eval and public training replies (SpeechMap without R1-family model
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from curate.refusal import rules as rules_module
 from curate.refusal.rules import _DEFLECT, _HARD, _position_score
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = Path("/work/shared/data/refusal_train")
+TRAIN = REPO / "data" / "refusal_train"  # the project's copy of the public labelled replies
 RULES = RefusalConfig(mode="rules")
 EDGE = [None, "", "   ", "抱歉", "对不起，我无法回答。", "x" * 5000, "I can't. " * 200,
         "Let's talk about something else. How about a fun fact about pandas?",
@@ -65,7 +66,7 @@ def labelled_replies() -> pl.DataFrame:
 
 
 def training_sample(every: int = 20) -> pl.DataFrame:
-    lines = (TRAIN / "speechmap_compliance.jsonl").read_text(encoding="utf-8").splitlines()[::every]
+    lines = gzip.decompress((TRAIN / "speechmap_compliance.jsonl.gz").read_bytes()).decode("utf-8").splitlines()[::every]
     texts = [json.loads(line)["response"] for line in lines]
     for path in sorted((TRAIN / "xstest_v2_completions").glob("*.csv")):
         with path.open(encoding="utf-8", newline="") as handle:
@@ -101,7 +102,6 @@ def test_calls_of_a_few_rows_give_the_verdicts_of_one_whole_call():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not TRAIN.is_dir(), reason="public training replies not on this machine (/work/shared/data)")
 @pytest.mark.parametrize("combined_below_chars", [0, 10**12], ids=["pattern_by_pattern", "alternations"])
 def test_scores_equal_the_reference_on_public_training_replies(monkeypatch, combined_below_chars):
     df = training_sample()
