@@ -54,8 +54,12 @@ def test_reviewed_examples_of_a_new_refusal_style_teach_the_detector(project, ar
     cli("review", "pull", "--config", str(config))
 
     out_dir = tmp_path / "detector"
-    output = cli("refusal", "train", "--from-reviews", "--config", str(config), "--out", str(out_dir), "--json")
+    # Two calibration folds (3 fastText fits, not 6): the fastText model is the same whatever the folds
+    # (fit on every row), only its calibration is coarser; the card records the folds used.
+    output = cli("refusal", "train", "--from-reviews", "--config", str(config), "--out", str(out_dir),
+                 "--calibration-folds", "2", "--json")
     card = json.loads(output)
+    assert card["params"]["calibration_folds"] == 2
     reviews_entry = next(e for e in card["data"]["files"] if e["source"] == "reviews")
     assert reviews_entry["rows"] == n and reviews_entry["labels"] == {"answered": len(answers), "deflection": len(train_texts)}
 

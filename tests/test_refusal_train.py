@@ -89,6 +89,17 @@ def test_unknown_source_is_a_clear_error():
     assert isinstance(result.exception, CurateError) and "unknown training source(s) ['nope']" in str(result.exception)
 
 
+def test_other_calibration_folds_never_overwrite_the_shipped_artefact():
+    # The folds change only the card's calibration, so the rebuilt .ftz would still match the pinned sha256.
+    shipped = (SHIPPED_MODEL.read_bytes(), card_path(SHIPPED_MODEL).read_bytes())
+    result = CliRunner().invoke(app, ["refusal", "train", "--source", "xstest", "--calibration-folds", "2"])
+    assert isinstance(result.exception, CurateError)
+    assert "calibrated on 5 folds" in str(result.exception) and "--out" in str(result.exception)
+    assert (SHIPPED_MODEL.read_bytes(), card_path(SHIPPED_MODEL).read_bytes()) == shipped
+    too_few = CliRunner().invoke(app, ["refusal", "train", "--calibration-folds", "1", "--out", "unused"])
+    assert too_few.exit_code == 2 and "--calibration-folds" in too_few.output
+
+
 def test_fitting_the_same_rows_twice_gives_the_same_bytes(tmp_path):
     """Each training runs in a fresh process: in-process repeats of fastText are not deterministic."""
     df = check_training_frame(load_sources()[0], "x").filter(pl.col("source") == "refusal_eval/tune")

@@ -23,6 +23,7 @@ from curate.workspace import Workspace, atomic_write_text
 
 refusal_app = typer.Typer(help="Train and measure the refusal detector.", no_args_is_help=True)
 
+SHIPPED_FOLDS = TrainParams.model_fields["calibration_folds"].default
 SourcesOpt = Annotated[list[str] | None, typer.Option("--source", help=f"Training sources (repeatable; default {list(TRAIN_SOURCES)}).")]
 
 
@@ -42,6 +43,8 @@ def train(
     sources: SourcesOpt = None,
     held_out: Annotated[Path | None, typer.Option(help="Also write the calibration's out-of-fold predictions "
                                                   "(held out by model) as Parquet, for `curate refusal report`.")] = None,
+    calibration_folds: Annotated[int, typer.Option(min=2, help="Model-grouped folds of the out-of-fold calibration "
+                                                   "(folds + 1 fits; fewer is quicker, the calibration coarser).")] = SHIPPED_FOLDS,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
@@ -59,7 +62,11 @@ def train(
         manifest.append(entry)
         out = out or cfg.workspace_path / "refusal" / "detector"
     out = out or ARTEFACT_DIR
-    card = train_detector(df, manifest, out, held_out_out=held_out)
+    if calibration_folds != SHIPPED_FOLDS and out.resolve() == ARTEFACT_DIR.resolve():
+        # The folds change the card's calibration, not the .ftz: a rebuild would still match the pinned sha256.
+        raise CurateError(f"{ARTEFACT_DIR}: the shipped artefact is calibrated on {SHIPPED_FOLDS} folds; "
+                          f"write a detector with --calibration-folds {calibration_folds} elsewhere (--out)")
+    card = train_detector(df, manifest, out, TrainParams(calibration_folds=calibration_folds), held_out_out=held_out)
     if as_json:
         typer.echo(json.dumps(card, indent=1, ensure_ascii=False))
         return
