@@ -6,8 +6,6 @@ data/refusal_eval and public training replies (SpeechMap without R1-family model
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 from pathlib import Path
 
@@ -16,10 +14,10 @@ import pytest
 
 from curate.refusal import RefusalConfig, classify_refusals, length_units, load_rules
 from curate.refusal import rules as rules_module
+from curate.refusal.data import load_speechmap, load_xstest
 from curate.refusal.rules import _DEFLECT, _HARD, _position_score
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = REPO / "data" / "refusal_train"  # the project's copy of the public labelled replies
 RULES = RefusalConfig(mode="rules")
 EDGE = [None, "", "   ", "抱歉", "对不起，我无法回答。", "x" * 5000, "I can't. " * 200,
         "Let's talk about something else. How about a fun fact about pandas?",
@@ -66,12 +64,12 @@ def labelled_replies() -> pl.DataFrame:
 
 
 def training_sample(every: int = 20) -> pl.DataFrame:
-    lines = gzip.decompress((TRAIN / "speechmap_compliance.jsonl.gz").read_bytes()).decode("utf-8").splitlines()[::every]
-    texts = [json.loads(line)["response"] for line in lines]
-    for path in sorted((TRAIN / "xstest_v2_completions").glob("*.csv")):
-        with path.open(encoding="utf-8", newline="") as handle:
-            texts += [row["completion"] for row in csv.DictReader(handle)][::every]
-    return pl.DataFrame({"response": texts})
+    """Every `every`-th reply of each public file (SpeechMap, each XSTest model's CSV), as the training loader reads them."""
+    speechmap, _ = load_speechmap()
+    xstest, _ = load_xstest()
+    per_file = pl.int_range(pl.len()).over("model") % every == 0
+    replies = pl.concat([speechmap.gather_every(every), xstest.filter(per_file)])
+    return replies.select(pl.col("text").alias("response"))
 
 
 def same_as_reference(df: pl.DataFrame, monkeypatch, combined_below_chars: int) -> None:
