@@ -195,8 +195,12 @@ def _run_shard(func: Callable[..., Any], shard_input: str, shard: pl.DataFrame |
     if llm_share is not None:
         llm_share.apply()
     opened = {k: LLMCache(v.path) for k, v in kwargs.items() if isinstance(v, _CacheAt)}
+    # Shards on threads get DataFrame objects of their own: polars locks each object, and two
+    # threads on one object can deadlock (one waits for the lock holding the GIL, the other holds
+    # the lock waiting for the GIL; curate/release/parts.py hit it). A clone shares the data.
+    frames = {k: v.clone() for k, v in kwargs.items() if isinstance(v, pl.DataFrame)}
     try:
-        return _as_output(func(**{shard_input: _shard_rows(shard)}, **{**kwargs, **opened}))
+        return _as_output(func(**{shard_input: _shard_rows(shard)}, **{**kwargs, **frames, **opened}))
     finally:
         for cache in opened.values():
             cache.close()

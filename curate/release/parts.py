@@ -125,7 +125,11 @@ def write_parts(
             for batch in stream.batches(rows):
                 if batch.is_empty():
                     continue
-                accounted = worker.submit(account, batch)
+                # The worker gets a DataFrame object of its own (a clone shares the data, not the
+                # object's lock): polars 2.1 locks each DataFrame object, and `to_arrow` below waits
+                # for that lock while holding the GIL, so with both threads on one object it hung
+                # when the worker held the lock and waited for the GIL (pola-rs/polars#27472).
+                accounted = worker.submit(account, batch.clone())
                 if writer is None:
                     path = f"{prefix}-{len(written.paths):05d}.zstd.parquet"
                     written.paths.append(path)
