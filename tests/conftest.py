@@ -23,9 +23,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 
-pytest_plugins = sorted(
-    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if p.stem != "__init__"
-)
+# session_services first: the service fixtures import its stop helper, and a plugin module imported
+# before pytest registers it cannot have its asserts rewritten.
+pytest_plugins = ["tests.fixtures.session_services", *sorted(
+    f"tests.fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem not in ("__init__", "session_services")
+)]
 
 
 @pytest.fixture
