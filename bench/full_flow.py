@@ -4,6 +4,8 @@ rows/s, and how busy the LLM stages kept the endpoint.
 
     nice -n 10 uv run python bench/full_flow.py --translations 1000 [--concurrency 256 --latency 2]
     nice -n 10 uv run python bench/full_flow.py --translations 25000 --latency 0.2 --steps flow_generate,answers
+    # a kept workspace, resumable from its shard checkpoints after a kill (the same --port each time):
+    nice -n 19 uv run python bench/full_flow.py --translations 350000 --latency 0.2 --work DIR --port 47123 --steps judge_score
 
 Steps, each in its own child process (bench/full_size.py's `measure`: wall time without imports,
 the child's own peak RSS, VmHWM, with them):
@@ -314,8 +316,8 @@ def endpoint_use(server: FaultServer, samples: list[tuple[float, int]], start: f
 
 
 def run_bench(n: int, work: Path, *, concurrency: int, latency: float, shard_size: int, slots: int,
-              candidates: int, steps: tuple[str, ...] = STEPS) -> dict[str, Any]:
-    server = FaultServer(FaultConfig(latency_s=latency, keep_bodies=False, **replies())).start_in_thread()
+              candidates: int, steps: tuple[str, ...] = STEPS, port: int = 0) -> dict[str, Any]:
+    server = FaultServer(FaultConfig(latency_s=latency, keep_bodies=False, **replies()), port=port).start_in_thread()
     results: list[dict[str, Any]] = []
     try:
         write_config(work, server.base_url, concurrency, shard_size, slots, candidates)
@@ -381,6 +383,9 @@ def main() -> None:
         parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--json", type=Path)
+    # The stand-in's address is in the config the LLM stages fingerprint: a fixed port lets a killed
+    # run on a kept --work resume from its shard checkpoints instead of starting a new shard set.
+    parser.add_argument("--port", type=int, default=0, help="the stand-in's port (default: any free one)")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help="comma-separated steps, in order (e.g. flow_generate,answers: the answers stage alone)")
     args = parser.parse_args()
@@ -396,7 +401,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         report = run_bench(args.translations, work, concurrency=args.concurrency, latency=args.latency,
                            shard_size=args.shard_size, slots=args.slots, candidates=args.candidates,
-                           steps=tuple(args.steps.split(",")))
+                           steps=tuple(args.steps.split(",")), port=args.port)
     report |= {"load_average_before": load_before, "load_average_after": os.getloadavg()}
     print(f"\nload average before {load_before}, after {report['load_average_after']}")
     print(table(report))
