@@ -48,6 +48,7 @@ def test_first_use_generates_random_credentials_kept_in_the_stack_folder(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.argilla
+@pytest.mark.xdist_group("private-argilla-stacks")  # no shared stack: see tests/fixtures/session_services.py
 def test_a_fresh_stack_uses_its_generated_credentials_and_never_shows_them_in_ps(tmp_path: Path) -> None:
     home, ports = second_stack_home(tmp_path)
     env = _env(home, **ports)

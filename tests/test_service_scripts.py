@@ -62,6 +62,7 @@ ARGILLA_SCRIPT = REPO / "scripts" / "argilla-stack.sh"
 
 @pytest.mark.slow
 @pytest.mark.argilla
+@pytest.mark.xdist_group("private-argilla-stacks")  # no shared stack: see tests/fixtures/session_services.py
 def test_two_concurrent_argilla_starts_both_succeed_and_leave_one_healthy_stack(tmp_path: Path) -> None:
     home, ports = second_stack_home(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATE_ARGILLA")} | {"CURATE_HOME": str(home)} | ports
