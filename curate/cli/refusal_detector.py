@@ -49,9 +49,14 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
     """Train the detector (fixed seed, one thread): the same data gives the same bytes."""
+    cfg = load_config(config) if from_reviews else None
+    out = out or (cfg.workspace_path / "refusal" / "detector" if cfg else ARTEFACT_DIR)
+    if calibration_folds != SHIPPED_FOLDS and out.resolve() == ARTEFACT_DIR.resolve():
+        # The folds change the card's calibration, not the .ftz: a rebuild would still match the pinned sha256.
+        raise CurateError(f"{ARTEFACT_DIR}: the shipped artefact is calibrated on {SHIPPED_FOLDS} folds; "
+                          f"write a detector with --calibration-folds {calibration_folds} elsewhere (--out)")
     df, manifest = load_sources(_sources(sources))
-    if from_reviews:
-        cfg = load_config(config)
+    if cfg is not None:
         ws = Workspace(cfg.workspace_path)
         review_cfg = stage_config(cfg, "review", ReviewConfig)
         reviewed, entry = reviews_training_rows(ws, review_cfg.source)
@@ -60,12 +65,6 @@ def train(
                               "(needs all-reject with satisfaction 0-1, or all-accept)")
         df = pl.concat([df, reviewed])
         manifest.append(entry)
-        out = out or cfg.workspace_path / "refusal" / "detector"
-    out = out or ARTEFACT_DIR
-    if calibration_folds != SHIPPED_FOLDS and out.resolve() == ARTEFACT_DIR.resolve():
-        # The folds change the card's calibration, not the .ftz: a rebuild would still match the pinned sha256.
-        raise CurateError(f"{ARTEFACT_DIR}: the shipped artefact is calibrated on {SHIPPED_FOLDS} folds; "
-                          f"write a detector with --calibration-folds {calibration_folds} elsewhere (--out)")
     card = train_detector(df, manifest, out, TrainParams(calibration_folds=calibration_folds), held_out_out=held_out)
     if as_json:
         typer.echo(json.dumps(card, indent=1, ensure_ascii=False))
