@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path("/work/shared/data")
+SHARED = REPO.parent / "shared" / "data"  # shared/ beside the checkout; --shared names another
 EVAL_DIR = REPO / "data" / "refusal_eval"
 RESPONSES = EVAL_DIR / "responses.jsonl"
 LABELS = EVAL_DIR / "labels.tsv"

@@ -1,5 +1,6 @@
 """Local Argilla stack credentials: random on first start, kept in the stack's own folder (mode
-600), overridable by environment, under their own variable names, and never on a command line."""
+600), overridable by environment, under their own variable names, and never on a command line; and
+two starts of a fresh stack at once."""
 
 from __future__ import annotations
 
@@ -49,9 +50,14 @@ def test_first_use_generates_random_credentials_kept_in_the_stack_folder(tmp_pat
 @pytest.mark.slow
 @pytest.mark.argilla
 @pytest.mark.xdist_group("private-argilla-stacks")  # no shared stack: see tests/fixtures/session_services.py
-def test_a_fresh_stack_uses_its_generated_credentials_and_never_shows_them_in_ps(tmp_path: Path) -> None:
+def test_two_concurrent_starts_of_a_fresh_stack_leave_one_healthy_stack_on_credentials_never_shown_in_ps(
+        tmp_path: Path) -> None:
+    """One fresh private stack for two checks, since each costs a minute or more of start-up: two starts at
+    once (one starts the stack, the other waits for it and reuses it; both race to create the credentials),
+    and the generated credentials (the server takes them, the legacy ones fail, no command line shows them)."""
     home, ports = second_stack_home(tmp_path)
     env = _env(home, **ports)
+    run = home / "run"
     seen: list[str] = []
     done = threading.Event()
 
@@ -66,10 +72,20 @@ def test_a_fresh_stack_uses_its_generated_credentials_and_never_shows_them_in_ps
     watcher = threading.Thread(target=watch_command_lines, daemon=True)
     watcher.start()
     try:
-        proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=400)
+        starts = [subprocess.Popen(["bash", str(SCRIPT), "start"], env=env, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+        errors = [p.communicate(timeout=600)[1] for p in starts]
         done.set()
         watcher.join()
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [p.returncode for p in starts] == [0, 0], "\n---\n".join(e[-2000:] for e in errors)
+        assert sorted("already running" in e for e in errors) == [False, True]  # one started, one reused it
+        assert not any("start failed" in e for e in errors)
+        pids = {name: int((run / f"{name}.pid").read_text()) for name in ("redis", "osmem", "server", "worker")}
+        for name, pid in pids.items():
+            assert Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) is not running"
+        status = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, env=env, timeout=120)
+        assert status.returncode == 0 and f"healthy at http://127.0.0.1:{ports['CURATE_ARGILLA_PORT']}" in status.stdout
+
         creds = read_credentials(home / "argilla" / "credentials.env")
         url = f"http://127.0.0.1:{ports['CURATE_ARGILLA_PORT']}"
         me = httpx.get(f"{url}/api/v1/me", headers={"X-Argilla-Api-Key": creds["CURATE_ARGILLA_OWNER_API_KEY"]}, timeout=10)
@@ -82,4 +98,6 @@ def test_a_fresh_stack_uses_its_generated_credentials_and_never_shows_them_in_ps
         assert seen and not [line for line in seen for name in SECRETS if creds[name] in line]
     finally:
         done.set()
-        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, env=env, timeout=120)
+        stop = subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, env=env, timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    assert not list(run.glob("*.pid"))

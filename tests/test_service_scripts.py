@@ -1,5 +1,6 @@
 """The service scripts under load: a busy or slow listener is waited for, never mistaken for a free
-port, and two starts at once leave one healthy service."""
+port. (Two Argilla starts at once are tested in test_argilla_credentials, on the same fresh stack as
+its credentials.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.argilla_stack import second_stack_home
 
 REPO = Path(__file__).resolve().parents[1]
 LLM_SCRIPT = REPO / "scripts" / "llm-server.sh"
@@ -55,31 +55,3 @@ def test_llm_start_waits_for_a_listener_that_does_not_answer_and_never_starts_a_
     status = subprocess.run(["bash", str(LLM_SCRIPT), "status", "--port", str(silent_listener)],
                             capture_output=True, text=True, env=env, timeout=120)
     assert status.returncode == 3 and "not running" in status.stdout
-
-
-ARGILLA_SCRIPT = REPO / "scripts" / "argilla-stack.sh"
-
-
-@pytest.mark.slow
-@pytest.mark.argilla
-@pytest.mark.xdist_group("private-argilla-stacks")  # no shared stack: see tests/fixtures/session_services.py
-def test_two_concurrent_argilla_starts_both_succeed_and_leave_one_healthy_stack(tmp_path: Path) -> None:
-    home, ports = second_stack_home(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATE_ARGILLA")} | {"CURATE_HOME": str(home)} | ports
-    run = home / "run"
-    try:
-        starts = [subprocess.Popen(["bash", str(ARGILLA_SCRIPT), "start"], env=env, text=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-        errors = [p.communicate(timeout=600)[1] for p in starts]
-        assert [p.returncode for p in starts] == [0, 0], "\n---\n".join(e[-2000:] for e in errors)
-        assert sorted("already running" in e for e in errors) == [False, True]  # one started, one reused it
-        assert not any("start failed" in e for e in errors)
-        pids = {name: int((run / f"{name}.pid").read_text()) for name in ("redis", "osmem", "server", "worker")}
-        for name, pid in pids.items():
-            assert Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) is not running"
-        status = subprocess.run(["bash", str(ARGILLA_SCRIPT), "status"], capture_output=True, text=True, env=env, timeout=120)
-        assert status.returncode == 0 and f"healthy at http://127.0.0.1:{ports['CURATE_ARGILLA_PORT']}" in status.stdout
-    finally:
-        stop = subprocess.run(["bash", str(ARGILLA_SCRIPT), "stop"], capture_output=True, text=True, env=env, timeout=300)
-    assert stop.returncode == 0, stop.stderr
-    assert not list(run.glob("*.pid"))
