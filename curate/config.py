@@ -17,7 +17,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -63,6 +63,14 @@ class IngestConfig(Section):
 
 class EndpointConfig(Section):
     """An OpenAI-compatible chat-completions endpoint."""
+
+    # Where the endpoint is and how hard it is driven change no reply, so they stay out of the
+    # fingerprint of every stage that calls it (the LLM cache's request key leaves them out too).
+    # Moving a server to another host or port, or raising its concurrency, then neither makes a
+    # finished stage stale nor orphans a killed run's shard checkpoints.
+    fingerprint_excludes: ClassVar[frozenset[str]] = frozenset({
+        "base_url", "api_key_env", "timeout_s", "max_concurrency", "requests_per_minute", "tokens_per_minute",
+        "max_retries"})
 
     base_url: str = "http://127.0.0.1:8080/v1"
     model: str = "local"
@@ -247,6 +255,20 @@ def with_endpoint_defaults(llm: EndpointConfig, raw: dict[str, Any], *keys: str,
 
 
 def config_hash(obj: BaseModel | dict[str, Any]) -> str:
-    """Stable hash of a config (secrets are never in configs, only env var names)."""
-    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    """Stable hash of a config (secrets are never in configs, only env var names), without the fields
+    a model class names in `fingerprint_excludes`, at any depth."""
+    data = _without_excluded(obj, obj.model_dump(mode="json")) if isinstance(obj, BaseModel) else obj
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_excluded(value: Any, dumped: Any) -> Any:
+    """`dumped` (the JSON dump of `value`) less every model's `fingerprint_excludes`, walking nested
+    models, lists and dicts in step with the objects they were dumped from."""
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        skip = getattr(type(value), "fingerprint_excludes", frozenset())
+        return {key: _without_excluded(getattr(value, key, None), item) for key, item in dumped.items() if key not in skip}
+    if isinstance(value, (list, tuple)) and isinstance(dumped, list) and len(value) == len(dumped):
+        return [_without_excluded(v, d) for v, d in zip(value, dumped, strict=True)]
+    if isinstance(value, dict) and isinstance(dumped, dict):
+        return {key: _without_excluded(value.get(key), item) for key, item in dumped.items()}
+    return dumped

@@ -95,6 +95,10 @@ def test_cli_answers_killed_with_sigkill_resumes_from_its_shard_checkpoints(tmp_
         first_run = len(server.bodies)
         completed_first = {k for k, v in server.completed.items() if v}
 
+        # The rerun finds the same server by another name, with another concurrency and timeout (an
+        # endpoint moved, or driven harder): none of that changes a reply, so the checkpoints still count.
+        write_config(tmp_path, server.base_url.replace("127.0.0.1", "localhost"), shard_size=shard_size, slots=2,
+                     concurrency=shard_size, timeout_s=60)
         rerun = curate_answers(tmp_path)
         out, _ = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, out

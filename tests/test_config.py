@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import load_config
+from curate.config import Config, load_config
 from curate.errors import ConfigError
 from curate.secrets import redact
 
@@ -93,3 +93,23 @@ def test_shipped_template_loads(repo_root):
 def test_redact_masks_env_secrets():
     env = {"MY_API_KEY": "abcdef123456", "HOME": "/root", "CURATE__LLM__MAX_TOKENS": "1234567"}
     assert redact("key=abcdef123456 home=/root n=1234567", env) == "key=*** home=/root n=1234567"
+
+
+def test_where_an_endpoint_is_and_how_hard_it_is_driven_stay_out_of_the_config_hash():
+    from curate.config import EndpointConfig, config_hash
+    from curate.stages.answers import AnswersConfig
+
+    base = AnswersConfig(generator=EndpointConfig(model="r1", temperature=0.6))
+    moved = AnswersConfig(generator=EndpointConfig(
+        model="r1", temperature=0.6, base_url="https://gpu-node-7:8000/v1", api_key_env="OTHER_KEY", timeout_s=600,
+        max_concurrency=256, requests_per_minute=600, tokens_per_minute=10**6, max_retries=0))
+    assert config_hash(base) == config_hash(moved)
+    assert config_hash(Config(llm=base.generator)) == config_hash(Config(llm=moved.generator))  # at any depth
+    for changed in ({"model": "r1-distill"}, {"temperature": 0.7}, {"top_p": 0.5}, {"max_tokens": 64},
+                    {"structured_output": "off"}):
+        other = AnswersConfig(generator=EndpointConfig(model="r1", temperature=0.6).model_copy(update=changed))
+        assert config_hash(other) != config_hash(base), changed
+    assert config_hash(AnswersConfig(generator=base.generator, candidates_per_prompt=2)) != config_hash(base)
+    # The dump a manifest shows keeps every field: only the hash leaves some out.
+    assert moved.generator.model_dump()["base_url"] == "https://gpu-node-7:8000/v1"
+

@@ -1,6 +1,6 @@
 """Fingerprints see every input: editing a template, a rules file or a stoplist reruns exactly
 the stages that depend on it (and those whose input tables changed), and no loader cache keeps
-serving the old file."""
+serving the old file. Where an endpoint is, and how hard it is driven, is not an input."""
 
 from __future__ import annotations
 
@@ -103,6 +103,16 @@ def test_editing_a_template_reruns_that_stage_only(tmp_path, deccp_censored, llm
     assert states(curate("keywords")) == {"keywords": "skipped"}
     assert states(curate("questions")) == {"questions": "done"}
     assert states(curate("questions")) == {"questions": "skipped"}
+
+    # The same server by another name, driven with other limits: no reply changes, nothing reruns.
+    config = tmp_path / "curate.toml"
+    moved = config.read_text(encoding="utf-8").replace("127.0.0.1", "localhost")
+    config.write_text(moved.replace("max_concurrency = 2", "max_concurrency = 1\ntimeout_s = 300\nmax_retries = 1"),
+                      encoding="utf-8")
+    assert states(curate("questions")) == {"questions": "skipped"}
+    # A sampling setting changes the replies: the stage reruns.
+    config.write_text(config.read_text(encoding="utf-8").replace("max_tokens = 64", "max_tokens = 48"), encoding="utf-8")
+    assert states(curate("questions")) == {"questions": "done"}
 
 
 @pytest.mark.slow
