@@ -5,9 +5,10 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.config import Config, load_config
+from curate.config import Config, EndpointConfig, config_hash, load_config
 from curate.errors import ConfigError
 from curate.secrets import redact
+from curate.stages.answers import AnswersConfig
 
 
 def test_defaults_without_a_file(tmp_path, monkeypatch):
@@ -96,9 +97,6 @@ def test_redact_masks_env_secrets():
 
 
 def test_where_an_endpoint_is_and_how_hard_it_is_driven_stay_out_of_the_config_hash():
-    from curate.config import EndpointConfig, config_hash
-    from curate.stages.answers import AnswersConfig
-
     base = AnswersConfig(generator=EndpointConfig(model="r1", temperature=0.6))
     moved = AnswersConfig(generator=EndpointConfig(
         model="r1", temperature=0.6, base_url="https://gpu-node-7:8000/v1", api_key_env="OTHER_KEY", timeout_s=600,
@@ -112,4 +110,3 @@ def test_where_an_endpoint_is_and_how_hard_it_is_driven_stay_out_of_the_config_h
     assert config_hash(AnswersConfig(generator=base.generator, candidates_per_prompt=2)) != config_hash(base)
     # The dump a manifest shows keeps every field: only the hash leaves some out.
     assert moved.generator.model_dump()["base_url"] == "https://gpu-node-7:8000/v1"
-
