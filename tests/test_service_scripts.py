@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 REPO = Path(__file__).resolve().parents[1]
 LLM_SCRIPT = REPO / "scripts" / "llm-server.sh"
 
